@@ -1,0 +1,136 @@
+"""Typed, read-only parameters: one pydantic model per params.yaml section.
+
+Every model forbids unknown keys and is frozen, so a typo in params.yaml or in
+``dvc exp run -S`` stops the stage with a message naming the key, and no stage can
+mutate its configuration while it runs. Defaults live here and only here; params.yaml
+states the values the pipeline runs with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from .section import Fraction, Section, Split
+
+__all__ = ["Fraction", "Params", "ParamsError", "Section", "Split", "load_params"]
+
+
+class SharedParams(Section):
+    seed: int = Field(0, description="Seed of every random choice in the pipeline.")
+
+
+class PhantomParams(Section):
+    """The synthetic echo phantom written in EchoNet-Dynamic layout."""
+
+    n_videos: int = Field(64, ge=3)
+    fps: float = Field(50.0, gt=0)
+    duration_s: tuple[float, float] = Field((1.8, 2.6), description="Clip length range.")
+    heart_rate_bpm: tuple[float, float] = (55.0, 110.0)
+    ef_percent: tuple[float, float] = (20.0, 80.0)
+    size: int = Field(112, ge=32)
+    split_fractions: tuple[Fraction, Fraction, Fraction] = Field(
+        (0.75, 0.125, 0.125), description="TRAIN, VAL, TEST."
+    )
+    codec: Literal["mjpeg", "ffv1"] = "mjpeg"
+
+    @model_validator(mode="after")
+    def _check(self) -> PhantomParams:
+        for name in ("duration_s", "heart_rate_bpm", "ef_percent"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be an increasing positive range, got {[lo, hi]}")
+        if abs(sum(self.split_fractions) - 1.0) > 1e-6:
+            raise ValueError(f"split_fractions must sum to 1, got {self.split_fractions}")
+        return self
+
+
+class DataParams(Section):
+    """Where the EchoNet-Dynamic-layout dataset lives (the phantom by default)."""
+
+    root: str = "data/phantom/echonet"
+
+
+class PrepareParams(Section):
+    """Decoding, resampling and storing the videos."""
+
+    target_fps: float | None = Field(25.0, gt=0, description="None keeps each video's rate.")
+    size: int = Field(112, ge=16)
+    min_frames: int = Field(16, ge=2, description="Fewer frames after resampling: rejected.")
+    ef_range: tuple[float, float] = (0.0, 100.0)
+    shard_frames: int = Field(2048, ge=1, description="Frames per shard file of the store.")
+    chunk_frames: int = Field(16, ge=1, description="Frames per compressed chunk.")
+
+    @model_validator(mode="after")
+    def _check(self) -> PrepareParams:
+        if self.shard_frames % self.chunk_frames:
+            raise ValueError(
+                f"shard_frames ({self.shard_frames}) must be a multiple of "
+                f"chunk_frames ({self.chunk_frames})"
+            )
+        return self
+
+
+# Stage sections live next to the code that reads them (imported here, after the
+# base sections, so that params.yaml is validated as one document).
+from .tasks.flow import FlowExportParams, FlowTrainParams  # noqa: E402
+from .tasks.generator import (  # noqa: E402
+    LatentsParams,
+    MCDMTrainParams,
+    SampleParams,
+    VAETrainParams,
+)
+from .tasks.mafe import FeaturesParams, MAFETrainParams  # noqa: E402
+from .tasks.reid import ReIDExportParams, ReIDTrainParams  # noqa: E402
+
+
+class Params(Section):
+    """The whole params.yaml: one section per stage plus ``shared``."""
+
+    shared: SharedParams = SharedParams()
+    phantom: PhantomParams = PhantomParams()
+    data: DataParams = DataParams()
+    prepare: PrepareParams = PrepareParams()
+    flow_train: FlowTrainParams = FlowTrainParams()
+    flow_export: FlowExportParams = FlowExportParams()
+    reid_train: ReIDTrainParams = ReIDTrainParams()
+    reid_export: ReIDExportParams = ReIDExportParams()
+    mafe_train: MAFETrainParams = MAFETrainParams()
+    features: FeaturesParams = FeaturesParams()
+    vae_train: VAETrainParams = VAETrainParams()
+    latents: LatentsParams = LatentsParams()
+    mcdm_train: MCDMTrainParams = MCDMTrainParams()
+    sample: SampleParams = SampleParams()
+
+
+class ParamsError(ValueError):
+    """params.yaml is invalid; the message names the file, the key and the reason."""
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``path``; raise :class:`ParamsError` naming every bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ParamsError(f"{path}: cannot read params ({err})") from err
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "<root>"
+            got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+            lines.append(f"  {key}: {e['msg']}{got}")
+        raise ParamsError(f"{path}: invalid parameters\n" + "\n".join(lines)) from None
+
+
+def write_used_params(section: BaseModel, path: str | Path) -> None:
+    """Write the configuration a stage actually ran with beside its outputs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(section.model_dump(mode="json"), indent=2) + "\n")

@@ -1,0 +1,68 @@
+"""Conditioning signals of the MCDM, shared by the training loss and the pipeline.
+
+The SVD UNet adds an embedding of three scalars per sample (``added_time_ids``) to its
+timestep embedding. Here they are, in order:
+
+``fps``
+    Frame rate of the clip (0 when unknown); it sets the time scale of the motion.
+``noise_aug_strength``
+    Std of the Gaussian noise added to the reference latent (SVD's conditioning
+    augmentation); 0 unless ``MCDMLossParams.ref_noise_aug`` > 0 in training, chosen at
+    sampling time.
+``motion_dropped``
+    1 when the motion condition is dropped (classifier-free guidance's unconditional branch),
+    else 0. Together with the zeroed motion vector it acts as a learned null condition that a
+    genuine all-zero motion vector cannot be confused with.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+ADDED_TIME_IDS = ("fps", "noise_aug_strength", "motion_dropped")
+NUM_ADDED_TIME_IDS = len(ADDED_TIME_IDS)
+
+
+def added_time_ids(
+    fps: torch.Tensor, noise_aug_strength: torch.Tensor, motion_dropped: torch.Tensor
+) -> torch.Tensor:
+    """Stack per-sample ids ``(B,)`` into float32 ``(B, 3)``, in ``ADDED_TIME_IDS`` order."""
+    return torch.stack([fps.float(), noise_aug_strength.float(), motion_dropped.float()], dim=1)
+
+
+def drop_motion(
+    motion: torch.Tensor, p: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero each sample's motion vector ``(B, D)`` with probability ``p``.
+
+    Returns the motion and the float mask ``(B,)`` (1 = dropped) for the ``motion_dropped`` id.
+    """
+    draw = torch.rand(motion.shape[0], generator=generator, device="cpu").to(motion.device)
+    dropped = (draw < p).float()  # (B,)
+    return motion * (1.0 - dropped)[:, None], dropped
+
+
+def augment_reference(
+    ref_latent: torch.Tensor, strength: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Add Gaussian noise with per-sample std ``strength`` ``(B,)`` to latents ``(B, C, h, w)``."""
+    noise = randn_tensor(
+        ref_latent.shape, generator=generator, device=ref_latent.device, dtype=ref_latent.dtype
+    )
+    return ref_latent + strength.to(ref_latent)[:, None, None, None] * noise
+
+
+@torch.no_grad()
+def motion_from_driving_video(
+    mafe: torch.nn.Module, video: torch.Tensor, ed: int, es: int
+) -> torch.Tensor:
+    """Motion vector ``(1, D)`` of the ED/ES pair of a uint8 video ``(T, H, W)``.
+
+    ``mafe.motion_vector(img0, img1)`` receives float ``(1, 1, H, W)`` frames in [0, 1] on the
+    module's device (the project's network input convention).
+    """
+    device = next(mafe.parameters()).device
+    pair = video[[ed, es]].to(device=device).float()[:, None] / 255.0  # (2, 1, H, W)
+    motion = mafe.motion_vector(pair[:1], pair[1:])
+    return motion.reshape(1, -1).float()

@@ -1,0 +1,149 @@
+"""Training objectives of the VAE and of the MCDM, callable by the generic training loop.
+
+Bind the extra arguments with ``functools.partial`` to get ``loss_fn(model, batch)``::
+
+    loss_fn = partial(mcdm_loss, scheduler=build_scheduler(schedule), params=loss_params)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import extract_model_from_parallel
+from diffusers import AutoencoderKL, DDPMScheduler, UNetSpatioTemporalConditionModel
+from pydantic import Field, model_validator
+
+from echomotion.config import Fraction, Section
+from echomotion.diffusion.conditioning import added_time_ids, augment_reference, drop_motion
+from echomotion.diffusion.metrics import ssim
+from echomotion.diffusion.unet import unet_predict
+
+
+class NoiseScheduleParams(Section):
+    """The training noise schedule (saved with the pipeline as the DDPM scheduler config)."""
+
+    num_train_timesteps: int = Field(1000, ge=2)
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    beta_start: float = Field(1e-4, gt=0)
+    beta_end: float = Field(0.02, gt=0, lt=1)
+    prediction_type: Literal["v_prediction", "epsilon"] = "v_prediction"
+
+    @model_validator(mode="after")
+    def _check(self) -> NoiseScheduleParams:
+        if self.beta_start >= self.beta_end:
+            raise ValueError(f"beta_start ({self.beta_start}) must be < beta_end ({self.beta_end})")
+        return self
+
+
+def build_scheduler(params: NoiseScheduleParams) -> DDPMScheduler:
+    """The DDPM scheduler that defines the forward process (and samples by default)."""
+    return DDPMScheduler(
+        num_train_timesteps=params.num_train_timesteps,
+        beta_schedule=params.beta_schedule,
+        beta_start=params.beta_start,
+        beta_end=params.beta_end,
+        prediction_type=params.prediction_type,
+        clip_sample=False,
+    )
+
+
+class VAELossParams(Section):
+    """Weights of the VAE objective: reconstruction + KL (+ optional 1 - SSIM)."""
+
+    reconstruction: Literal["l1", "l2"] = "l1"
+    kl_weight: float = Field(1e-6, ge=0, description="On the KL averaged per latent element.")
+    ssim_weight: float = Field(0.0, ge=0, description="Weight of 1 - SSIM; 0 skips it.")
+
+
+def vae_loss(
+    vae: AutoencoderKL, batch: dict[str, torch.Tensor], params: VAELossParams
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """VAE objective on ``batch["image"]`` ``(B, 1, H, W)`` in [-1, 1] -> (loss, logs).
+
+    Reconstruction and KL are both means per element (pixel / latent element).
+    """
+    # 1. encode, sample the posterior, decode
+    model = extract_model_from_parallel(vae)
+    images = batch["image"].to(device=model.device, dtype=model.dtype)
+    posterior = model.encode(images).latent_dist
+    recon = model.decode(posterior.sample()).sample
+    # 2. terms
+    diff = recon.float() - images.float()
+    rec = diff.abs().mean() if params.reconstruction == "l1" else diff.pow(2).mean()
+    kl = posterior.kl().mean() / posterior.mean[0].numel()
+    loss = rec + params.kl_weight * kl
+    logs = {"rec": rec.item(), "kl": kl.item()}
+    if params.ssim_weight > 0:
+        ssim_term = 1.0 - ssim(recon.float(), images.float(), data_range=2.0).mean()
+        loss = loss + params.ssim_weight * ssim_term
+        logs["ssim"] = 1.0 - ssim_term.item()
+    logs["loss"] = loss.item()
+    return loss, logs
+
+
+class MCDMLossParams(Section):
+    """Conditioning regularisers of the diffusion objective."""
+
+    cond_dropout: Fraction = Field(0.1, description="P(motion dropped) per sample, for CFG.")
+    ref_noise_aug: float = Field(
+        0.0, ge=0, description="Max std of noise on the reference latent (uniform per sample)."
+    )
+
+
+def _check_mcdm_batch(unet: UNetSpatioTemporalConditionModel, batch: dict) -> None:
+    config = extract_model_from_parallel(unet).config
+    latents, ref, motion = batch["latents"], batch["ref_latent"], batch["motion"]
+    if latents.ndim != 5 or latents.shape[2] != config.out_channels:
+        raise ValueError(
+            f"latents must be (B, T, {config.out_channels}, h, w), got {tuple(latents.shape)}"
+        )
+    b, _, c, h, w = latents.shape
+    if tuple(ref.shape) != (b, c, h, w):
+        raise ValueError(f"ref_latent must be {(b, c, h, w)}, got {tuple(ref.shape)}")
+    if tuple(motion.shape) != (b, config.cross_attention_dim):
+        raise ValueError(
+            f"motion must be {(b, config.cross_attention_dim)} (cross_attention_dim), "
+            f"got {tuple(motion.shape)}"
+        )
+
+
+def _diffusion_target(
+    scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(latents, noise, t)
+    return noise
+
+
+def mcdm_loss(
+    unet: UNetSpatioTemporalConditionModel,
+    batch: dict[str, torch.Tensor],
+    scheduler: DDPMScheduler,
+    params: MCDMLossParams,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """MSE between the UNet output and the v (or eps) target at a random timestep.
+
+    ``batch``: ``latents`` ``(B, T, C, h, w)`` and ``ref_latent`` ``(B, C, h, w)``, both scaled;
+    ``motion`` ``(B, D)``; optional ``fps`` ``(B,)`` (else the fps id is 0).
+    """
+    # 1. inputs
+    _check_mcdm_batch(unet, batch)
+    latents, ref, motion = (batch[k].float() for k in ("latents", "ref_latent", "motion"))
+    b, device = latents.shape[0], latents.device
+    fps = batch.get("fps", torch.zeros(b)).to(device)
+    # 2. condition dropout (classifier-free guidance) and reference augmentation
+    motion, dropped = drop_motion(motion, params.cond_dropout)
+    strength = torch.rand(b, device=device) * params.ref_noise_aug
+    if params.ref_noise_aug > 0:
+        ref = augment_reference(ref, strength)
+    # 3. forward diffusion
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), device=device)
+    noise = torch.randn_like(latents)
+    noisy = scheduler.add_noise(latents, noise, t)
+    # 4. prediction and loss
+    ids = added_time_ids(fps, strength, dropped).to(device)
+    pred = unet_predict(unet, noisy, ref, motion, ids, t)
+    loss = F.mse_loss(pred.float(), _diffusion_target(scheduler, latents, noise, t).float())
+    return loss, {"loss": loss.item(), "motion_dropped": dropped.mean().item()}

@@ -1,0 +1,124 @@
+"""The motion-conditioned video denoiser: a diffusers ``UNetSpatioTemporalConditionModel``.
+
+Input per frame: 4 noisy latent channels + the 4 reference-frame latent channels (the same
+reference repeated over time), so ``in_channels = 8``. The motion vector ``(B, D)`` is the
+single cross-attention token (``cross_attention_dim = D``). The three ``added_time_ids`` are
+described in :mod:`echomotion.diffusion.conditioning`.
+
+Latents are 14x14; the UNet halves the size ``len(block_out_channels) - 1`` times, so
+:func:`unet_predict` reflect-pads H and W up to a multiple of ``2 ** num_upsamplers``
+(14 -> 16 for 3 or 4 levels) and crops the prediction back. Reflection keeps the padded
+border noise-like at every noise level, where zeros would be a constant frame the model never
+sees in the interior.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import extract_model_from_parallel
+from diffusers import UNetSpatioTemporalConditionModel
+from einops import repeat
+from pydantic import Field, model_validator
+
+from echomotion.config import Section
+from echomotion.diffusion.conditioning import NUM_ADDED_TIME_IDS
+
+GROUPNORM_GROUPS = 32  # hard-coded in diffusers' spatio-temporal blocks: widths must divide by it
+
+
+class MCDMModelParams(Section):
+    """Size of the video UNet (the default is a tiny CPU model; the paper uses 128,256,256,512)."""
+
+    block_out_channels: tuple[int, ...] = Field(
+        (32, 64, 64), description="Channels per level, multiples of 32; >= 2 levels."
+    )
+    layers_per_block: int = Field(1, ge=1)
+    attention_head_dim: int = Field(32, ge=1, description="Channels per attention head.")
+    motion_dim: int = Field(128, ge=1, description="D of the motion vector (cross-attention).")
+    num_frames: int = Field(8, ge=1, description="Frames per training window.")
+    latent_channels: int = Field(4, ge=1)
+    addition_time_embed_dim: int = Field(32, ge=2, description="Sinusoid size per time id.")
+
+    @model_validator(mode="after")
+    def _check(self) -> MCDMModelParams:
+        if len(self.block_out_channels) < 2:
+            raise ValueError(f"block_out_channels needs >= 2 levels, got {self.block_out_channels}")
+        for c in self.block_out_channels:
+            if c % GROUPNORM_GROUPS or c % self.attention_head_dim:
+                raise ValueError(
+                    f"block_out_channels entry {c} must be a multiple of {GROUPNORM_GROUPS} "
+                    f"and of attention_head_dim ({self.attention_head_dim})"
+                )
+        return self
+
+
+def build_unet(params: MCDMModelParams) -> UNetSpatioTemporalConditionModel:
+    """A freshly initialised video UNet; every level but the deepest has cross-attention."""
+    levels = len(params.block_out_channels)
+    down = ("CrossAttnDownBlockSpatioTemporal",) * (levels - 1) + ("DownBlockSpatioTemporal",)
+    up = ("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * (levels - 1)
+    return UNetSpatioTemporalConditionModel(
+        in_channels=2 * params.latent_channels,
+        out_channels=params.latent_channels,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=params.block_out_channels,
+        addition_time_embed_dim=params.addition_time_embed_dim,
+        projection_class_embeddings_input_dim=NUM_ADDED_TIME_IDS * params.addition_time_embed_dim,
+        layers_per_block=params.layers_per_block,
+        cross_attention_dim=params.motion_dim,
+        num_attention_heads=tuple(
+            c // params.attention_head_dim for c in params.block_out_channels
+        ),
+        num_frames=params.num_frames,
+    )
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad the last two dims of ``(..., H, W)`` up to multiples of ``multiple``.
+
+    Returns the padded tensor and the (top, left) offsets that :func:`crop_to` needs.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    top, left = ph // 2, pw // 2
+    if ph == 0 and pw == 0:
+        return x, (0, 0)
+    flat = x.reshape(-1, *x.shape[-3:])  # (N, C, H, W): reflect pad wants 4-D
+    padded = F.pad(flat, (left, pw - left, top, ph - top), mode="reflect")
+    return padded.reshape(*x.shape[:-2], h + ph, w + pw), (top, left)
+
+
+def crop_to(x: torch.Tensor, size: tuple[int, int], offset: tuple[int, int]) -> torch.Tensor:
+    """Undo :func:`pad_to_multiple`: the ``size`` window of ``(..., H, W)`` at ``offset``."""
+    (top, left), (h, w) = offset, size
+    return x[..., top : top + h, left : left + w]
+
+
+def unet_predict(
+    unet: UNetSpatioTemporalConditionModel,
+    noisy_latents: torch.Tensor,
+    ref_latent: torch.Tensor,
+    motion: torch.Tensor,
+    added_time_ids: torch.Tensor,
+    timestep: torch.Tensor,
+) -> torch.Tensor:
+    """The UNet output ``(B, T, C, h, w)`` for noisy latents ``(B, T, C, h, w)``.
+
+    ``ref_latent`` ``(B, C, h, w)`` is repeated over T and concatenated on channels;
+    ``motion`` ``(B, D)`` becomes the single context token; ``timestep`` is a scalar or ``(B,)``.
+    ``unet`` may be wrapped (DDP, compile): it is called, not unwrapped, for the forward.
+    """
+    # 1. input: noisy latents next to the reference latent
+    num_frames = noisy_latents.shape[1]
+    ref = repeat(ref_latent, "b c h w -> b t c h w", t=num_frames)
+    sample = torch.cat([noisy_latents, ref], dim=2)  # (B, T, 2C, h, w)
+    # 2. pad to the size the UNet halves cleanly
+    multiple = 2 ** extract_model_from_parallel(unet).num_upsamplers
+    sample, offset = pad_to_multiple(sample, multiple)
+    # 3. denoise, conditioned on the motion token and the time ids
+    context = motion[:, None, :]  # (B, 1, D)
+    out = unet(sample, timestep, context, added_time_ids, return_dict=False)[0]
+    # 4. crop back to the latent size
+    return crop_to(out, tuple(noisy_latents.shape[-2:]), offset)

@@ -1,0 +1,134 @@
+"""The grayscale latent autoencoder: a diffusers ``AutoencoderKL`` with 1 channel in and out.
+
+Four resolution levels (three downsamplings) give an 8x smaller latent: a 112x112 frame
+becomes a 4x14x14 latent. Images enter the VAE as float ``(N, 1, H, W)`` in [-1, 1]; frames
+on disk are uint8 ``(N, H, W)``. Stored latents are the posterior mode times
+``vae.config.scaling_factor`` (deterministic), in float16.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from accelerate.utils import extract_model_from_parallel
+from diffusers import AutoencoderKL
+from pydantic import Field, field_validator, model_validator
+
+from echomotion.config import Section
+
+
+class VAEModelParams(Section):
+    """Size of the latent autoencoder (the default is a tiny CPU model)."""
+
+    block_out_channels: tuple[int, ...] = Field(
+        (16, 32, 64, 64), description="Channels per level; 4 levels = 8x downsampling."
+    )
+    layers_per_block: int = Field(1, ge=1)
+    norm_num_groups: int = Field(16, ge=1, description="GroupNorm groups; divides every width.")
+    latent_channels: int = Field(4, ge=1)
+
+    @field_validator("block_out_channels")
+    @classmethod
+    def _four_levels(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(value) != 4:
+            raise ValueError(
+                f"block_out_channels needs 4 entries (8x downsampling, 112 -> 14), got {value}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _groups_divide_widths(self) -> VAEModelParams:
+        bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
+        if bad:
+            raise ValueError(
+                f"norm_num_groups ({self.norm_num_groups}) must divide every block_out_channels "
+                f"entry, not {bad}"
+            )
+        return self
+
+
+def build_vae(params: VAEModelParams) -> AutoencoderKL:
+    """A freshly initialised grayscale ``AutoencoderKL`` (scaling factor 1 until estimated)."""
+    levels = len(params.block_out_channels)
+    return AutoencoderKL(
+        in_channels=1,
+        out_channels=1,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=params.block_out_channels,
+        layers_per_block=params.layers_per_block,
+        latent_channels=params.latent_channels,
+        norm_num_groups=params.norm_num_groups,
+        scaling_factor=1.0,
+        force_upcast=False,
+    )
+
+
+def frames_to_images(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 frames ``(N, H, W)`` -> float32 VAE input ``(N, 1, H, W)`` in [-1, 1]."""
+    frames = torch.as_tensor(frames)
+    if frames.dtype != torch.uint8:
+        raise TypeError(f"frames must be uint8, got {frames.dtype}")
+    return frames.unsqueeze(1).float() / 127.5 - 1.0  # (N, 1, H, W)
+
+
+def images_to_frames(images: torch.Tensor) -> np.ndarray:
+    """VAE output ``(N, 1, H, W)`` in [-1, 1] -> uint8 frames ``(N, H, W)`` (clipped, rounded)."""
+    scaled = ((images.float().squeeze(1) + 1.0) * 127.5).round().clamp(0, 255)
+    return scaled.to(torch.uint8).cpu().numpy()
+
+
+@torch.no_grad()
+def encode_images(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
+    """Scaled posterior-mode latents ``(N, C, h, w)`` of images ``(N, 1, H, W)`` in [-1, 1]."""
+    model = extract_model_from_parallel(vae)
+    images = images.to(device=model.device, dtype=model.dtype)
+    return model.encode(images).latent_dist.mode() * model.config.scaling_factor
+
+
+def _batches(n: int, batch_size: int) -> range:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return range(0, n, batch_size)
+
+
+def encode_frames(vae: AutoencoderKL, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Encode uint8 frames ``(N, H, W)`` to float16 latents ``(N, C, H/8, W/8)``.
+
+    The latents are the posterior mode (no sampling) times ``vae.config.scaling_factor``.
+    """
+    chunks = [
+        encode_images(vae, frames_to_images(frames[i : i + batch_size])).float().cpu()
+        for i in _batches(len(frames), batch_size)
+    ]
+    return torch.cat(chunks).numpy().astype(np.float16)
+
+
+@torch.no_grad()
+def decode_latents(
+    vae: AutoencoderKL, latents: np.ndarray | torch.Tensor, batch_size: int = 64
+) -> np.ndarray:
+    """Decode scaled latents ``(N, C, h, w)`` to uint8 frames ``(N, 8h, 8w)``."""
+    model = extract_model_from_parallel(vae)
+    latents = torch.as_tensor(latents)
+    frames = []
+    for i in _batches(len(latents), batch_size):
+        chunk = latents[i : i + batch_size].to(device=model.device, dtype=model.dtype)
+        frames.append(images_to_frames(model.decode(chunk / model.config.scaling_factor).sample))
+    return np.concatenate(frames)
+
+
+def estimate_scaling_factor(vae: AutoencoderKL, frames: np.ndarray, batch_size: int = 64) -> float:
+    """``1 / std`` of the unscaled latents of ``frames`` (uint8 ``(N, H, W)``), as SD does.
+
+    The caller records it with ``vae.register_to_config(scaling_factor=...)``.
+    """
+    scale = extract_model_from_parallel(vae).config.scaling_factor
+    latents = [
+        encode_images(vae, frames_to_images(frames[i : i + batch_size])).float() / scale
+        for i in _batches(len(frames), batch_size)
+    ]
+    std = torch.cat(latents).std().item()
+    if not np.isfinite(std) or std <= 0:
+        raise ValueError(f"latent std must be finite and positive, got {std}")
+    return 1.0 / std

@@ -1,0 +1,176 @@
+"""PWCLite: a small PWC-Net-style optical-flow network for grayscale echo frames.
+
+Feature pyramid -> at each level, coarse to fine: warp the second frame's features by the
+upsampled flow, build a local cost volume, estimate a residual flow, refine it with a dilated
+context network -> bilinear upsampling of the finest estimate to full resolution. Trained
+without labels by :mod:`echomotion.flow.losses` (UnFlow/ARFlow/UnSAMFlow recipe).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import Tensor, nn
+
+from .ops import backward_warp, local_correlation, pad_to_multiple, resize_flow
+
+
+@dataclass
+class PWCLiteOutput(BaseOutput):
+    """``flow``: (B, 2, H, W) full-resolution flow in pixels.
+
+    ``flows``: finest first; ``flows[0]`` is ``flow``, then one estimate per pyramid level
+    (stride 2, 4, ...), each (B, 2, ceil(H/s), ceil(W/s)) in that level's pixels.
+    """
+
+    flow: Tensor
+    flows: tuple[Tensor, ...]
+
+
+def conv(c_in: int, c_out: int, stride: int = 1, dilation: int = 1, act: bool = True) -> nn.Module:
+    """3x3 convolution keeping the size (at stride 1), optionally followed by LeakyReLU(0.1)."""
+    layer = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=dilation, dilation=dilation)
+    return nn.Sequential(layer, nn.LeakyReLU(0.1)) if act else layer
+
+
+class FeaturePyramid(nn.Module):
+    """Two 3x3 convs per level, the first with stride 2: level ``l`` has stride ``2**(l+1)``."""
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...]):
+        super().__init__()
+        widths = itertools.pairwise((in_channels, *channels))
+        self.levels = nn.ModuleList(
+            nn.Sequential(conv(a, b, stride=2), conv(b, b)) for a, b in widths
+        )
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        feats = []
+        for level in self.levels:
+            x = level(x)
+            feats.append(x)
+        return feats  # finest first
+
+
+class FlowEstimator(nn.Module):
+    """Residual flow from [cost volume, projected features, current flow]; shared by levels."""
+
+    def __init__(self, c_in: int, channels: tuple[int, ...]):
+        super().__init__()
+        widths = (c_in, *channels)
+        self.body = nn.Sequential(*(conv(a, b) for a, b in itertools.pairwise(widths)))
+        self.predict = conv(widths[-1], 2, act=False)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        hidden = self.body(x)
+        return self.predict(hidden), hidden
+
+
+class ContextNetwork(nn.Module):
+    """Dilated convolutions that refine a flow estimate from the estimator's last features."""
+
+    def __init__(self, c_in: int, channels: tuple[int, ...], dilations: tuple[int, ...]):
+        super().__init__()
+        widths = (c_in, *channels)
+        pairs = zip(itertools.pairwise(widths), dilations, strict=True)
+        layers = [conv(a, b, dilation=d) for (a, b), d in pairs]
+        self.body = nn.Sequential(*layers, conv(widths[-1], 2, act=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+class PWCLite(ModelMixin, ConfigMixin):
+    """Coarse-to-fine flow network; ``forward(img1, img2)`` gives ``flow_12`` (see ops.py).
+
+    Args:
+        in_channels: channels of the input frames (1 for grayscale echo).
+        pyramid_channels: feature channels per pyramid level, finest first; their number sets
+            the coarsest stride ``2**len(pyramid_channels)`` that inputs are padded to.
+        max_displacement: search radius of the cost volume, in pixels of each level.
+        feature_channels: width of the 1x1 projection of each level's features into the
+            shared estimator.
+        estimator_channels: widths of the flow estimator's convolutions.
+        context_channels: widths of the context network's convolutions.
+        context_dilations: their dilations (same length as ``context_channels``).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 1,
+        pyramid_channels: tuple[int, ...] = (16, 32, 48, 64),
+        max_displacement: int = 3,
+        feature_channels: int = 32,
+        estimator_channels: tuple[int, ...] = (64, 48, 32),
+        context_channels: tuple[int, ...] = (48, 48, 32, 16),
+        context_dilations: tuple[int, ...] = (1, 2, 4, 8),
+    ):
+        super().__init__()
+        if len(context_channels) != len(context_dilations):
+            raise ValueError(
+                f"context_channels {tuple(context_channels)} and context_dilations "
+                f"{tuple(context_dilations)} must have the same length"
+            )
+        self.stride = 2 ** len(pyramid_channels)
+        self.pyramid = FeaturePyramid(in_channels, tuple(pyramid_channels))
+        self.project = nn.ModuleList(nn.Conv2d(c, feature_channels, 1) for c in pyramid_channels)
+        n_cost = (2 * max_displacement + 1) ** 2
+        self.estimator = FlowEstimator(n_cost + feature_channels + 2, tuple(estimator_channels))
+        self.context = ContextNetwork(
+            estimator_channels[-1] + 2, tuple(context_channels), tuple(context_dilations)
+        )
+        self.cost_act = nn.LeakyReLU(0.1)
+        # Start from zero flow: random initial flows of several pixels make most pixels fail
+        # the forward-backward check, which starves the occlusion-masked loss.
+        for head in (self.estimator.predict, self.context.body[-1]):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def check_inputs(self, img1: Tensor, img2: Tensor) -> None:
+        """Both frames (B, C, H, W) with the same shape and ``in_channels`` channels."""
+        if img1.shape != img2.shape:
+            raise ValueError(f"img1 {tuple(img1.shape)} and img2 {tuple(img2.shape)} differ")
+        if img1.ndim != 4 or img1.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"expected (B, {self.config.in_channels}, H, W) frames, got {tuple(img1.shape)}"
+            )
+
+    def refine_level(self, level: int, f1: Tensor, f2: Tensor, flow: Tensor) -> Tensor:
+        """One coarse-to-fine step at ``level``: ``flow`` (level pixels) in, refined flow out."""
+        f2_warped = backward_warp(f2, flow)
+        # cosine costs: raw feature products of a fresh network are ~1e-3 and drown in the
+        # other estimator inputs, which stalls early training
+        cost = local_correlation(f1, f2_warped, self.config.max_displacement, cosine=True)
+        cost = self.cost_act(cost)
+        residual, hidden = self.estimator(torch.cat([cost, self.project[level](f1), flow], 1))
+        flow = flow + residual
+        return flow + self.context(torch.cat([hidden, flow], 1))
+
+    def forward(self, img1: Tensor, img2: Tensor) -> PWCLiteOutput:
+        """Flow from ``img1`` to ``img2`` (both (B, C, H, W) in [0, 1]), any H and W."""
+        # 1. check and pad to the coarsest stride; centre intensities around zero
+        self.check_inputs(img1, img2)
+        h, w = img1.shape[-2:]
+        pair = pad_to_multiple(torch.cat([img1, img2], 0), self.stride) * 2.0 - 1.0
+
+        # 2. features of both frames in one pass
+        feats = [f.chunk(2, dim=0) for f in self.pyramid(pair)]  # finest first
+
+        # 3. coarse to fine: upsample the flow (x2 vectors), warp, correlate, estimate, refine
+        coarsest = feats[-1][0]
+        flow = coarsest.new_zeros(coarsest.shape[0], 2, *coarsest.shape[-2:])
+        level_flows = []
+        for level in reversed(range(len(feats))):
+            f1, f2 = feats[level]
+            flow = self.refine_level(level, f1, f2, resize_flow(flow, f1.shape[-2:]))
+            stride = 2 ** (level + 1)
+            level_flows.append(flow[..., : -(-h // stride), : -(-w // stride)])
+
+        # 4. full resolution: bilinear upsampling of the finest estimate, crop the padding
+        full = resize_flow(flow, pair.shape[-2:])[..., :h, :w]
+        return PWCLiteOutput(flow=full, flows=(full, *reversed(level_flows)))

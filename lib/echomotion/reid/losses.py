@@ -1,0 +1,106 @@
+"""ReID losses: label-smoothed identity cross-entropy + batch-hard triplet loss.
+
+``reid_loss(model, batch)`` follows the project's ``loss_fn`` convention and expects
+``batch = {"image": (B, 1, H, W) float in [0, 1], "identity": (B,) long}`` drawn by a
+:class:`~echomotion.reid.sampler.PKBatchSampler` (P identities x K frames), so that every
+anchor has positives and negatives in its batch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from echomotion.config import Fraction, Section
+
+
+class ReIDLossParams(Section):
+    """Weights and hyper-parameters of the ReID training loss."""
+
+    id_weight: float = Field(1.0, ge=0, description="Weight of the identity cross-entropy.")
+    triplet_weight: float = Field(1.0, ge=0, description="Weight of the triplet loss.")
+    label_smoothing: Fraction = Field(0.1, description="Epsilon of the smoothed ID targets.")
+    triplet: Literal["margin", "soft"] = Field(
+        "margin", description="'margin': relu(d_ap - d_an + m); 'soft': softplus(d_ap - d_an)."
+    )
+    margin: float = Field(0.3, ge=0, description="Triplet margin (used by 'margin').")
+
+
+def label_smoothed_cross_entropy(logits: Tensor, targets: Tensor, epsilon: float) -> Tensor:
+    """Mean cross-entropy against targets ``(1 - eps) * onehot + eps / C``.
+
+    logits: (B, C); targets: (B,) long in [0, C).
+    """
+    log_p = F.log_softmax(logits, dim=1)  # (B, C)
+    nll = -log_p.gather(1, targets[:, None]).squeeze(1)  # (B,)
+    uniform = -log_p.mean(dim=1)  # (B,)
+    return ((1.0 - epsilon) * nll + epsilon * uniform).mean()
+
+
+def batch_hard_triplet_loss(
+    features: Tensor, labels: Tensor, margin: float = 0.3, soft: bool = False
+) -> tuple[Tensor, dict[str, float]]:
+    """Batch-hard triplet loss (Hermans et al. 2017) on Euclidean distances.
+
+    For each anchor, the farthest positive (same label, other item) and the closest
+    negative are mined. Anchors lacking a positive or a negative are ignored; the loss is
+    zero (with a gradient path) when no anchor is valid.
+
+    Returns the loss and logs: ``frac_active`` (anchors with non-zero hinge), ``d_ap``, ``d_an``.
+    """
+    # Exact pairwise distances: the matmul shortcut loses precision near zero.
+    dist = torch.cdist(features, features, compute_mode="donot_use_mm_for_euclid_dist")  # (B, B)
+    same = labels[:, None] == labels[None, :]  # (B, B)
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    pos_mask, neg_mask = same & ~eye, ~same
+    valid = pos_mask.any(dim=1) & neg_mask.any(dim=1)  # (B,)
+    if not valid.any():
+        return features.sum() * 0.0, {"frac_active": 0.0, "d_ap": 0.0, "d_an": 0.0}
+    d_ap = dist.masked_fill(~pos_mask, float("-inf")).amax(dim=1)[valid]  # (V,)
+    d_an = dist.masked_fill(~neg_mask, float("inf")).amin(dim=1)[valid]  # (V,)
+    diff = d_ap - d_an
+    per_anchor = F.softplus(diff) if soft else F.relu(diff + margin)
+    logs = {
+        "frac_active": (diff + (0.0 if soft else margin) > 0).float().mean().item(),
+        "d_ap": d_ap.mean().item(),
+        "d_an": d_an.mean().item(),
+    }
+    return per_anchor.mean(), logs
+
+
+def reid_loss(
+    model: nn.Module, batch: dict[str, Tensor], params: ReIDLossParams | None = None
+) -> tuple[Tensor, dict[str, float]]:
+    """Weighted ID + triplet loss of ``model`` (a ReIDEncoder) on one PK batch.
+
+    Use ``functools.partial(reid_loss, params=...)`` to pass non-default params to a
+    generic training loop. Logs: loss, id_loss, triplet_loss, id_accuracy and triplet stats.
+    """
+    params = params or ReIDLossParams()
+    images, identity = batch["image"], batch["identity"].long()
+    out = model(images)
+    n_classes = out["logits"].shape[1]
+    if identity.min() < 0 or identity.max() >= n_classes:
+        raise ValueError(
+            f"identity labels must lie in [0, {n_classes}), got "
+            f"[{identity.min().item()}, {identity.max().item()}]"
+        )
+    id_loss = label_smoothed_cross_entropy(out["logits"], identity, params.label_smoothing)
+    tri_loss, tri_logs = batch_hard_triplet_loss(
+        out["features"], identity, params.margin, soft=params.triplet == "soft"
+    )
+    loss = params.id_weight * id_loss + params.triplet_weight * tri_loss
+    with torch.no_grad():
+        accuracy = (out["logits"].argmax(dim=1) == identity).float().mean().item()
+    logs = {
+        "loss": loss.item(),
+        "id_loss": id_loss.item(),
+        "triplet_loss": tri_loss.item(),
+        "id_accuracy": accuracy,
+        **{f"triplet_{k}": v for k, v in tri_logs.items()},
+    }
+    return loss, logs

@@ -1,0 +1,17 @@
+"""The base of every params section (kept apart from config.py, which imports the
+sections defined next to the code that uses them)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Split = Literal["TRAIN", "VAL", "TEST"]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Section(BaseModel):
+    """Base of every params section: unknown keys are errors, values are read-only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)

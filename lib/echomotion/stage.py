@@ -1,0 +1,39 @@
+"""What every stage script shares: logging set-up, params, metrics files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from .config import Params, load_params
+
+
+def start(name: str, params_path: str | Path = "params.yaml") -> Params:
+    """Configure logging and return the validated, read-only params."""
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
+    )
+    return load_params(params_path)
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: write null so `dvc metrics` can read every file."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Write a metrics (or summary) JSON file atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_clean(data), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)

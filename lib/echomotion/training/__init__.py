@@ -1,0 +1,71 @@
+"""The one training loop every model of the project trains with.
+
+``train(model, dataset, loss_fn, params, out_dir=..., seed=...)`` runs AdamW on HF
+accelerate (CUDA when present, else CPU; DDP across the processes of ``torchrun`` or
+``accelerate launch --multi_gpu``), with a linear warm-up then a constant or cosine
+learning rate, gradient accumulation, gradient clipping, bf16/fp16 autocast (fp16 only
+on CUDA), an EMA of the weights, a TSV training curve and a tqdm bar on rank 0.
+``loss_fn(model, batch) -> (loss, logs)`` is the only model-specific piece.
+
+``batch_size`` is per process and micro-batch: one optimizer step sees
+``batch_size * grad_accum * world_size`` items. Rank ``r`` draws its own shard of
+every epoch; the data order depends only on the seed, the world size and how many
+batches were drawn (see :mod:`echomotion.training.data`).
+
+Files (only rank 0 writes; all ranks read checkpoints, so they share a file system)::
+
+    out_dir/
+      checkpoints/               # `persist: true` in dvc.yaml
+        step-0000100/            # after 100 optimizer steps
+          model/                 # save_pretrained (diffusers ModelMixin) or model.safetensors
+          ema.safetensors        # EMA weights, keyed like the parameters (with ema_decay)
+          training_state.pt      # step, data position, run config, optimizer, LR schedule,
+                                 # grad scaler and every rank's python/numpy/torch RNG states
+        step-0000200/
+      model/                     # final weights to use: the EMA when enabled
+      model_raw/                 # final raw weights, only with EMA
+    log_file (default out_dir/train.tsv): step, loss, loss_fn logs, grad_norm, lr
+    eval.tsv beside it: step and eval_fn metrics, when an eval_fn is given
+
+``training_state.pt`` holds tensors and primitive containers only and is read with
+``torch.load(..., weights_only=True)``.
+
+Checkpoints and resume:
+
+- A checkpoint is saved every ``checkpoint_every`` steps and after the last step. It is
+  written to ``checkpoints/.tmp-step-XXXXXXX`` and renamed when complete, so only
+  ``step-<digits>`` folders are complete; ``.tmp-*`` leftovers of an interrupted save
+  are deleted by the next run. The newest ``keep_checkpoints`` are kept.
+- ``train()`` continues from the newest complete checkpoint in ``out_dir/checkpoints``:
+  weights, EMA, optimizer, schedule, grad scaler, the RNG states of every rank and the
+  data position are restored, so a run interrupted at any point and started again ends
+  with the same weights, bit for bit, as one never interrupted (same world size and
+  hardware; steps after the last checkpoint are redone). The TSV rows written after
+  the checkpoint's step are dropped. The first row after a resume averages fewer steps
+  unless ``checkpoint_every`` is a multiple of ``log_every``.
+- Calling ``train()`` again after a finished run does no step and rewrites ``model/``;
+  raising ``steps`` continues the run (a cosine schedule then stretches to the new end).
+- A checkpoint whose run configuration differs (any param but ``steps``,
+  ``checkpoint_every``, ``keep_checkpoints``, ``log_every``, ``num_workers``; the seed,
+  model class and config, or dataset length) belongs to another run: it is deleted with
+  a warning and training starts from step 0.
+- Resuming on another number of processes works but is not exact (a warning says so).
+"""
+
+from .data import BatchSamplerFactory, ShardedSampler
+from .ema import EMA
+from .loop import EvalFn, LossFn, TrainResult, lr_factor, make_accelerator, train
+from .params import TrainParams
+
+__all__ = [
+    "EMA",
+    "BatchSamplerFactory",
+    "EvalFn",
+    "LossFn",
+    "ShardedSampler",
+    "TrainParams",
+    "TrainResult",
+    "lr_factor",
+    "make_accelerator",
+    "train",
+]

@@ -1,0 +1,133 @@
+"""Checkpoint files: atomic folders, safetensors weights, RNG states, rotation."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, load_model, save_model
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_COMPLETE = re.compile(r"^step-(\d+)$")
+TMP_PREFIX = ".tmp-"
+STATE_FILE = "training_state.pt"
+EMA_FILE = "ema.safetensors"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def checkpoint_name(step: int) -> str:
+    """Folder name of the checkpoint after ``step`` optimizer steps."""
+    return f"step-{step:07d}"
+
+
+def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of every complete checkpoint under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    matches = ((_COMPLETE.match(p.name), p) for p in root.iterdir() if p.is_dir())
+    return sorted((int(m[1]), p) for m, p in matches if m)
+
+
+def remove_partial(root: Path) -> None:
+    """Delete folders an interrupted save left behind (never complete by construction)."""
+    if root.is_dir():
+        for path in root.glob(f"{TMP_PREFIX}*"):
+            logger.info("removing incomplete %s", path)
+            shutil.rmtree(path)
+
+
+def write_dir_atomically(final: Path, write: Callable[[Path], None]) -> None:
+    """Fill a temporary sibling of ``final`` with ``write(tmp)``, then rename it to ``final``."""
+    tmp = final.with_name(TMP_PREFIX + final.name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+def rotate(root: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` complete checkpoints."""
+    for _, path in complete_checkpoints(root)[:-keep]:
+        shutil.rmtree(path)
+
+
+def has_save_pretrained(model: nn.Module) -> bool:
+    """A diffusers ``ModelMixin`` (or another Hugging Face style model)."""
+    return callable(getattr(model, "save_pretrained", None))
+
+
+def save_weights(model: nn.Module, directory: Path) -> None:
+    """``save_pretrained`` (safetensors) when the model has it, else ``model.safetensors``."""
+    if has_save_pretrained(model):
+        model.save_pretrained(directory, safe_serialization=True)
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        save_model(model, str(directory / WEIGHTS_FILE))
+
+
+def load_weights(model: nn.Module, directory: Path) -> None:
+    """Load what :func:`save_weights` wrote (all safetensors shards) into ``model``."""
+    if not has_save_pretrained(model):
+        load_model(model, str(directory / WEIGHTS_FILE), strict=True, device=_device_of(model))
+        return
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(directory.glob("*.safetensors")):
+        state.update(load_file(shard))
+    model.load_state_dict(state, strict=True)
+
+
+def _device_of(model: nn.Module) -> str:
+    first = next(model.parameters(), None)
+    return str(first.device) if first is not None else "cpu"
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's python, numpy and torch (CPU, current CUDA device) RNG states,
+    as tensors and primitives only (loadable with ``weights_only=True``)."""
+    np_state = np.random.get_state(legacy=False)
+    state = {
+        "python": random.getstate(),
+        "numpy_key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+        "numpy_rest": (np_state["state"]["pos"], np_state["has_gauss"], np_state["gauss"]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    random.setstate(_as_tuples(state["python"]))
+    pos, has_gauss, gauss = state["numpy_rest"]
+    key = state["numpy_key"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", key, pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _as_tuples(value: Any) -> Any:
+    """``random.setstate`` wants tuples; be safe should a loader hand back lists."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` of tensors and primitive containers only."""
+    torch.save(state, path)
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Load a :func:`save_state` file on the CPU, refusing anything but plain data."""
+    return torch.load(path, map_location="cpu", weights_only=True)

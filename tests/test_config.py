@@ -1,0 +1,59 @@
+"""params.yaml validation: unknown keys and wrong types name the key."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import REPO
+from echomotion.config import Params, ParamsError, load_params
+
+
+def write(tmp_path, data):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_repository_params_are_valid_and_complete():
+    params = load_params(REPO / "params.yaml")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    # params.yaml states every value the pipeline runs with: no silent code defaults
+    assert raw == params.model_dump(mode="json")
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ParamsError, match=r"prepare\.target_fsp: Extra inputs"):
+        load_params(write(tmp_path, {"prepare": {"target_fsp": 10}}))
+
+
+def test_unknown_section_is_named(tmp_path):
+    with pytest.raises(ParamsError, match=r"  prepar: Extra inputs"):
+        load_params(write(tmp_path, {"prepar": {}}))
+
+
+def test_wrong_type_is_named_with_the_value(tmp_path):
+    with pytest.raises(ParamsError, match=r"shared\.seed: .*integer.*'abc'"):
+        load_params(write(tmp_path, {"shared": {"seed": "abc"}}))
+
+
+def test_cross_field_rule_is_explained(tmp_path):
+    bad = {"prepare": {"shard_frames": 100, "chunk_frames": 16}}
+    with pytest.raises(ParamsError, match=r"prepare: .*multiple of chunk_frames"):
+        load_params(write(tmp_path, bad))
+
+
+def test_params_are_read_only():
+    params = Params()
+    with pytest.raises(Exception, match="frozen"):
+        params.shared.seed = 3
+
+
+def test_stage_script_stops_with_the_key(tmp_path):
+    write(tmp_path, {"prepare": {"min_frame": 3}})
+    out = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "prepare.py")],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "prepare.min_frame: Extra inputs are not permitted" in out.stderr

@@ -1,0 +1,162 @@
+"""MCDM video UNet: config, padding, shapes, diffusion loss and condition dropout."""
+
+import pytest
+import torch
+from echomotion.diffusion import (
+    MCDMLossParams,
+    MCDMModelParams,
+    NoiseScheduleParams,
+    build_scheduler,
+    build_unet,
+    crop_to,
+    drop_motion,
+    mcdm_loss,
+    pad_to_multiple,
+    unet_predict,
+)
+
+D = 16
+
+
+def tiny_unet(levels: int = 2, num_frames: int = 3):
+    torch.manual_seed(0)
+    params = MCDMModelParams(block_out_channels=(32,) * levels, motion_dim=D, num_frames=num_frames)
+    return build_unet(params)
+
+
+def make_batch(b: int = 2, t: int = 3, size: int = 14) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "latents": torch.randn(b, t, 4, size, size, generator=g),
+        "ref_latent": torch.randn(b, 4, size, size, generator=g),
+        "motion": torch.randn(b, D, generator=g),
+    }
+
+
+@pytest.fixture(scope="module")
+def unet():
+    """A 2-level UNet shared by the tests that do not train it."""
+    return tiny_unet()
+
+
+class Recorder:
+    """Forward pre-hook that keeps the positional inputs of each UNet call."""
+
+    def __init__(self, unet):
+        self.calls = []
+        self.handle = unet.register_forward_pre_hook(lambda _, args: self.calls.append(args))
+
+
+def test_params_validate_widths():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        MCDMModelParams(block_out_channels=(32, 48))
+    with pytest.raises(ValueError, match=">= 2 levels"):
+        MCDMModelParams(block_out_channels=(32,))
+
+
+def test_build_unet_config_matches_params():
+    params = MCDMModelParams(block_out_channels=(32, 64, 64), motion_dim=24, num_frames=5)
+    config = build_unet(params).config
+    assert (config.in_channels, config.out_channels) == (8, 4)
+    assert config.cross_attention_dim == 24 and config.num_frames == 5
+    assert config.projection_class_embeddings_input_dim == 3 * config.addition_time_embed_dim
+    assert config.down_block_types[-1] == "DownBlockSpatioTemporal"
+    assert config.num_attention_heads == (1, 2, 2)
+
+
+def test_pad_to_multiple_reflects_and_crop_undoes_it():
+    x = torch.arange(2 * 3 * 4 * 14 * 14, dtype=torch.float32).reshape(2, 3, 4, 14, 14)
+    padded, offset = pad_to_multiple(x, 8)
+    assert padded.shape == (2, 3, 4, 16, 16) and offset == (1, 1)
+    torch.testing.assert_close(padded[..., 0, 1:-1], x[..., 1, :])  # reflection of row 1
+    torch.testing.assert_close(crop_to(padded, (14, 14), offset), x)
+    same, none = pad_to_multiple(x, 2)
+    assert same is x and none == (0, 0)
+
+
+def test_unet_predict_pads_14_to_16_and_crops_back():
+    unet = tiny_unet(levels=3)  # two downsamplings: sizes must be multiples of 4
+    recorder = Recorder(unet)
+    batch = make_batch(t=3)
+    with torch.no_grad():
+        out = unet_predict(
+            unet, batch["latents"], batch["ref_latent"], batch["motion"], torch.zeros(2, 3),
+            torch.tensor([10, 500]),
+        )  # fmt: skip
+    sample, _, context, time_ids = recorder.calls[0]
+    assert sample.shape == (2, 3, 8, 16, 16)
+    assert context.shape == (2, 1, D) and time_ids.shape == (2, 3)
+    # the reference latent fills channels 4..7 of every frame (inside the padding)
+    torch.testing.assert_close(sample[:, 2, 4:, 1:-1, 1:-1], batch["ref_latent"])
+    assert out.shape == (2, 3, 4, 14, 14) and torch.isfinite(out).all()
+
+
+def test_mcdm_loss_falls_on_a_fixed_batch():
+    unet = tiny_unet()  # its own copy: this test trains it
+    scheduler = build_scheduler(NoiseScheduleParams())
+    params = MCDMLossParams(cond_dropout=0.0)
+    batch = make_batch(t=2, size=8)
+    opt = torch.optim.Adam(unet.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(4):
+        torch.manual_seed(1)  # same timesteps and noise every step
+        loss, logs = mcdm_loss(unet, batch, scheduler, params)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert logs["motion_dropped"] == 0.0
+    assert losses[-1] < 0.9 * losses[0]
+
+
+def test_mcdm_loss_targets_the_velocity(unet):
+    """An oracle that outputs the true v (recovered from its noisy input) scores zero; eps not."""
+    scheduler = build_scheduler(NoiseScheduleParams())
+    batch = make_batch(b=3)
+    x0 = batch["latents"]
+    mode = {}
+
+    def oracle(module, args, output):
+        sample, t = args[0], args[1]
+        alpha = scheduler.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1, 1)
+        sigma = (1 - scheduler.alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1, 1)
+        eps = (sample[:, :, :4] - alpha * x0) / sigma  # invert x_t = alpha x0 + sigma eps
+        return (scheduler.get_velocity(x0, eps, t) if mode["v"] else eps,)
+
+    handle = unet.register_forward_hook(oracle)
+    losses = {}
+    for mode["v"] in (True, False):
+        with torch.no_grad():
+            losses[mode["v"]] = mcdm_loss(unet, batch, scheduler, MCDMLossParams())[0].item()
+    handle.remove()
+    assert losses[True] == pytest.approx(0.0, abs=1e-8)
+    assert losses[False] > 1e-3
+
+
+@pytest.mark.parametrize("p, dropped", [(1.0, True), (0.0, False)])
+def test_condition_dropout_is_applied(unet, p, dropped):
+    recorder = Recorder(unet)
+    batch = make_batch(b=4, size=8)
+    scheduler = build_scheduler(NoiseScheduleParams())
+    with torch.no_grad():
+        _, logs = mcdm_loss(unet, batch, scheduler, MCDMLossParams(cond_dropout=p))
+    recorder.handle.remove()
+    _, _, context, time_ids = recorder.calls[0]
+    expected = torch.zeros_like(batch["motion"]) if dropped else batch["motion"]
+    torch.testing.assert_close(context[:, 0], expected)
+    assert (time_ids[:, 2] == float(dropped)).all()
+    assert logs["motion_dropped"] == float(dropped)
+
+
+def test_drop_motion_rate_and_mask():
+    motion = torch.ones(2000, 3)
+    out, mask = drop_motion(motion, 0.3, generator=torch.Generator().manual_seed(0))
+    assert 0.25 < mask.mean().item() < 0.35
+    torch.testing.assert_close(out[:, 0], 1.0 - mask)
+
+
+def test_mcdm_loss_names_mismatched_motion_dim(unet):
+    batch = make_batch()
+    batch["motion"] = torch.zeros(2, D + 1)
+    with pytest.raises(ValueError, match=r"\(2, 16\).*got \(2, 17\)"):
+        mcdm_loss(unet, batch, build_scheduler(NoiseScheduleParams()), MCDMLossParams())
