@@ -76,3 +76,26 @@ class EchoNetRoot:
 @pytest.fixture
 def echonet_root(tmp_path) -> EchoNetRoot:
     return EchoNetRoot(tmp_path / "echonet")
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> dict[str, Path]:
+    """A small phantom (8 videos, 1.8 s each, 64x64) prepared at 25 fps: the input of
+    every stage test. Returns paths: ``phantom`` (dir), ``truth`` (truth.zarr),
+    ``root`` (EchoNet layout) and ``videos`` (the prepared store)."""
+    from echomotion.config import PhantomParams, PrepareParams
+    from echomotion.phantom import generate_phantom
+    from echomotion.prepare import prepare_dataset
+
+    work = tmp_path_factory.mktemp("tiny")
+    phantom = PhantomParams(n_videos=8, duration_s=(1.8, 1.8), size=112)
+    generate_phantom(phantom, seed=7, out_dir=work / "phantom")
+    prepare = PrepareParams(target_fps=25.0, size=64, min_frames=16, shard_frames=256)
+    root = work / "phantom" / "echonet"
+    prepare_dataset(root, prepare, work / "videos.zarr", work / "rejects.csv")
+    return {
+        "phantom": work / "phantom",
+        "truth": work / "phantom" / "truth.zarr",
+        "root": root,
+        "videos": work / "videos.zarr",
+    }

@@ -33,7 +33,11 @@ def test_clean_root_is_stored_with_labels_and_ed_es(echonet_root, tmp_path):
     # 40 frames at 50 fps -> 20 frames at 25 fps; ED 10 -> 5, ES 20 -> 10
     assert store.lengths().tolist() == [20, 25]
     assert store.row(0)["ed"] == 5 and store.row(0)["es"] == 10
-    assert store.row(1)["ed"] == -1 and report.without_ed_es == 1
+    assert store.row(0)["ed_es_source"] == "tracings"
+    # b has no tracings: the label-free detector gives its ED/ES instead
+    assert store.row(1)["ed_es_source"] in ("detector", "none")
+    assert report.ed_es_from_tracings == 1
+    assert report.ed_es_from_detector + report.without_ed_es == 1
     assert store.video(0).shape == (20, 32, 32) and store.video(0).dtype == np.uint8
     assert store.row(0)["fps"] == 25.0 and store.row(0)["source_fps"] == 50.0
 
@@ -118,7 +122,8 @@ def test_without_tracings_file_videos_are_kept(echonet_root, tmp_path):
     root = echonet_root.add("a").write()
     (root / "VolumeTracings.csv").unlink()
     report, store, _ = run(root, tmp_path)
-    assert report.accepted == 1 and report.without_ed_es == 1 and store.row(0)["es"] == -1
+    assert report.accepted == 1 and report.ed_es_from_tracings == 0
+    assert store.row(0)["ed_es_source"] in ("detector", "none")
 
 
 def test_larger_traced_area_is_ed_whatever_the_order(echonet_root, tmp_path):

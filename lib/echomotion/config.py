@@ -64,6 +64,11 @@ class PrepareParams(Section):
     ef_range: tuple[float, float] = (0.0, 100.0)
     shard_frames: int = Field(2048, ge=1, description="Frames per shard file of the store.")
     chunk_frames: int = Field(16, ge=1, description="Frames per compressed chunk.")
+    ed_es: Literal["tracings", "auto"] = Field(
+        "tracings",
+        description="tracings: ED/ES from VolumeTracings, the label-free detector where a "
+        "video has none; auto: the detector for every video (no labels used).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> PrepareParams:
@@ -118,6 +123,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise ParamsError(f"{path}: cannot read params ({err})") from err
+    return validate_params(raw, path)
+
+
+def validate_params(raw: dict, source: str | Path = "params") -> Params:
+    """Validate a parsed params document; :class:`ParamsError` names every bad key."""
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
@@ -126,7 +136,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             key = ".".join(str(p) for p in e["loc"]) or "<root>"
             got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
             lines.append(f"  {key}: {e['msg']}{got}")
-        raise ParamsError(f"{path}: invalid parameters\n" + "\n".join(lines)) from None
+        raise ParamsError(f"{source}: invalid parameters\n" + "\n".join(lines)) from None
 
 
 def write_used_params(section: BaseModel, path: str | Path) -> None:

@@ -19,8 +19,11 @@ from tqdm import tqdm
 
 from .config import PrepareParams
 from .echonet import VIDEOS, Reject, TracedFrames, VideoRecord, read_file_list, read_tracings
+from .edes import detect_ed_es, nearest_error
 from .store import RaggedStoreWriter
-from .video import VideoReadError, read_video
+from .video import VideoReadError, read_video, resample_indices
+
+__all__ = ["PrepareReport", "map_frame", "prepare_dataset", "resample_indices"]
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +36,13 @@ class PrepareReport:
     frames: int
     without_ef: int
     without_ed_es: int
+    ed_es_from_tracings: int
+    ed_es_from_detector: int
+    detector_vs_tracings_ed_frames: float  # mean distance, traced ED -> nearest detected ED
+    detector_vs_tracings_es_frames: float
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
-
-
-def resample_indices(n: int, fps: float, target_fps: float | None) -> np.ndarray:
-    """Source frame index of each output frame when resampling ``n`` frames to ``target_fps``."""
-    if target_fps is None or math.isclose(fps, target_fps):
-        return np.arange(n)
-    n_out = math.floor((n - 1) * target_fps / fps + 1e-9) + 1
-    return np.minimum(np.round(np.arange(n_out) * fps / target_fps).astype(np.int64), n - 1)
 
 
 def map_frame(index: int, source: np.ndarray) -> int:
@@ -57,23 +56,39 @@ def _load(
     root: Path, record: VideoRecord, params: PrepareParams
 ) -> tuple[np.ndarray, float, np.ndarray]:
     """Decode, check and resample one video; return (frames, source fps, source indices)."""
-    video = read_video(root / VIDEOS / f"{record.file_name}.avi", size=(params.size, params.size))
-    n = len(video.frames)
+    video = read_video(
+        root / VIDEOS / f"{record.file_name}.avi",
+        size=(params.size, params.size),
+        target_fps=params.target_fps,
+        fps=record.fps,
+    )
+    n = video.decoded_frames
     if record.n_frames is not None and n < record.n_frames:
         raise VideoReadError(f"truncated: FileList declares {record.n_frames} frames, decoded {n}")
-    fps = record.fps or video.fps
+    fps, source = video.fps, video.source_indices
     if not fps:
         raise VideoReadError("frame rate unknown (no FPS in FileList nor in the file)")
-    source = resample_indices(n, fps, params.target_fps)
     if len(source) < params.min_frames:
         raise VideoReadError(
             f"too few frames: {len(source)} after resampling to {params.target_fps} fps "
             f"(minimum {params.min_frames})"
         )
-    return video.frames[source], fps, source
+    return video.frames, fps, source
 
 
-def _row(record: VideoRecord, traced: TracedFrames, fps: float, source: np.ndarray, target):
+def _ed_es(frames: np.ndarray, fps: float, traced: TracedFrames, source: np.ndarray, mode: str):
+    """(ed, es, source of them, detector result) for one resampled video."""
+    detected = detect_ed_es(frames, fps)
+    ed, es = map_frame(traced.ed, source), map_frame(traced.es, source)
+    if mode == "tracings" and ed >= 0 and es >= 0 and ed != es:
+        return ed, es, "tracings", detected
+    if detected.ed >= 0:
+        return detected.ed, detected.es, "detector", detected
+    return -1, -1, "none", detected
+
+
+def _row(record: VideoRecord, ed_es: tuple, fps: float, source: np.ndarray, target):
+    ed, es, origin, detected = ed_es
     return {
         "file_name": record.file_name,
         "split": record.split,
@@ -83,8 +98,11 @@ def _row(record: VideoRecord, traced: TracedFrames, fps: float, source: np.ndarr
         "fps": float(target or fps),
         "source_fps": float(fps),
         "n_frames": len(source),
-        "ed": map_frame(traced.ed, source),
-        "es": map_frame(traced.es, source),
+        "ed": ed,
+        "es": es,
+        "ed_es_source": origin,
+        "ed_auto": detected.ed,
+        "es_auto": detected.es,
         "source_row": record.row,
     }
 
@@ -97,6 +115,8 @@ def prepare_dataset(
     records, rejects = read_file_list(root, params.ef_range)
     tracings = read_tracings(root, {r.file_name for r in records})
     accepted = without_ef = without_ed_es = 0
+    origins: dict[str, int] = {"tracings": 0, "detector": 0, "none": 0}
+    agreement: list[tuple[float, float]] = []
     frame_shape = ((params.size, params.size), "uint8")
     with RaggedStoreWriter(
         store_path, {"frames": frame_shape}, params.shard_frames, params.chunk_frames,
@@ -110,11 +130,16 @@ def prepare_dataset(
                 rejects.append(Reject(record.file_name, record.row, reason))
                 continue
             traced = tracings.by_video.get(record.file_name, TracedFrames())
-            row = _row(record, traced, fps, source, params.target_fps)
+            stored_fps = params.target_fps or fps
+            ed_es = _ed_es(frames, stored_fps, traced, source, params.ed_es)
+            row = _row(record, ed_es, fps, source, params.target_fps)
             writer.append({"frames": frames}, **row)
             accepted += 1
             without_ef += math.isnan(record.ef)
             without_ed_es += row["ed"] < 0 or row["es"] < 0
+            origins[row["ed_es_source"]] += 1
+            if traced.ed >= 0 and traced.es >= 0:
+                agreement.append(_agreement(traced, source, ed_es[3]))
         n_frames = writer.offsets[-1]
     write_rejects(rejects, rejects_path)
     report = PrepareReport(
@@ -124,9 +149,26 @@ def prepare_dataset(
         frames=int(n_frames),
         without_ef=without_ef,
         without_ed_es=without_ed_es,
+        ed_es_from_tracings=origins["tracings"],
+        ed_es_from_detector=origins["detector"],
+        detector_vs_tracings_ed_frames=_mean([a[0] for a in agreement]),
+        detector_vs_tracings_es_frames=_mean([a[1] for a in agreement]),
     )
     log.info("prepare: %s", report.as_dict())
     return report
+
+
+def _agreement(traced: TracedFrames, source: np.ndarray, detected) -> tuple[float, float]:
+    """Frames from each traced ED / ES to the nearest ED / ES the detector found (any cycle:
+    a tracing marks one cycle of several)."""
+    ed = nearest_error(np.array([map_frame(traced.ed, source)]), detected.ed_all)
+    es = nearest_error(np.array([map_frame(traced.es, source)]), detected.es_all)
+    return (float(ed[0]) if ed.size else math.nan, float(es[0]) if es.size else math.nan)
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
 
 
 def write_rejects(rejects: list[Reject], path: str | Path) -> None:
@@ -152,5 +194,7 @@ STORE_SCHEMA = {
     "videos/source_fps": "float64, frame rate of the source video",
     "videos/n_frames": "int64, stored frames of the video",
     "videos/ed, es": "int64, ED / ES index into the stored frames, -1 when unknown",
+    "videos/ed_es_source": "str, where ed/es come from: tracings, detector or none",
+    "videos/ed_auto, es_auto": "int64, the label-free detector's ED / ES (-1: none found)",
     "videos/source_row": "int64, line of the video in FileList.csv",
 }

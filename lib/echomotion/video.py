@@ -6,11 +6,13 @@ Frames inside the project are grayscale uint8 arrays of shape (T, H, W).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 log = logging.getLogger(__name__)
 
@@ -21,48 +23,79 @@ class VideoReadError(ValueError):
 
 @dataclass(frozen=True)
 class DecodedVideo:
-    frames: np.ndarray  # (T, H, W) uint8
-    fps: float  # frame rate stored in the container (0.0 if it has none)
+    frames: np.ndarray  # (T, H, W) uint8, at the requested rate
+    fps: float  # source frame rate (the one given, else the container's; 0.0 if none)
     declared_frames: int  # frame count in the container header (0 if unknown)
+    decoded_frames: int  # frames decoded from the file
+    source_indices: np.ndarray  # (T,) index of each returned frame in the file
 
 
-def read_video(path: str | Path, size: tuple[int, int] | None = None) -> DecodedVideo:
-    """Decode every frame of ``path`` to grayscale uint8.
+def resample_indices(n: int, fps: float, target_fps: float | None) -> np.ndarray:
+    """Source frame index of each output frame when resampling ``n`` frames to ``target_fps``."""
+    if target_fps is None or math.isclose(fps, target_fps):
+        return np.arange(n)
+    n_out = math.floor((n - 1) * target_fps / fps + 1e-9) + 1
+    return np.minimum(np.round(np.arange(n_out) * fps / target_fps).astype(np.int64), n - 1)
 
-    ``size`` = (height, width) rescales while decoding (swscale, area filter).
-    Raises :class:`VideoReadError` naming the file and the reason when the file is
-    missing, empty, not a video, or ends before the frame count its header declares.
+
+def read_video(
+    path: str | Path,
+    size: tuple[int, int] | None = None,
+    target_fps: float | None = None,
+    fps: float | None = None,
+) -> DecodedVideo:
+    """Decode ``path`` to grayscale uint8, resampled to ``target_fps`` if given.
+
+    ``size`` = (height, width) rescales while decoding (swscale, area filter). ``fps``
+    overrides the container's frame rate (EchoNet's FileList states it). Every frame is
+    decoded (codecs need it) but only the kept ones are converted. Raises
+    :class:`VideoReadError` naming the file and the reason when the file is missing,
+    empty, not a video, or ends before the frame count its header declares.
     """
     path = Path(path)
     if not path.is_file():
         raise VideoReadError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise VideoReadError(f"{path}: file is empty (0 bytes)")
-    frames: list[np.ndarray] = []
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoReadError(f"{path}: no video stream")
             stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+            fps = fps or float(stream.average_rate or stream.guessed_rate or 0.0)
             declared = int(stream.frames or 0)
-            reformat = {"format": "gray"}
-            if size is not None:
-                reformat.update(height=size[0], width=size[1], interpolation="AREA")
-            for frame in container.decode(stream):
-                frames.append(frame.reformat(**reformat).to_ndarray())
+            if target_fps is not None and not fps:
+                raise VideoReadError(f"{path}: frame rate unknown, cannot resample")
+            return _decode(path, container, stream, size, fps, target_fps, declared)
     except VideoReadError:
         raise
     except (av.FFmpegError, ValueError, OSError) as err:
-        got = f" after {len(frames)} frames" if frames else ""
-        raise VideoReadError(f"{path}: cannot decode{got} ({err})") from err
-    if not frames:
+        raise VideoReadError(f"{path}: cannot decode ({err})") from err
+
+
+def _decode(path, container, stream, size, fps, target_fps, declared) -> DecodedVideo:
+    # frames to convert: every index the resampling can pick (indices are increasing)
+    wanted = set(resample_indices(max(declared, 1) * 2 + 10_000, fps or 1.0, target_fps).tolist())
+    reformat: dict = {"format": "gray"}
+    reformatter = VideoReformatter()  # one swscale context for the whole video
+    frames, kept, n = [], [], 0
+    try:
+        for frame in container.decode(stream):
+            if n in wanted:
+                if size is not None and (frame.height, frame.width) != tuple(size):
+                    reformat.update(height=size[0], width=size[1], interpolation="AREA")
+                frames.append(reformatter.reformat(frame, **reformat).to_ndarray())
+                kept.append(n)
+            n += 1
+    except (av.FFmpegError, ValueError) as err:
+        raise VideoReadError(f"{path}: cannot decode after {n} frames ({err})") from err
+    if n == 0:
         raise VideoReadError(f"{path}: no decodable frames")
-    if declared and len(frames) < declared:
-        raise VideoReadError(
-            f"{path}: truncated: header declares {declared} frames, decoded {len(frames)}"
-        )
-    return DecodedVideo(np.stack(frames), fps, declared)
+    if declared and n < declared:
+        raise VideoReadError(f"{path}: truncated: header declares {declared} frames, decoded {n}")
+    source = resample_indices(n, fps or 1.0, target_fps)
+    positions = np.searchsorted(np.asarray(kept), source)
+    return DecodedVideo(np.stack(frames)[positions], fps, declared, n, source)
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "mjpeg") -> None:

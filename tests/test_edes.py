@@ -1,0 +1,67 @@
+"""The label-free ED/ES detector on videos whose ED/ES are known by construction."""
+
+import numpy as np
+import pytest
+
+from echomotion.config import PrepareParams
+from echomotion.edes import detect_ed_es, nearest_error
+from echomotion.prepare import prepare_dataset
+from echomotion.store import RaggedStore
+
+
+def beating(n=60, period=20, phase0=3, size=64, seed=0):
+    """A dark 'ventricle' in a bright sector whose radius is largest at frames where
+    (t - phase0) % period == 0 (ED) and smallest half a period later (ES)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    frames = []
+    for t in range(n):
+        radius = 14 + 6 * np.cos(2 * np.pi * (t - phase0) / period)
+        pool = (yy - 24) ** 2 + (xx - 32) ** 2 < radius**2
+        img = np.where(pool, 20, 160) + rng.normal(0, 8, (size, size))
+        frames.append(np.clip(img, 1, 255))
+    return np.asarray(frames, dtype=np.uint8)
+
+
+def test_detector_finds_every_ed_and_es():
+    result = detect_ed_es(beating(), fps=25.0)
+    interior = result.ed_all[(result.ed_all > 0) & (result.ed_all < 59)]
+    assert len(interior) == 3 and nearest_error(interior, np.array([3, 23, 43])).max() <= 1
+    interior = result.es_all[(result.es_all > 0) & (result.es_all < 59)]
+    assert len(interior) == 3 and nearest_error(interior, np.array([13, 33, 53])).max() <= 1
+    assert result.ed in (2, 3, 4, 22, 23, 24, 42, 43, 44)
+    assert abs(result.es - result.ed) in (9, 10, 11)
+
+
+def test_detector_on_a_still_video_finds_nothing():
+    still = np.repeat(beating(1), 30, axis=0)
+    assert detect_ed_es(still, fps=25.0).ed == -1
+
+
+@pytest.mark.parametrize("mode", ["tracings", "auto"])
+def test_prepare_mode_auto_ignores_tracings(tiny_dataset, tmp_path, mode):
+    params = PrepareParams(size=64, shard_frames=256, ed_es=mode)
+    report = prepare_dataset(tiny_dataset["root"], params, tmp_path / "v.zarr", tmp_path / "r.csv")
+    store = RaggedStore(tmp_path / "v.zarr")
+    sources = set(store.table["ed_es_source"])
+    assert sources == ({"tracings"} if mode == "tracings" else {"detector"})
+    # the detector agrees with the phantom's tracings to within about a frame
+    assert report.detector_vs_tracings_ed_frames <= 1.5
+    assert report.detector_vs_tracings_es_frames <= 1.5
+
+
+def test_true_ed_es_from_phase():
+    from echomotion.tasks.edes import true_ed_es
+
+    phase = np.array([0.3, 0.0, 0.5, 1.0, 0.6, 0.1, 0.05, 0.4, 0.98, 0.9])
+    ed, es = true_ed_es(phase)
+    assert ed.tolist() == [1, 6] and es.tolist() == [3, 8]
+
+
+def test_edes_eval_on_the_phantom(tiny_dataset):
+    from echomotion.tasks.edes import evaluate_ed_es
+
+    metrics = evaluate_ed_es(tiny_dataset["videos"], tiny_dataset["truth"])
+    assert metrics["ground_truth"] and metrics["videos"] == 8
+    assert metrics["ed_error_frames"] <= 1.5 and metrics["es_error_frames"] <= 1.5
+    assert metrics["videos_without_detection"] == 0
