@@ -14,9 +14,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import echomotion.config  # noqa: F401  (first: config imports the tasks packages)
 import numpy as np
 import torch
+
 from common import REPO, best_of, phantom_root, quiet
 from echomotion.config import load_params
 from echomotion.data import TripletDataset, to_tensor

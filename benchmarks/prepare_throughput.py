@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import av
+
 from common import REPO, best_of, phantom_root, quiet
 from echomotion.config import load_params
 from echomotion.prepare import prepare_dataset

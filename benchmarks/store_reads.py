@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
+
 from common import REPO, best_of, phantom_root, quiet
 from echomotion.config import load_params
 from echomotion.prepare import prepare_dataset

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from echomotion.echonet import FILE_LIST_COLUMNS
 from echomotion.video import write_video
 

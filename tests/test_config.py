@@ -5,8 +5,10 @@ import sys
 
 import pytest
 import yaml
+
 from conftest import REPO
-from echomotion.config import Params, ParamsError, load_params
+from echomotion.config import ParamsError, load_params
+from echomotion.params import Params
 
 
 def write(tmp_path, data):
@@ -57,3 +59,11 @@ def test_stage_script_stops_with_the_key(tmp_path):
     )  # fmt: skip
     assert out.returncode != 0
     assert "prepare.min_frame: Extra inputs are not permitted" in out.stderr
+
+
+def test_a_bare_yaml_no_is_the_no_precision_option(tmp_path):
+    # `dvc exp run -S` may rewrite params.yaml with `no` unquoted: YAML 1.1 reads False
+    path = tmp_path / "params.yaml"
+    train = "{steps: 1, batch_size: 1, lr: 0.1, checkpoint_every: 1, mixed_precision: no}"
+    path.write_text(f"mcdm_train:\n  train: {train}\n")
+    assert load_params(path).mcdm_train.train.mixed_precision == "no"

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
+
 from echomotion.config import PrepareParams
 from echomotion.data import TripletDataset, VideoWindowDataset, midway
 from echomotion.prepare import prepare_dataset
-from torch.utils.data import DataLoader
 
 
 @pytest.fixture

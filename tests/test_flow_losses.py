@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
+
 from echomotion.flow import (
     FlowLossParams,
     PWCLite,
@@ -18,7 +20,6 @@ from echomotion.flow import (
     smoothness_loss,
     unsupervised_flow_loss,
 )
-from pydantic import ValidationError
 
 
 @pytest.fixture(autouse=True)

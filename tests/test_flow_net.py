@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
 from echomotion.flow import (
     DISFlow,
     FarnebackFlow,

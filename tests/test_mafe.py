@@ -5,6 +5,7 @@ from __future__ import annotations
 import pydantic
 import pytest
 import torch
+
 from echomotion.mafe import MAFE, PAPER_MAFE, MAFELossParams, MAFEModelParams, mafe_loss
 from echomotion.mafe.attention import (
     InterFrameAttention,

@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+
 from echomotion.flow.ops import backward_warp
 from echomotion.mafe.augment import (
     MAFEAugmentParams,

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from echomotion.diffusion import (
     MCDMLossParams,
     MCDMModelParams,

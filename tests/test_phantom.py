@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from echomotion.config import PhantomParams
 from echomotion.phantom import LABELS, TRUTH_SCHEMA, flow_between, generate_phantom
 from echomotion.phantom.simulate import simulate_video

@@ -12,6 +12,7 @@ from diffusers import (
 )
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils.torch_utils import randn_tensor
+
 from echomotion.diffusion import (
     MCDMModelParams,
     MotionConditionedVideoPipeline,

@@ -1,68 +1,111 @@
-"""End to end: `dvc repro` of the default pipeline in a temporary copy of the repo,
-then a `dvc exp run -S` on a prepare param that must not re-run the phantom."""
+"""End to end: the whole DVC pipeline in a temporary copy of the repo, at the `tiny`
+preset (the defaults take about 15 minutes on 2 cores: see the README's stage times).
+
+1. `dvc repro` writes every declared output; a second `dvc status` is clean.
+2. `dvc exp run -S` on a prepare param re-runs prepare but not the phantom.
+3. Two experiments on an MCDM param re-run mcdm_train and what follows, nothing
+   upstream; `dvc exp show`, `dvc metrics diff` and `dvc plots diff` compare them.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO
+from echomotion.echonet import read_file_list
 from echomotion.store import RaggedStore
 
 pytestmark = pytest.mark.slow
 IGNORE = shutil.ignore_patterns(
-    ".venv", ".git", "data", "models", "plots", "checkpoints", "cache", "tmp", "__pycache__",
+    ".venv", ".git", "data", "models", "plots", "cache", "tmp", "__pycache__",
     "*.egg-info", ".pytest_cache", ".ruff_cache",
 )  # fmt: skip
+UPSTREAM_OF_MCDM = ("phantom", "prepare", "flow_train", "reid_train", "mafe_train", "vae_train")
+MCDM_AND_AFTER = ("mcdm_train", "sample", "evaluate")
 
 
 def sh(cwd: Path, *args: str) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env["OMP_NUM_THREADS"] = "1"  # tiny models: threads only add overhead
     out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert out.returncode == 0, f"{' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    assert out.returncode == 0, (
+        f"{' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    )
     return out.stdout + out.stderr
+
+
+def ran(log: str) -> set[str]:
+    return set(re.findall(r"Running stage '([a-z_]+)'", log))
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     dst = tmp_path_factory.mktemp("e2e") / "repo"
     shutil.copytree(REPO, dst, ignore=IGNORE)
+    sh(dst, sys.executable, "-m", "echomotion.preset", "tiny", "--write")
     sh(dst, "git", "init", "-q")
     sh(dst, "git", "config", "user.email", "ci@example.invalid")
     sh(dst, "git", "config", "user.name", "ci")
     sh(dst, "git", "add", "-A")
-    sh(dst, "git", "commit", "-qm", "snapshot")
+    sh(dst, "git", "commit", "-qm", "tiny pipeline")
     sh(dst, "dvc", "repro")
+    sh(dst, "git", "add", "-A")
+    sh(dst, "git", "commit", "-qm", "tiny results")
     return dst
 
 
 def test_repro_writes_every_declared_output(repo):
-    for out in ("data/phantom/echonet/FileList.csv", "data/phantom/truth.zarr/zarr.json",
-                "data/prepared/videos.zarr/zarr.json", "data/prepared/rejects.csv"):  # fmt: skip
+    for out in (
+        "data/phantom/echonet/FileList.csv", "data/phantom/truth.zarr/zarr.json",
+        "data/prepared/videos.zarr/zarr.json", "data/prepared/rejects.csv",
+        "data/pseudo/flow.zarr/zarr.json", "data/pseudo/reid.zarr/zarr.json",
+        "data/features.zarr/zarr.json", "data/latents.zarr/zarr.json",
+        "models/flow/model", "models/reid/model", "models/mafe/model", "models/vae/model",
+        "models/mcdm/pipeline/model_index.json", "data/synthetic/echonet/FileList.csv",
+        "plots/sample/grid.png", "plots/sample/samples.gif", "metrics/eval.json",
+    ):  # fmt: skip
         assert (repo / out).exists(), out
     report = json.loads((repo / "metrics/prepare.json").read_text())
-    assert report["accepted"] + report["rejected"] == report["rows"] > 0
-    assert report["rejected"] == 0
+    assert report["accepted"] + report["rejected"] == report["rows"] == 12
     store = RaggedStore(repo / "data/prepared/videos.zarr")
-    assert len(store) == report["accepted"]
-    assert set(store.table["split"]) == {"TRAIN", "VAL", "TEST"}
-    assert (store.table["ed"] >= 0).all() and (store.table["es"] >= 0).all()
+    assert len(store) == 12 and set(store.table["split"]) == {"TRAIN", "VAL", "TEST"}
     n_files = sum(1 for p in (repo / "data/prepared/videos.zarr").rglob("*") if p.is_file())
     assert n_files < 60, f"store has {n_files} files: not sharded"
-    assert "up to date" in sh(repo, "dvc", "status").lower() or "unchanged" in sh(
-        repo, "dvc", "status"
-    )
+    records, rejects = read_file_list(repo / "data/synthetic/echonet")
+    assert records and not rejects
+    evaluation = json.loads((repo / "metrics/eval.json").read_text())
+    assert {"realism", "motion", "ef", "privacy"} <= set(evaluation)
+    status = sh(repo, "dvc", "status")
+    assert "up to date" in status.lower(), status
 
 
 def test_exp_run_on_a_prepare_param_skips_the_phantom(repo):
-    log = sh(repo, "dvc", "exp", "run", "-S", "prepare.target_fps=20")
-    assert "Running stage 'prepare'" in log
-    assert "Running stage 'phantom'" not in log
-    report = json.loads((repo / "metrics/prepare.json").read_text())
-    store = RaggedStore(repo / "data/prepared/videos.zarr")
-    assert set(store.table["fps"].tolist()) == {20.0} and report["accepted"] == len(store)
+    log = sh(repo, "dvc", "exp", "run", "-n", "fps20", "-S", "prepare.target_fps=20", "prepare")
+    assert ran(log) == {"prepare"}, log[-2000:]
+    shown = sh(repo, "dvc", "exp", "show", "--json")
+    assert "fps20" in shown
+
+
+def test_mcdm_experiments_rerun_only_mcdm_and_after_and_diff(repo):
+    logs = {}
+    for name, lr in (("lr_a", "0.001"), ("lr_b", "0.0001")):
+        logs[name] = sh(repo, "dvc", "exp", "run", "-n", name, "-S", f"mcdm_train.train.lr={lr}")
+    for log in logs.values():
+        assert ran(log) == set(MCDM_AND_AFTER), log[-2000:]
+        assert not ran(log) & set(UPSTREAM_OF_MCDM)
+    show = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
+    assert "eval.json" in json.dumps(show) and "lr_a" in json.dumps(show)
+    diff = json.loads(sh(repo, "dvc", "metrics", "diff", "lr_a", "lr_b", "--json"))
+    keys = {k for file, values in diff.items() if file.endswith("eval.json") for k in values}
+    assert any(k.startswith("realism.") for k in keys), diff
+    assert any(k.startswith("privacy.") for k in keys), diff
+    plots = sh(repo, "dvc", "plots", "diff", "lr_a", "lr_b", "--json")
+    assert "plots/mcdm_train/train.tsv" in plots

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+
 from conftest import tracing_rows
 from echomotion.config import PrepareParams
 from echomotion.echonet import FILE_LIST_COLUMNS, TableError, check_file_name

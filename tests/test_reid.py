@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
+from torch.utils.data import DataLoader
+
 from echomotion.reid import (
     FrameIdentityDataset,
     PKBatchSampler,
@@ -20,8 +23,6 @@ from echomotion.reid import (
     rank1_and_map,
     reid_loss,
 )
-from pydantic import ValidationError
-from torch.utils.data import DataLoader
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -8,9 +8,10 @@ import os
 import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
+
 from echomotion.flow import ClassicalSegments, SamSegments, SegmentParams, make_segment_provider
 from echomotion.flow.segments import sector_mask
-from pydantic import ValidationError
 
 HAS_SAM = importlib.util.find_spec("segment_anything") is not None
 SIZE = 112

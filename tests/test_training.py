@@ -16,10 +16,11 @@ import pytest
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
+from torch import nn
+
 from echomotion.training import ShardedSampler, TrainParams, train
 from echomotion.training import checkpoint as ckpt
 from echomotion.training.data import custom_batches
-from torch import nn
 
 HERE = Path(__file__).resolve().parent
 
@@ -187,7 +188,8 @@ def test_rotation_keeps_newest_and_removes_partial_folders(tmp_path):
     last = tmp_path / "checkpoints" / "step-0000007"
     state = torch.load(last / ckpt.STATE_FILE, weights_only=True)
     assert state["step"] == 7 and state["data_position"] == 7 and len(state["rng"]) == 1
-    assert sorted(p.name for p in last.iterdir()) == [ckpt.EMA_FILE, "model", ckpt.STATE_FILE]
+    names = sorted(p.name for p in last.iterdir())
+    assert names == [ckpt.CURVES_DIR, ckpt.EMA_FILE, "model", ckpt.STATE_FILE]
 
 
 def test_crash_while_saving_leaves_no_complete_checkpoint(tmp_path, monkeypatch):
@@ -308,3 +310,30 @@ def test_two_processes_share_the_work_and_only_rank_0_writes(tmp_path):
     for path in out.rglob("*"):
         if path.is_dir() or path.suffix != ".safetensors":  # safetensors files are 0600
             assert path.stat().st_mode & 0o040, f"{path} not written by rank 0"
+
+
+def test_curves_come_back_when_the_workspace_lost_them(tmp_path):
+    """DVC deletes a stage's outputs (the TSVs) before re-running it; the persisted
+    checkpoint carries the curves, so a resume restores them."""
+
+    def eval_fn(model, step):
+        return {"w": float(step)}
+
+    def run(steps):
+        params = make_params(steps=steps, checkpoint_every=2, log_every=1)
+        return train(make_model(), ToyRegression(), Recorder(), params,
+                     out_dir=tmp_path, seed=0, eval_fn=eval_fn)  # fmt: skip
+
+    run(4)
+    full = (tmp_path / "train.tsv").read_text()
+    evals = (tmp_path / "eval.tsv").read_text()
+    (tmp_path / "train.tsv").unlink()
+    (tmp_path / "eval.tsv").unlink()
+    assert run(4).resumed_from == 4
+    assert (tmp_path / "train.tsv").read_text() == full
+    assert (tmp_path / "eval.tsv").read_text() == evals
+    assert [line.split("\t")[0] for line in evals.splitlines()[1:]] == ["2", "4"]
+    (tmp_path / "train.tsv").unlink()
+    run(6)  # more steps continue the restored curve
+    rows = (tmp_path / "train.tsv").read_text().splitlines()[1:]
+    assert [int(r.split("\t")[0]) for r in rows] == [1, 2, 3, 4, 5, 6]

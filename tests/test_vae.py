@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from echomotion.diffusion import (
     VAELossParams,
     VAEModelParams,

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .section import Fraction, Section, Split
 
-__all__ = ["Fraction", "Params", "ParamsError", "Section", "Split", "load_params"]
+if TYPE_CHECKING:
+    from .params import Params
+
+__all__ = ["Fraction", "ParamsError", "Section", "Split", "load_params", "validate_params"]
 
 
 class SharedParams(Section):
@@ -80,38 +83,6 @@ class PrepareParams(Section):
         return self
 
 
-# Stage sections live next to the code that reads them (imported here, after the
-# base sections, so that params.yaml is validated as one document).
-from .tasks.flow import FlowExportParams, FlowTrainParams  # noqa: E402
-from .tasks.generator import (  # noqa: E402
-    LatentsParams,
-    MCDMTrainParams,
-    SampleParams,
-    VAETrainParams,
-)
-from .tasks.mafe import FeaturesParams, MAFETrainParams  # noqa: E402
-from .tasks.reid import ReIDExportParams, ReIDTrainParams  # noqa: E402
-
-
-class Params(Section):
-    """The whole params.yaml: one section per stage plus ``shared``."""
-
-    shared: SharedParams = SharedParams()
-    phantom: PhantomParams = PhantomParams()
-    data: DataParams = DataParams()
-    prepare: PrepareParams = PrepareParams()
-    flow_train: FlowTrainParams = FlowTrainParams()
-    flow_export: FlowExportParams = FlowExportParams()
-    reid_train: ReIDTrainParams = ReIDTrainParams()
-    reid_export: ReIDExportParams = ReIDExportParams()
-    mafe_train: MAFETrainParams = MAFETrainParams()
-    features: FeaturesParams = FeaturesParams()
-    vae_train: VAETrainParams = VAETrainParams()
-    latents: LatentsParams = LatentsParams()
-    mcdm_train: MCDMTrainParams = MCDMTrainParams()
-    sample: SampleParams = SampleParams()
-
-
 class ParamsError(ValueError):
     """params.yaml is invalid; the message names the file, the key and the reason."""
 
@@ -128,6 +99,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def validate_params(raw: dict, source: str | Path = "params") -> Params:
     """Validate a parsed params document; :class:`ParamsError` names every bad key."""
+    from .params import Params  # imports every stage's code: deferred to first use
+
     try:
         return Params.model_validate(raw)
     except ValidationError as err:

@@ -58,10 +58,14 @@ def load_preset(name: str, base_path: Path = Path("params.yaml")) -> tuple[dict,
 
 
 def dvc_args(override: dict[str, Any]) -> list[str]:
-    """`-S key=value` pairs for `dvc exp run` (values in YAML/JSON syntax)."""
+    """`-S key=value` pairs for `dvc exp run` (values in JSON syntax without spaces, so
+    the shell's word splitting of `$(...)` keeps each pair whole)."""
     args = []
     for key, value in flatten(override).items():
-        args += ["-S", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        if any(c.isspace() for c in text):
+            raise ParamsError(f"{key}: a value with spaces cannot be passed as -S: {text!r}")
+        args += ["-S", f"{key}={text}"]
     return args
 
 

@@ -8,7 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .config import Params, load_params
+from .config import load_params
+from .params import Params
 
 
 def start(name: str, params_path: str | Path = "params.yaml") -> Params:

@@ -15,10 +15,10 @@ from accelerate.utils import extract_model_from_parallel
 from diffusers import AutoencoderKL, DDPMScheduler, UNetSpatioTemporalConditionModel
 from pydantic import Field, model_validator
 
-from echomotion.config import Fraction, Section
 from echomotion.diffusion.conditioning import added_time_ids, augment_reference, drop_motion
 from echomotion.diffusion.metrics import ssim
 from echomotion.diffusion.unet import unet_predict
+from echomotion.section import Fraction, Section
 
 
 class NoiseScheduleParams(Section):

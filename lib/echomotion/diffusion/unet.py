@@ -21,8 +21,8 @@ from diffusers import UNetSpatioTemporalConditionModel
 from einops import repeat
 from pydantic import Field, model_validator
 
-from echomotion.config import Section
 from echomotion.diffusion.conditioning import NUM_ADDED_TIME_IDS
+from echomotion.section import Section
 
 GROUPNORM_GROUPS = 32  # hard-coded in diffusers' spatio-temporal blocks: widths must divide by it
 

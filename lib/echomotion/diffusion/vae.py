@@ -14,7 +14,7 @@ from accelerate.utils import extract_model_from_parallel
 from diffusers import AutoencoderKL
 from pydantic import Field, field_validator, model_validator
 
-from echomotion.config import Section
+from echomotion.section import Section
 
 
 class VAEModelParams(Section):

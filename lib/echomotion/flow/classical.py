@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ..config import Section
+from ..section import Section
 
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from ..config import Section
+from ..section import Section
 from .ops import backward_warp, inside_frame, pixel_grid, resize_image
 
 LossFn = Callable[[nn.Module, dict[str, Tensor]], tuple[Tensor, dict[str, float]]]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from ..config import Section
+from ..section import Section
 
 
 class SegmentProvider(Protocol):

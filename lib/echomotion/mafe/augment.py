@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from echomotion.config import Fraction, Section
+from echomotion.section import Fraction, Section
 
 IMAGE_KEYS = ("img0", "img1", "gt")
 

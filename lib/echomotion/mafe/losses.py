@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from echomotion.config import Section
+from echomotion.section import Section
 
 # Binomial 5-tap kernel of the Laplacian pyramid (outer product of [1, 4, 6, 4, 1] / 16).
 _TAPS = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0

@@ -26,7 +26,6 @@ from einops import rearrange
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from echomotion.config import Section
 from echomotion.flow.ops import backward_warp
 from echomotion.mafe.attention import MotionFormerBlock
 from echomotion.mafe.heads import (
@@ -36,6 +35,7 @@ from echomotion.mafe.heads import (
     RefineNet,
     conv_act,
 )
+from echomotion.section import Section
 
 
 def check_architecture(

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from echomotion.config import Fraction, Section
+from echomotion.section import Fraction, Section
 
 
 class ReIDLossParams(Section):

@@ -21,6 +21,7 @@ _COMPLETE = re.compile(r"^step-(\d+)$")
 TMP_PREFIX = ".tmp-"
 STATE_FILE = "training_state.pt"
 EMA_FILE = "ema.safetensors"
+CURVES_DIR = "curves"  # copies of the TSV curves up to the checkpoint's step
 WEIGHTS_FILE = "model.safetensors"
 
 

@@ -109,6 +109,7 @@ class _Trainer:
         self.raw = self.acc.unwrap_model(self.model)
         self.ema = EMA(self.raw, params.ema_decay) if params.ema_decay is not None else None
         self.step = self.position = 0
+        self.resumed_dir: Path | None = None
         self.last_lr = params.lr
 
     # -- resume -------------------------------------------------------------------------
@@ -129,8 +130,18 @@ class _Trainer:
             set_seed(self.seed, device_specific=True)
             return None
         self._load(found[-1][1], state)
+        self.resumed_dir = found[-1][1]
         logger.info("resuming from %s", found[-1][1])
         return self.step
+
+    def restore_curves(self, *paths: Path) -> None:
+        """Put back the curve files saved in the checkpoint resumed from (rank 0)."""
+        saved = self.resumed_dir
+        for path in paths if self.main and saved is not None else ():
+            copy = saved / ckpt.CURVES_DIR / path.name
+            if copy.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(copy, path)
 
     def _is_other_run(self, state: dict) -> bool:
         old = json.loads(state["config"])
@@ -197,17 +208,24 @@ class _Trainer:
 
     # -- checkpoints and outputs ------------------------------------------------------------
 
-    def save_checkpoint(self) -> None:
-        """Write ``step-XXXXXXX`` atomically (rank 0) and drop the oldest ones."""
+    def save_checkpoint(self, curves: tuple[Path, ...] = ()) -> None:
+        """Write ``step-XXXXXXX`` atomically (rank 0) and drop the oldest ones. The
+        curve files are copied in, so a resume restores them even when the workspace
+        copies are gone (DVC deletes a stage's outputs before running it)."""
         rngs = gather_object([ckpt.rng_state()])  # every rank's, in rank order
         if self.main:
             final = self.root / ckpt.checkpoint_name(self.step)
-            ckpt.write_dir_atomically(final, partial(self._write_checkpoint, rngs=rngs))
+            write = partial(self._write_checkpoint, rngs=rngs, curves=curves)
+            ckpt.write_dir_atomically(final, write)
             ckpt.rotate(self.root, self.params.keep_checkpoints)
         self.acc.wait_for_everyone()
 
-    def _write_checkpoint(self, directory: Path, rngs: list[dict]) -> None:
+    def _write_checkpoint(self, directory: Path, rngs: list[dict], curves=()) -> None:
         ckpt.save_weights(self.raw, directory / "model")
+        for path in curves:
+            if path.exists():
+                (directory / ckpt.CURVES_DIR).mkdir(exist_ok=True)
+                shutil.copyfile(path, directory / ckpt.CURVES_DIR / path.name)
         if self.ema is not None:
             save_file(self.ema.state_dict(), directory / ckpt.EMA_FILE)
         state = {
@@ -295,8 +313,9 @@ def train(
     trainer = _Trainer(model, params, seed, out_dir / "checkpoints", config)
     resumed = trainer.resume()
     main = trainer.main
-    curve = Table(log_file, trainer.step, enabled=main)
     eval_file = log_file.with_name("eval.tsv")
+    trainer.restore_curves(log_file, eval_file)
+    curve = Table(log_file, trainer.step, enabled=main)
     eval_table = Table(eval_file, trainer.step, enabled=main and eval_fn is not None)
     # 2. This rank's batches, from where the checkpoint stopped.
     acc = trainer.acc
@@ -352,9 +371,11 @@ def _run(
             if trainer.main:
                 logger.info("%s %s", name, " ".join(f"{k}={v:.4g}" for k, v in row.items()))
         if trainer.step % p.checkpoint_every == 0 or last:
-            trainer.save_checkpoint()
+            # eval first (it leaves the RNGs untouched) so the checkpoint's copy of the
+            # curves holds its row
             if eval_fn is not None and (row := trainer.evaluate(eval_fn)) is not None:
                 evals.append(row)
                 eval_table.append(row)
+            trainer.save_checkpoint(curves=(curve.path, eval_table.path))
     bar.close()
     return history, evals

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from echomotion.config import Section
+from echomotion.section import Section
 
 
 class TrainParams(Section):
@@ -36,3 +36,9 @@ class TrainParams(Section):
     keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
     log_every: int = Field(10, ge=1, description="Steps between rows of the training curve.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank.")
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: object) -> object:
+        """A bare `no` in YAML 1.1 (as `dvc exp run -S` may write it) reads as False."""
+        return "no" if value is False else value

@@ -1,0 +1,116 @@
+"""MCDM training throughput (samples/s) through the project's training loop.
+
+python benchmarks/mcdm_train_speed.py                      # CPU, params.yaml's mcdm_train
+python benchmarks/mcdm_train_speed.py --device cuda --preset paper --mixed-precision bf16
+
+Random latents stand in for the data (the loop, the UNet and the loss are the real ones).
+A short run warms up and writes a checkpoint; the timed call resumes it for ``--steps``
+more steps, so start-up is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from common import REPO, quiet
+from echomotion.config import load_params
+from echomotion.diffusion import MCDMModelParams, build_scheduler, build_unet, mcdm_loss
+from echomotion.tasks.generator import MCDMTrainParams
+from echomotion.training import train
+
+# The paper's scale (DESIGN.md): UNet blocks 128,256,256,512, 3072-d motion vectors,
+# 64-frame windows, batch 16 per GPU; latents 4x14x14 from 112x112 frames.
+PAPER_MODEL = MCDMModelParams(
+    block_out_channels=(128, 256, 256, 512), motion_dim=3072, num_frames=64
+)
+PAPER_BATCH = 16
+
+
+class RandomClips(torch.utils.data.Dataset):
+    """Fixed random latent windows shaped like the real ones."""
+
+    def __init__(self, model: MCDMModelParams, n: int = 64, size: int = 14):
+        g = torch.Generator().manual_seed(0)
+        self.latents = torch.randn(
+            n, model.num_frames, model.latent_channels, size, size, generator=g
+        )
+        self.motion = torch.randn(n, model.motion_dim, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {
+            "latents": self.latents[i],  # (T, C, h, w)
+            "ref_latent": self.latents[i, 0],
+            "motion": self.motion[i],
+            "fps": torch.tensor(25.0),
+        }
+
+
+def settings(args: argparse.Namespace) -> MCDMTrainParams:
+    """params.yaml's mcdm_train, or the paper preset, with the benchmark's overrides."""
+    params = load_params(REPO / "params.yaml").mcdm_train
+    train_params = params.train.model_copy(update={"mixed_precision": args.mixed_precision})
+    if args.preset == "paper":
+        train_params = train_params.model_copy(update={"batch_size": PAPER_BATCH})
+        return params.model_copy(update={"model": PAPER_MODEL, "train": train_params})
+    return params.model_copy(update={"train": train_params})
+
+
+def seconds_per_step(params: MCDMTrainParams, out: Path, warmup: int, steps: int) -> float:
+    """Mean seconds of an optimizer step, timed between loss calls after ``warmup`` steps
+    (start-up, checkpoints and the final save are not counted)."""
+    loss = partial(mcdm_loss, scheduler=build_scheduler(params.schedule), params=params.loss)
+    stamps: list[float] = []
+
+    def timed_loss(model, batch):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+        return loss(model, batch)
+
+    torch.manual_seed(0)
+    run = params.train.model_copy(
+        update={"steps": warmup + steps + 1, "checkpoint_every": warmup + steps + 1}
+    )
+    train(build_unet(params.model), RandomClips(params.model), timed_loss, run, out_dir=out,
+          seed=0, name="bench")  # fmt: skip
+    per_step = run.grad_accum
+    return (stamps[-per_step] - stamps[warmup * per_step]) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--preset", choices=["default", "paper"], default="default")
+    parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything touches CUDA
+    elif not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    quiet()
+    params = settings(args)
+    with tempfile.TemporaryDirectory() as work:
+        seconds = seconds_per_step(params, Path(work), args.warmup, args.steps)
+    p, m = params.train, params.model
+    threads = torch.get_num_threads()
+    print(f"device {args.device}, preset {args.preset}: UNet {m.block_out_channels}, "
+          f"{m.num_frames} frames, motion {m.motion_dim}, batch {p.batch_size} x accum "
+          f"{p.grad_accum}, precision {p.mixed_precision}, threads {threads}")  # fmt: skip
+    samples = p.batch_size * p.grad_accum
+    print(f"{seconds:.3f} s/step over {args.steps} steps: {samples / seconds:.2f} samples/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""Ejection-fraction regressor: a small (2+1)D CNN over fixed-length clips.
+
+It serves three evaluations: EF consistency of synthetic videos (EF predicted on a
+synthetic video against the EF of its motion source), the EchoNet-Synthetic downstream
+protocol (one regressor trained on real videos, one on synthetic only, both tested on
+real TEST), and FVD-style realism (its penultimate features are the clip extractor).
+It trains with the project's one loop (:func:`echomotion.training.train`) through
+:func:`ef_loss`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from einops import rearrange
+from pydantic import Field
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ..data import VideoWindowDataset, to_tensor
+from ..section import Section
+from .extractors import batches
+from .videos import VideoSet, clip_frame_indices, gather_clips, spaced_clips
+
+
+class EFRegressorParams(Section):
+    """Architecture of the EF regressor."""
+
+    widths: tuple[int, ...] = Field((8, 16, 32), description="Channels of each (2+1)D block.")
+    feature_dim: int = Field(64, ge=2, description="Penultimate width (the FVD-style features).")
+    input_size: int = Field(48, ge=16, description="Frames are resized to this side first.")
+    ef_mean: float = Field(55.0, description="EF (%) the output is centred on.")
+    ef_std: float = Field(12.0, gt=0, description="EF (%) per unit of output.")
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(4, channels), channels)
+
+
+class R2Plus1DBlock(nn.Module):
+    """A 1x3x3 spatial conv (stride 2 in space) then a 3x1x1 temporal conv, each GN-ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, temporal_stride: int):
+        super().__init__()
+        self.spatial = nn.Conv3d(c_in, c_out, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        self.temporal = nn.Conv3d(
+            c_out, c_out, (3, 1, 1), stride=(temporal_stride, 1, 1), padding=(1, 0, 0)
+        )
+        self.norm1, self.norm2 = _norm(c_out), _norm(c_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.norm1(self.spatial(x)))
+        return F.relu(self.norm2(self.temporal(x)))
+
+
+class EFRegressor(ModelMixin, ConfigMixin):
+    """Clips (B, T, 1, H, W) in [0, 1] -> EF (%) and penultimate features; any T and size.
+
+    Args:
+        in_channels: channels of the frames (1: grayscale).
+        widths: channels of each (2+1)D block; every block halves the frame side, blocks
+            after the first also halve the time axis.
+        feature_dim: width of the penultimate layer.
+        input_size: side the frames are resized to before the first block.
+        ef_mean, ef_std: EF (%) = ef_mean + ef_std * (network output).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 1,
+        widths: tuple[int, ...] = (8, 16, 32),
+        feature_dim: int = 64,
+        input_size: int = 48,
+        ef_mean: float = 55.0,
+        ef_std: float = 12.0,
+    ) -> None:
+        super().__init__()
+        chans = (in_channels, *widths)
+        self.blocks = nn.Sequential(
+            *[R2Plus1DBlock(chans[i], chans[i + 1], 1 if i == 0 else 2) for i in range(len(widths))]
+        )
+        self.features = nn.Sequential(nn.Linear(widths[-1], feature_dim), nn.ReLU())
+        self.head = nn.Linear(feature_dim, 1)
+
+    @classmethod
+    def from_params(cls, params: EFRegressorParams) -> EFRegressor:
+        """An untrained regressor of the given architecture."""
+        return cls(**params.model_dump())
+
+    def check_inputs(self, clips: Tensor) -> None:
+        """Raise unless ``clips`` is a float (B, T, in_channels, H, W) batch."""
+        c = self.config.in_channels
+        if clips.ndim != 5 or clips.shape[2] != c or not clips.is_floating_point():
+            raise ValueError(
+                f"expected float (B, T, {c}, H, W) clips, got {tuple(clips.shape)} {clips.dtype}"
+            )
+
+    def forward(self, clips: Tensor) -> dict[str, Tensor]:
+        """Return ``ef`` (B,) in percent and ``features`` (B, feature_dim)."""
+        # 1. check, resize frames
+        self.check_inputs(clips)
+        b, size = clips.shape[0], self.config.input_size
+        frames = rearrange(clips, "b t c h w -> (b t) c h w")
+        frames = F.interpolate(frames, size=(size, size), mode="bilinear", antialias=True)
+        x = rearrange(frames, "(b t) c h w -> b c t h w", b=b)  # (B, C, T, s, s)
+        # 2. (2+1)D blocks, global average pool
+        pooled = self.blocks(x).mean(dim=(2, 3, 4))  # (B, widths[-1])
+        # 3. penultimate features and EF
+        features = self.features(pooled)  # (B, feature_dim)
+        ef = self.config.ef_mean + self.config.ef_std * self.head(features).squeeze(1)
+        return {"ef": ef, "features": features}
+
+
+def ef_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    """MSE in units of ``ef_std`` between predicted and labelled EF; logs the MAE (%)."""
+    ef = model(batch["frames"])["ef"]
+    std = _unwrap(model).config.ef_std
+    loss = F.mse_loss(ef / std, batch["ef"].float() / std)
+    return loss, {"mae": float((ef.detach() - batch["ef"]).abs().mean())}
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DDP wrapper."""
+    return getattr(model, "module", model)
+
+
+class LabelledWindowDataset(VideoWindowDataset):
+    """Random clips of videos of the prepared store whose EF is known."""
+
+    def __init__(self, store_path: str | Path, length: int, splits=("TRAIN",), seed: int = 0):
+        super().__init__(store_path, length, splits, seed)
+        self.videos = self.videos[np.isfinite(self.table["ef"][self.videos].astype(float))]
+        if len(self.videos) == 0:
+            raise ValueError(f"{store_path}: no video of {splits} has an EF label")
+
+
+class ArrayClipDataset(Dataset):
+    """Random clips of in-memory videos with EF labels (e.g. the synthetic set).
+
+    Item: ``frames`` (length, 1, H, W) float in [0, 1] and ``ef``. The clip start is a pure
+    function of (seed, epoch, index); videos shorter than ``length`` are stretched.
+    """
+
+    def __init__(self, videos: Sequence[np.ndarray], ef: Sequence[float], length: int, seed=0):
+        if len(videos) != len(ef) or not videos:
+            raise ValueError(f"need as many videos as labels, >= 1: {len(videos)} vs {len(ef)}")
+        self.videos, self.ef, self.length = list(videos), np.asarray(ef, float), length
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        video = self.videos[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        start = int(rng.integers(0, max(len(video) - self.length, 0) + 1))
+        clip = video[clip_frame_indices(len(video), start, self.length)]
+        return {"frames": to_tensor(clip), "ef": torch.tensor(self.ef[index])}
+
+
+@torch.no_grad()
+def predict_ef(
+    model: EFRegressor, videos: VideoSet, length: int, clips_per_video: int, batch_size: int = 16
+) -> np.ndarray:
+    """EF (%) per video (N,): the mean over ``clips_per_video`` evenly spaced clips."""
+    model.eval()
+    rows = spaced_clips(videos, clips_per_video, length)  # (N * k, 2)
+    clips = gather_clips(videos, rows, length)  # (N * k, length, H, W)
+    device = next(model.parameters()).device
+    preds = np.concatenate(
+        [model(to_tensor(b).to(device))["ef"].cpu().numpy() for b in batches(clips, batch_size)]
+    )
+    return preds.reshape(len(videos), clips_per_video).mean(axis=1)
+
+
+def regression_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE and R-squared (1 - SS_res / SS_tot; NaN for < 2 or constant truths)."""
+    truth, pred = np.asarray(truth, float), np.asarray(pred, float)
+    if truth.shape != pred.shape:
+        raise ValueError(f"truth {truth.shape} and pred {pred.shape} differ")
+    if len(truth) == 0:
+        return {"mae": float("nan"), "rmse": float("nan"), "r2": float("nan"), "n": 0}
+    err = pred - truth
+    ss_tot = float(((truth - truth.mean()) ** 2).sum())
+    r2 = 1.0 - float((err**2).sum()) / ss_tot if len(truth) > 1 and ss_tot > 0 else float("nan")
+    mae, rmse = float(np.abs(err).mean()), float(np.sqrt((err**2).mean()))
+    return {"mae": mae, "rmse": rmse, "r2": r2, "n": len(truth)}

@@ -1,0 +1,129 @@
+"""Feature extractors for the Frechet distances: one interface, several networks.
+
+An extractor maps a float batch in [0, 1] to (N, D) features: frames (N, 1, H, W) when
+``kind == "frame"`` (FID-style), clips (N, T, 1, H, W) when ``kind == "clip"`` (FVD-style).
+The defaults are networks trained in this pipeline (the ReID encoder for frames, the EF
+regressor's penultimate layer for clips). The protocol's own networks (Inception-v3 for FID,
+I3D for FVD, as in StyleGAN-V) can be used from a local TorchScript file: nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from pydantic import Field
+from torch import Tensor, nn
+
+from ..data import to_tensor
+from ..section import Section
+
+Kind = Literal["frame", "clip"]
+
+
+class FeatureExtractor(Protocol):
+    """``extractor(batch) -> (N, D)`` features; ``kind`` says what a batch holds."""
+
+    kind: Kind
+
+    def __call__(self, batch: Tensor) -> Tensor: ...
+
+
+class ReIDFrameFeatures:
+    """Frames -> L2-normalised ReID embeddings (the default frame extractor)."""
+
+    kind: Kind = "frame"
+
+    def __init__(self, encoder: nn.Module):
+        self.encoder = encoder.eval()
+
+    @torch.no_grad()
+    def __call__(self, batch: Tensor) -> Tensor:
+        return self.encoder.embed(batch)
+
+
+class EFClipFeatures:
+    """Clips -> penultimate features of the EF regressor (the default clip extractor)."""
+
+    kind: Kind = "clip"
+
+    def __init__(self, regressor: nn.Module):
+        self.regressor = regressor.eval()
+
+    @torch.no_grad()
+    def __call__(self, batch: Tensor) -> Tensor:
+        return self.regressor(batch)["features"]
+
+
+class TorchScriptExtractorParams(Section):
+    """A local TorchScript feature network (e.g. StyleGAN-V's Inception or I3D detector)."""
+
+    path: str = Field(description="Local TorchScript file (torch.jit.save); a DVC dependency.")
+    size: int = Field(ge=8, description="Frames are resized to size x size (299 / 224).")
+    channels: Literal[1, 3] = Field(3, description="Gray frames are repeated to 3 channels.")
+    value_range: Literal["unit", "byte", "symmetric"] = Field(
+        "byte", description="Input scale: [0, 1], [0, 255] or [-1, 1]."
+    )
+    call_kwargs: dict[str, bool] = Field(
+        default_factory=dict, description="Keyword flags of the call, e.g. return_features."
+    )
+
+
+_SCALE = {"unit": (1.0, 0.0), "byte": (255.0, 0.0), "symmetric": (2.0, -1.0)}
+
+
+class TorchScriptFeatures:
+    """A TorchScript network as an extractor. Frames go in as (N, C, size, size); clips as
+    (N, C, T, size, size), the I3D layout."""
+
+    def __init__(self, params: TorchScriptExtractorParams, kind: Kind, device: str = "cpu"):
+        if not Path(params.path).is_file():
+            raise FileNotFoundError(f"{params.path}: feature network not found")
+        self.params, self.kind = params, kind
+        self.module = torch.jit.load(params.path, map_location=device).eval()
+
+    def preprocess(self, batch: Tensor) -> Tensor:
+        """Resize, repeat channels and rescale a [0, 1] batch for the network."""
+        p = self.params
+        frames = batch if self.kind == "frame" else rearrange(batch, "n t c h w -> (n t) c h w")
+        frames = F.interpolate(frames, size=(p.size, p.size), mode="bilinear", antialias=True)
+        frames = repeat(frames, "b 1 h w -> b c h w", c=p.channels)  # (B, C, size, size)
+        scale, shift = _SCALE[p.value_range]
+        frames = frames * scale + shift
+        if self.kind == "frame":
+            return frames
+        return rearrange(frames, "(n t) c h w -> n c t h w", n=len(batch))
+
+    @torch.no_grad()
+    def __call__(self, batch: Tensor) -> Tensor:
+        out = self.module(self.preprocess(batch), **self.params.call_kwargs)
+        return out.reshape(len(batch), -1).float()
+
+
+def batches(items: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """Consecutive slices of ``batch_size`` items."""
+    for start in range(0, len(items), batch_size):
+        yield items[start : start + batch_size]
+
+
+def extract(
+    extractor: FeatureExtractor, items: np.ndarray, batch_size: int = 64, device: str = "cpu"
+) -> np.ndarray:
+    """Features (N, D) float64 of uint8 frames (N, H, W) or clips (N, T, H, W), computed on
+    ``device`` (where the extractor's network is)."""
+    expected = 3 if extractor.kind == "frame" else 4
+    if items.ndim != expected:
+        raise ValueError(
+            f"a {extractor.kind} extractor needs {expected}-d uint8 items, got shape {items.shape}"
+        )
+    feats = [
+        extractor(to_tensor(b).to(device)).cpu().double().numpy()
+        for b in batches(items, batch_size)
+    ]
+    return np.concatenate(feats)

@@ -1,0 +1,69 @@
+"""Params section of the ``evaluate`` stage (registered in ``echomotion.config.Params``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from echomotion.evaluation import EFRegressorParams, TorchScriptExtractorParams
+from echomotion.flow import FlowProviderParams
+from echomotion.section import Section, Split
+from echomotion.training import TrainParams
+
+
+class RealismParams(Section):
+    """FID-style (frames) and FVD-style (clips) Frechet distances."""
+
+    n_frames: int = Field(512, ge=2, description="Generated frames (StyleGAN-V: 50000).")
+    n_clips: int = Field(128, ge=2, description="Generated clips (StyleGAN-V: 2048).")
+    reference_split: Split = Field("TRAIN", description="Real videos the sets are compared to.")
+    baseline_split: Split = Field("TEST", description="Real videos scored like the synthetic.")
+    max_reference_frames: int | None = Field(
+        1024, ge=2, description="Real reference frames drawn; None: all (the '_full' protocol)."
+    )
+    reference_clips: int = Field(256, ge=2, description="Real reference clips.")
+    inception: TorchScriptExtractorParams | None = Field(None, description="Local Inception.")
+    i3d: TorchScriptExtractorParams | None = Field(None, description="Local I3D.")
+
+
+class MotionParams(Section):
+    """Motion fidelity: MAFE vector cosine and ED->ES flow EPE."""
+
+    flow: FlowProviderParams = FlowProviderParams()
+
+
+class EFParams(Section):
+    """EF regressors (real-trained and synthetic-trained) and their test protocol."""
+
+    model: EFRegressorParams = EFRegressorParams()
+    train: TrainParams = TrainParams(
+        steps=250,
+        batch_size=8,
+        lr=1e-3,
+        weight_decay=1e-4,
+        warmup_steps=10,
+        lr_schedule="cosine",
+        checkpoint_every=125,
+        log_every=25,
+    )
+    test_clips: int = Field(4, ge=1, description="Evenly spaced clips averaged per video.")
+    downstream: bool = Field(True, description="Also train on synthetic only, test on real.")
+
+
+class PrivacyParams(Section):
+    """ReID nearest-neighbour privacy check (EchoNet-Synthetic's rule)."""
+
+    percentile: float = Field(95.0, ge=0, le=100, description="Of real TEST-to-TRAIN maxima.")
+    frames_per_video: int = Field(8, ge=1, description="Frames averaged per video embedding.")
+    filter_flagged: bool = Field(True, description="Leave flagged videos out of the copy.")
+    histogram_bins: int = Field(40, ge=2, description="Bins over [-1, 1] of privacy_hist.csv.")
+
+
+class EvaluateParams(Section):
+    """Stage ``evaluate``."""
+
+    clip_frames: int = Field(16, ge=2, description="Frames per clip (FVD and EF regressor).")
+    batch_size: int = Field(32, ge=1, description="Items per forward pass of inference.")
+    realism: RealismParams = RealismParams()
+    motion: MotionParams = MotionParams()
+    ef: EFParams = EFParams()
+    privacy: PrivacyParams = PrivacyParams()

@@ -1,0 +1,250 @@
+"""Realism, motion-fidelity and privacy scores of the synthetic set (EF: see ``ef.py``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from echomotion.evaluation import (
+    FeatureExtractor,
+    VideoSet,
+    cosine_matrix,
+    draw_clips,
+    draw_frames,
+    ed_es_or_detect,
+    epe_matrix,
+    extract,
+    flag,
+    frechet_distance,
+    gather_clips,
+    gather_frames,
+    matched_and_mismatched,
+    max_similarity,
+    motion_vectors,
+    pair_flows,
+    privacy_threshold,
+    retrieval_top1,
+    similarity_histogram,
+    source_index,
+    standardise,
+    video_embeddings,
+)
+from echomotion.flow.classical import FlowProvider
+from echomotion.store import RaggedStore
+
+from .data import EvalData
+from .params import EvaluateParams, PrivacyParams
+
+log = logging.getLogger(__name__)
+
+
+def count_name(n: int) -> str:
+    """StyleGAN-V's sample-count spelling: 50000 -> '50k', 2048 -> '2048'."""
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+# ----------------------------------------------------------------------------------- realism
+
+
+def _frechet_pair(extractor: FeatureExtractor, sets: dict[str, np.ndarray], batch: int):
+    """Frechet distance of the synthetic and of the baseline items to the reference."""
+    feats = {k: extract(extractor, v, batch) for k, v in sets.items()}
+    return (
+        frechet_distance(feats["synthetic"], feats["reference"]),
+        frechet_distance(feats["baseline"], feats["reference"]),
+    )
+
+
+def _draw(
+    sets: dict[str, tuple[VideoSet, int | None]], length: int | None, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Frames (``length`` None) or clips drawn from each named (videos, count) set."""
+    if length is None:
+        return {k: gather_frames(v, draw_frames(v, n, rng)) for k, (v, n) in sets.items()}
+    return {k: gather_clips(v, draw_clips(v, n, length, rng), length) for k, (v, n) in sets.items()}
+
+
+def realism_scores(
+    data: EvalData,
+    extractors: dict[str, FeatureExtractor],
+    params: EvaluateParams,
+    rng: np.random.Generator,
+) -> dict[str, float]:
+    """FID-style (frame extractors) and FVD-style (clip extractors) distances of the
+    synthetic set and of the real baseline split to the real reference split."""
+    p, length = params.realism, params.clip_frames
+    reference, baseline = data.split(p.reference_split), data.split(p.baseline_split)
+    # 1. frames: as many for the synthetic as for the baseline set; clips likewise
+    n = min(p.n_frames, int(data.synthetic.lengths.sum()), int(baseline.lengths.sum()))
+    frames = _draw(
+        {
+            "synthetic": (data.synthetic, n),
+            "baseline": (baseline, n),
+            "reference": (reference, p.max_reference_frames),
+        },
+        None,
+        rng,
+    )
+    clips = _draw(
+        {
+            "synthetic": (data.synthetic, p.n_clips),
+            "baseline": (baseline, p.n_clips),
+            "reference": (reference, p.reference_clips),
+        },
+        length,
+        rng,
+    )
+    # 2. one Frechet distance per extractor, named as in StyleGAN-V
+    out: dict[str, float] = {
+        "n_frames_used": n,
+        "n_clips_used": p.n_clips,
+        "n_reference_frames": len(frames["reference"]),
+    }
+    full = "_full" if p.max_reference_frames is None else ""  # every reference frame
+    for name, extractor in extractors.items():
+        if extractor.kind == "frame":
+            key, items = f"{name}_fid{count_name(p.n_frames)}{full}", frames
+        else:
+            key, items = f"{name}_fvd{count_name(p.n_clips)}_{length}f", clips
+        out[key], out[f"{key}_real_baseline"] = _frechet_pair(extractor, items, params.batch_size)
+    return out
+
+
+# ------------------------------------------------------------------------------------ motion
+
+
+def _pairs(videos: list[np.ndarray], eds_es: list[tuple[int, int]]) -> tuple[np.ndarray, ...]:
+    """ED frames (N, H, W) and ES frames (N, H, W)."""
+    ed = np.stack([v[a] for v, (a, _) in zip(videos, eds_es, strict=True)])
+    es = np.stack([v[b] for v, (_, b) in zip(videos, eds_es, strict=True)])
+    return ed, es
+
+
+def _motion_items(data: EvalData, features: RaggedStore) -> list[dict]:
+    """Per synthetic video with a known motion source: its ED/ES and the driving video's."""
+    table, items = data.store.table, []
+    in_features = source_index(features.table["file_name"], [r.motion_source for r in data.records])
+    in_store = source_index(table["file_name"], [r.motion_source for r in data.records])
+    for i, record in enumerate(data.records):
+        if in_features[i] < 0 or in_store[i] < 0:
+            continue
+        s = int(in_store[i])
+        fps = record.fps if np.isfinite(record.fps) else float(table["fps"][s])
+        generated, driving = data.synthetic.read(i), data.store.video(s)
+        gen_pair = ed_es_or_detect(generated, record.ed, record.es, fps)
+        drive_pair = ed_es_or_detect(
+            driving, int(table["ed"][s]), int(table["es"][s]), float(table["fps"][s])
+        )
+        if gen_pair is None or drive_pair is None:
+            continue
+        items.append(
+            {
+                "index": i,
+                "feature": int(in_features[i]),
+                "generated": generated,
+                "gen_pair": gen_pair,
+                "driving": driving,
+                "drive_pair": drive_pair,
+            }
+        )
+    return items
+
+
+def _nanmean(values: np.ndarray) -> float:
+    """Mean of the finite values (NaN when there is none: a single motion source)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else float("nan")
+
+
+def motion_scores(
+    data: EvalData, features_path: Path, mafe: nn.Module, provider: FlowProvider, batch: int
+) -> tuple[dict[str, float], list[dict]]:
+    """MAFE cosine and ED->ES flow EPE, matched vs mismatched, and per-video rows."""
+    features = RaggedStore(features_path)
+    items = _motion_items(data, features)
+    out = {"n_videos": len(items), "n_skipped": len(data.records) - len(items)}
+    if len(items) < 1:
+        log.warning("no synthetic video has a motion source in %s and an ED/ES pair", features_path)
+        return out, []
+    sources = [data.records[it["index"]].motion_source for it in items]
+    # 1. motion vectors: generated ED/ES pair vs the conditioning vector, standardised
+    gen_ed, gen_es = _pairs([it["generated"] for it in items], [it["gen_pair"] for it in items])
+    cond = features.array("motion")[:].reshape(len(features), -1)[[it["feature"] for it in items]]
+    mean, std = features.attrs["motion_mean"], features.attrs["motion_std"]
+    cos = cosine_matrix(
+        standardise(motion_vectors(mafe, gen_ed, gen_es, batch), mean, std),
+        standardise(cond, mean, std),
+    )
+    cos_matched, cos_other = matched_and_mismatched(cos, sources)
+    # 2. ED->ES flow of the generated vs the driving video
+    drive_ed, drive_es = _pairs([it["driving"] for it in items], [it["drive_pair"] for it in items])
+    epe = epe_matrix(pair_flows(provider, gen_ed, gen_es), pair_flows(provider, drive_ed, drive_es))
+    epe_matched, epe_other = matched_and_mismatched(epe, sources)
+    out |= {
+        "cosine_matched": float(cos_matched.mean()),
+        "cosine_mismatched": _nanmean(cos_other),
+        "retrieval_top1": retrieval_top1(cos, sources),
+        "flow_epe_matched": float(epe_matched.mean()),
+        "flow_epe_mismatched": _nanmean(epe_other),
+    }
+    rows = [
+        {
+            "file_name": data.records[it["index"]].file_name,
+            "motion_source": src,
+            "cosine": float(c),
+            "flow_epe": float(e),
+            "gen_ed": it["gen_pair"][0],
+            "gen_es": it["gen_pair"][1],
+        }
+        for it, src, c, e in zip(items, sources, cos_matched, epe_matched, strict=True)
+    ]
+    return out, rows
+
+
+# ----------------------------------------------------------------------------------- privacy
+
+
+def privacy_scores(
+    data: EvalData, encoder: nn.Module, params: PrivacyParams, batch: int
+) -> tuple[dict[str, float], list[dict], list[dict]]:
+    """EchoNet-Synthetic's ReID rule: metrics, per-video rows and histogram rows."""
+    train_set = data.split("TRAIN")
+    train, test, synthetic = (
+        video_embeddings(encoder, videos, params.frames_per_video, batch)
+        for videos in (train_set, data.split("TEST"), data.synthetic)
+    )
+    # 1. threshold from real held-out videos, then flag the synthetic ones above it
+    real_max, _ = max_similarity(test, train)
+    threshold = privacy_threshold(real_max, params.percentile)
+    syn_max, nearest = max_similarity(synthetic, train)
+    flagged = flag(syn_max, threshold)
+    metrics = {
+        "threshold": threshold,
+        "percentile": params.percentile,
+        "flagged_fraction": float(flagged.mean()),
+        "n_flagged": int(flagged.sum()),
+        "n_synthetic": len(flagged),
+        "similarity_mean": float(syn_max.mean()),
+        "real_test_similarity_mean": float(real_max.mean()),
+    }
+    rows = [
+        {
+            "file_name": n,
+            "nearest_train": train_set.names[j],
+            "similarity": float(s),
+            "flagged": bool(f),
+        }
+        for n, j, s, f in zip(data.synthetic.names, nearest, syn_max, flagged, strict=True)
+    ]
+    hist = similarity_histogram(
+        {"synthetic": syn_max, "real_test": real_max}, params.histogram_bins
+    )
+    return metrics, rows, hist
+
+
+def unflagged(rows: list[dict], filter_flagged: bool) -> set[str]:
+    """Names of the synthetic videos kept in the private copy."""
+    return {r["file_name"] for r in rows if not (filter_flagged and r["flagged"])}

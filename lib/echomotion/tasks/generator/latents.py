@@ -1,0 +1,71 @@
+"""Stage ``latents``: every prepared frame through the VAE encoder, once."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from diffusers import AutoencoderKL
+from tqdm.auto import tqdm
+
+from echomotion.diffusion import encode_frames
+from echomotion.store import RaggedStore, RaggedStoreWriter
+
+from .params import LatentsParams
+
+logger = logging.getLogger(__name__)
+
+LATENTS_SCHEMA = {
+    "latents": "(N_total, C, H/8, W/8) float16: VAE posterior mode times scaling_factor, "
+    "aligned 1:1 with videos.zarr's frames (same videos, order and lengths).",
+    "offsets": "(n_videos + 1,) int64: video i = latents[offsets[i]:offsets[i+1]].",
+    "videos": "per-video table: file_name, video (index in videos.zarr), split, fps.",
+    "attrs": "scaling_factor (already applied), frame_size [H, W], schema.",
+}
+
+
+def load_vae(vae_dir: str | Path) -> AutoencoderKL:
+    """The trained VAE in eval mode; FileNotFoundError naming the folder when missing."""
+    if not (Path(vae_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"{vae_dir}: no saved VAE (config.json); run vae_train first")
+    return AutoencoderKL.from_pretrained(vae_dir).eval()
+
+
+def encode_videos(
+    videos_path: str | Path, vae_dir: str | Path, out_path: str | Path, params: LatentsParams
+) -> dict[str, float]:
+    """Write ``latents.zarr`` (schema :data:`LATENTS_SCHEMA`); return counts and latent stats."""
+    vae = load_vae(vae_dir)
+    store = RaggedStore(videos_path)
+    height, width = store.array("frames").shape[1:]
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    shape = (vae.config.latent_channels, height // factor, width // factor)
+    scale = float(vae.config.scaling_factor)
+    attrs = {"scaling_factor": scale, "frame_size": [height, width], "schema": LATENTS_SCHEMA}
+    total, sums = 0, np.zeros(2)
+    writer = RaggedStoreWriter(
+        out_path,
+        {"latents": (shape, "float16")},
+        shard_frames=params.shard_frames,
+        chunk_frames=params.chunk_frames,
+        attrs=attrs,
+    )
+    with writer:
+        for i in tqdm(range(len(store)), desc="latents", unit="video"):
+            latents = encode_frames(vae, store.video(i), params.batch_size)  # (T, C, h, w)
+            row = store.row(i)
+            writer.append(
+                {"latents": latents},
+                file_name=str(row["file_name"]),
+                video=i,
+                split=str(row["split"]),
+                fps=float(row["fps"]),
+            )
+            values = latents.astype(np.float64)
+            total += len(latents)
+            sums += np.array([values.sum(), np.square(values).sum()])
+    mean = sums[0] / (total * np.prod(shape))
+    std = float(np.sqrt(sums[1] / (total * np.prod(shape)) - mean**2))
+    logger.info("encoded %d frames of %d videos: latent std %.3f", total, len(store), std)
+    return {"videos": len(store), "frames": total, "scaling_factor": scale, "latent_std": std}

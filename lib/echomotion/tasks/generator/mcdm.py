@@ -1,0 +1,196 @@
+"""Stage ``mcdm_train``: the motion-conditioned video UNet on windows of TRAIN latents.
+
+Runs on one process or many (``accelerate launch --multi_gpu``, ``torchrun``): every
+process holds the latents and motion vectors in memory; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from torch.utils.data import Dataset
+
+from echomotion.diffusion import (
+    MotionConditionedVideoPipeline,
+    build_scheduler,
+    build_unet,
+    mcdm_loss,
+)
+from echomotion.store import RaggedStore
+from echomotion.training import train
+from echomotion.training.checkpoint import write_dir_atomically
+
+from .conditioning import MotionNormalizer, video_motion
+from .latents import load_vae
+from .params import MCDMTrainParams
+
+logger = logging.getLogger(__name__)
+
+
+class LatentClipDataset(Dataset):
+    """Random windows of ``n_frames`` latents, one item per video.
+
+    Item: ``latents`` ``(T, C, h, w)`` float32 (a random window), ``ref_latent``
+    ``(C, h, w)`` (a random frame of the same video), ``motion`` ``(D,)`` (the video's
+    normalised motion vector) and ``fps`` ``()``. Randomness comes from the global torch
+    generator, which the training loop seeds per item.
+    """
+
+    def __init__(
+        self,
+        latents: np.ndarray,
+        offsets: np.ndarray,
+        videos: np.ndarray,
+        motion: torch.Tensor,
+        fps: np.ndarray,
+        n_frames: int,
+    ):
+        lengths = offsets[videos + 1] - offsets[videos]
+        if (lengths < n_frames).any():
+            raise ValueError(
+                f"videos {videos[lengths < n_frames].tolist()} are < {n_frames} frames"
+            )
+        if not len(videos) == len(motion) == len(fps):
+            raise ValueError(f"{len(videos)} videos, {len(motion)} motions, {len(fps)} fps")
+        self.latents, self.offsets, self.videos = latents, offsets, videos
+        self.motion, self.fps, self.n_frames = motion, fps, n_frames
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        video = self.videos[index]
+        first, length = int(self.offsets[video]), int(np.diff(self.offsets[video : video + 2])[0])
+        start = first + int(torch.randint(0, length - self.n_frames + 1, ()))
+        ref = first + int(torch.randint(0, length, ()))
+        return {
+            "latents": torch.from_numpy(self.latents[start : start + self.n_frames]).float(),
+            "ref_latent": torch.from_numpy(self.latents[ref]).float(),
+            "motion": self.motion[index],
+            "fps": torch.tensor(float(self.fps[index])),
+        }
+
+
+@dataclass(frozen=True)
+class ClipData:
+    """The training set and what the saved pipeline needs to know about it."""
+
+    dataset: LatentClipDataset
+    normalizer: MotionNormalizer
+    fps: float  # median frame rate of the training videos (the pipeline's default fps id)
+
+
+def _feature_rows(features: RaggedStore, latents: RaggedStore, splits: tuple[str, ...]):
+    """Feature rows of ``splits`` and their videos, checked against the latents table."""
+    rows = np.flatnonzero(np.isin(features.table["split"].astype(str), splits))
+    videos = features.table["video"][rows].astype(np.int64)
+    for row, video in zip(rows, videos, strict=True):
+        ours, theirs = features.table["file_name"][row], latents.table["file_name"][video]
+        if ours != theirs:
+            raise ValueError(
+                f"features row {row} ({ours}) points at latents video {video} ({theirs}): "
+                "the stores come from different prepared datasets"
+            )
+    return rows, videos
+
+
+def load_clip_data(
+    latents_path: str | Path,
+    features_path: str | Path,
+    n_frames: int,
+    splits: tuple[str, ...] = ("TRAIN",),
+) -> ClipData:
+    """Latent windows of the videos of ``splits`` that have a motion vector and at least
+    ``n_frames`` frames; motion normalised with the features store's TRAIN statistics."""
+    latents = RaggedStore(latents_path).load("latents")
+    features = RaggedStore(features_path).load("motion")
+    rows, videos = _feature_rows(features, latents, splits)
+    long_enough = latents.lengths()[videos] >= n_frames
+    if not long_enough.all():
+        logger.warning("%d videos shorter than %d frames left out", (~long_enough).sum(), n_frames)
+    rows, videos = rows[long_enough], videos[long_enough]
+    if len(rows) == 0:
+        raise ValueError(f"{features_path}: no {splits} video with motion and >= {n_frames} frames")
+    normalizer = MotionNormalizer.from_attrs(features.attrs, latents.attrs["frame_size"])
+    motion = normalizer(video_motion(features)[rows])  # (n, D)
+    fps = latents.table["fps"][videos]
+    dataset = LatentClipDataset(
+        latents.frames("latents", 0, int(latents.offsets[-1])),
+        latents.offsets,
+        videos,
+        motion,
+        fps,
+        n_frames,
+    )
+    return ClipData(dataset, normalizer, float(np.median(fps)))
+
+
+def save_pipeline(pipe: MotionConditionedVideoPipeline, normalizer: MotionNormalizer, path: Path):
+    """``save_pretrained`` plus ``conditioning.json``, written to a temporary folder and renamed."""
+
+    def write(directory: Path) -> None:
+        pipe.save_pretrained(directory, safe_serialization=True)
+        normalizer.save(directory)
+
+    write_dir_atomically(Path(path), write)
+
+
+def train_mcdm(
+    latents_path: str | Path,
+    features_path: str | Path,
+    vae_dir: str | Path,
+    params: MCDMTrainParams,
+    *,
+    out_dir: str | Path,
+    log_file: str | Path,
+    seed: int,
+) -> dict[str, float]:
+    """Train the MCDM; rank 0 writes ``out_dir/pipeline`` (VAE + EMA UNet + DDPM scheduler).
+
+    Returns the metrics: ``steps``, ``resumed_from`` (-1: fresh start), last curve
+    ``loss`` (NaN when no step was run), ``train_videos``, ``motion_dim``, ``fps``.
+    """
+    # 1. data and a check of the conditioning width
+    data = load_clip_data(latents_path, features_path, params.model.num_frames)
+    if data.normalizer.dim != params.model.motion_dim:
+        raise ValueError(
+            f"mcdm_train.model.motion_dim ({params.model.motion_dim}) must equal the motion_dim "
+            f"of {features_path} ({data.normalizer.dim})"
+        )
+    # 2. train
+    torch.manual_seed(seed)
+    unet = build_unet(params.model)
+    scheduler = build_scheduler(params.schedule)
+    result = train(
+        unet,
+        data.dataset,
+        partial(mcdm_loss, scheduler=scheduler, params=params.loss),
+        params.train,
+        out_dir=out_dir,
+        seed=seed,
+        log_file=log_file,
+        name="mcdm",
+    )
+    # 3. the sampling pipeline, from the final (EMA) weights
+    if PartialState().is_main_process:
+        pipe = MotionConditionedVideoPipeline(
+            vae=load_vae(vae_dir), unet=unet.eval(), scheduler=scheduler, fps=data.fps
+        )
+        save_pipeline(pipe, data.normalizer, Path(out_dir) / "pipeline")
+    PartialState().wait_for_everyone()
+    last = result.history[-1]["loss"] if result.history else math.nan
+    return {
+        "steps": result.step,
+        "resumed_from": -1 if result.resumed_from is None else result.resumed_from,
+        "loss": last,
+        "train_videos": len(data.dataset),
+        "motion_dim": data.normalizer.dim,
+        "fps": data.fps,
+    }

@@ -1,0 +1,107 @@
+"""Params sections of the generator stages; the defaults are the CPU-sized pipeline."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from echomotion.diffusion import (
+    MCDMLossParams,
+    MCDMModelParams,
+    NoiseScheduleParams,
+    VAELossParams,
+    VAEModelParams,
+)
+from echomotion.section import Section, Split
+from echomotion.training import TrainParams
+
+SamplerName = Literal["ddpm", "ddim", "dpmsolver++"]
+
+
+class VAETrainParams(Section):
+    """Stage ``vae_train``: the grayscale latent autoencoder on TRAIN frames."""
+
+    model: VAEModelParams = VAEModelParams(block_out_channels=(8, 16, 32, 32), norm_num_groups=8)
+    loss: VAELossParams = VAELossParams()
+    train: TrainParams = TrainParams(
+        steps=300, batch_size=8, lr=1e-3, warmup_steps=10, checkpoint_every=50, log_every=10
+    )
+    crop_size: int | None = Field(
+        64, ge=8, description="Random square crop of each training frame; None: whole frames."
+    )
+    scale_frames: int = Field(
+        256, ge=2, description="TRAIN frames (evenly spaced) that set the latent scaling factor."
+    )
+    eval_frames: int = Field(
+        128, ge=1, description="VAL frames (evenly spaced) scored by reconstruction PSNR/SSIM."
+    )
+    encode_batch_size: int = Field(64, ge=1, description="Frames per VAE call outside training.")
+
+    @field_validator("crop_size")
+    @classmethod
+    def _multiple_of_8(cls, value: int | None) -> int | None:
+        if value is not None and value % 8:
+            raise ValueError(f"crop_size must be a multiple of 8 (the VAE's stride), got {value}")
+        return value
+
+
+class LatentsParams(Section):
+    """Stage ``latents``: every prepared frame encoded once."""
+
+    batch_size: int = Field(64, ge=1, description="Frames per VAE encoder call.")
+    shard_frames: int = Field(4096, ge=1, description="Latent frames per shard file.")
+    chunk_frames: int = Field(64, ge=1, description="Latent frames per compressed chunk.")
+
+    @model_validator(mode="after")
+    def _whole_chunks(self) -> LatentsParams:
+        if self.shard_frames % self.chunk_frames:
+            raise ValueError(
+                f"shard_frames ({self.shard_frames}) must be a multiple of "
+                f"chunk_frames ({self.chunk_frames})"
+            )
+        return self
+
+
+class MCDMTrainParams(Section):
+    """Stage ``mcdm_train``: the motion-conditioned video UNet on TRAIN latent windows.
+
+    The window length is ``model.num_frames``; ``model.motion_dim`` must equal the
+    ``motion_dim`` of the features store (checked before training).
+    """
+
+    model: MCDMModelParams = MCDMModelParams(block_out_channels=(32, 64), motion_dim=768)
+    schedule: NoiseScheduleParams = NoiseScheduleParams()
+    loss: MCDMLossParams = MCDMLossParams()
+    train: TrainParams = TrainParams(
+        steps=160,
+        batch_size=4,
+        lr=3e-4,
+        warmup_steps=10,
+        ema_decay=0.95,
+        checkpoint_every=40,
+        log_every=10,
+    )
+
+
+class SampleParams(Section):
+    """Stage ``sample``: the synthetic EchoNet-Dynamic-format dataset."""
+
+    splits: tuple[Split, ...] = Field(
+        ("TEST",), min_length=1, description="Motion sources: the videos of these splits."
+    )
+    scheduler: SamplerName = "dpmsolver++"
+    num_inference_steps: int = Field(10, ge=1)
+    guidance_scale: float = Field(1.0, ge=0, description="Classifier-free guidance; 1 = off.")
+    num_frames: int = Field(
+        24, ge=1, description="Frames per video; more than the training window -> stitching."
+    )
+    window_overlap: int | None = Field(
+        None, ge=0, description="Known frames carried into each next window (None: window // 4)."
+    )
+    noise_aug_strength: float = Field(0.0, ge=0, description="Noise on the reference latent.")
+    codec: Literal["mjpeg", "ffv1"] = "mjpeg"
+    preview_sources: int = Field(
+        3, ge=1, description="Motion sources shown in grid.png and samples.gif."
+    )
+    preview_frames: int = Field(8, ge=1, description="Frames per row of grid.png.")

@@ -1,0 +1,192 @@
+"""Stage ``sample``: a synthetic EchoNet-Dynamic-format dataset from the trained MCDM.
+
+Every video of ``params.splits`` that has a motion vector is a motion source. It drives
+two synthetic videos: ``transfer`` (appearance = the first frame of the next video of
+those splits, in store order, wrapping around) and ``self`` (its own first frame). The
+labels (EF, ESV, EDV) are the motion source's: the motion carries the cardiac function.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from echomotion.diffusion import MotionConditionedVideoPipeline
+from echomotion.echonet import FILE_LIST, FILE_LIST_COLUMNS, TRACING_COLUMNS, TRACINGS, VIDEOS
+from echomotion.store import RaggedStore
+from echomotion.video import write_video
+
+from .conditioning import load_pipeline, video_motion
+from .media import frame_grid, save_gif, save_png, tiled_video
+from .params import SampleParams
+
+logger = logging.getLogger(__name__)
+
+EXTRA_COLUMNS = ("Synthetic", "MotionSource", "AppearanceSource", "Mode")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One motion source: its video (index in videos.zarr), its feature row and the
+    appearance videos of its synthetic videos, by mode."""
+
+    video: int
+    feature_row: int
+    appearance: dict[str, int]
+
+
+def plan_sources(
+    videos: RaggedStore, features: RaggedStore, splits: tuple[str, ...]
+) -> list[Source]:
+    """The motion sources of ``splits`` in store order, with their appearance videos."""
+    pool = [int(v) for v in np.flatnonzero(np.isin(videos.table["split"].astype(str), splits))]
+    sources = []
+    for row in np.flatnonzero(np.isin(features.table["split"].astype(str), splits)):
+        video = int(features.table["video"][row])
+        if features.table["file_name"][row] != videos.table["file_name"][video]:
+            raise ValueError(f"features row {row} does not match videos.zarr video {video}")
+        following = pool[(pool.index(video) + 1) % len(pool)]
+        modes = {"transfer": following, "self": video} if following != video else {"self": video}
+        sources.append(Source(video, int(row), modes))
+    if len(pool) == 1:
+        logger.warning("one video in %s: no other appearance, transfer mode skipped", splits)
+    return sources
+
+
+def generate_videos(
+    pipe: MotionConditionedVideoPipeline,
+    references: np.ndarray,
+    motion: torch.Tensor,
+    params: SampleParams,
+    seed: int,
+) -> np.ndarray:
+    """uint8 videos ``(B, T, H, W)``, one per reference frame ``(B, H, W)``, all driven by
+    the normalised ``motion`` ``(1, D)``; deterministic given ``seed``."""
+    return pipe(
+        reference=references,
+        motion=motion,
+        num_frames=params.num_frames,
+        window_overlap=params.window_overlap,
+        num_inference_steps=params.num_inference_steps,
+        guidance_scale=params.guidance_scale,
+        noise_aug_strength=params.noise_aug_strength,
+        generator=torch.Generator().manual_seed(seed),
+    ).frames
+
+
+def _label(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.4f}"
+
+
+def file_list_row(
+    name: str, video: np.ndarray, fps: float, source: dict, appearance: str, mode: str
+) -> dict:
+    """The FileList.csv row of a synthetic video (labels carried from the motion ``source``)."""
+    return {
+        "FileName": name,
+        "EF": _label(source["ef"]),
+        "ESV": _label(source["esv"]),
+        "EDV": _label(source["edv"]),
+        "FrameHeight": video.shape[1],
+        "FrameWidth": video.shape[2],
+        "FPS": f"{fps:g}",
+        "NumberOfFrames": len(video),
+        "Split": source["split"],
+        "Synthetic": 1,
+        "MotionSource": source["file_name"],
+        "AppearanceSource": appearance,
+        "Mode": mode,
+    }
+
+
+def write_tables(root: Path, rows: list[dict]) -> None:
+    """FileList.csv (EchoNet columns + :data:`EXTRA_COLUMNS`) and a header-only
+    VolumeTracings.csv (synthetic videos have no tracings)."""
+    with (root / FILE_LIST).open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*FILE_LIST_COLUMNS, *EXTRA_COLUMNS])
+        writer.writeheader()
+        writer.writerows(rows)
+    with (root / TRACINGS).open("w", newline="") as f:
+        csv.writer(f).writerow(TRACING_COLUMNS)
+
+
+def write_previews(previews: list[list[np.ndarray]], plots_dir: Path, params, fps: float):
+    """``grid.png`` (a row of frames per video) and ``samples.gif`` (one row per source:
+    driving video, then its synthetic videos)."""
+    width = max(len(row) for row in previews)
+    rows = [row + [np.zeros_like(row[0])] * (width - len(row)) for row in previews]
+    save_png(
+        frame_grid([v for row in rows for v in row], params.preview_frames), plots_dir / "grid.png"
+    )
+    save_gif(tiled_video(rows), plots_dir / "samples.gif", fps)
+
+
+def _check_frame_size(videos: RaggedStore, frame_size: tuple[int, int]) -> None:
+    size = tuple(videos.array("frames").shape[1:])
+    if size != tuple(frame_size):
+        raise ValueError(f"videos are {size}, the pipeline was trained on {tuple(frame_size)}")
+
+
+def sample_dataset(
+    pipeline_dir: str | Path,
+    videos_path: str | Path,
+    features_path: str | Path,
+    out_root: str | Path,
+    plots_dir: str | Path,
+    params: SampleParams,
+    seed: int,
+) -> dict[str, float]:
+    """Write the synthetic dataset to ``out_root`` (EchoNet layout, replaced whole) and
+    ``grid.png`` / ``samples.gif`` to ``plots_dir``; return counts and timings."""
+    # 1. model, data and plan
+    pipe, normalizer = load_pipeline(pipeline_dir, params.scheduler)
+    videos, features = RaggedStore(videos_path), RaggedStore(features_path).load("motion")
+    _check_frame_size(videos, normalizer.frame_size)
+    sources = plan_sources(videos, features, params.splits)
+    motions = normalizer(video_motion(features))  # (n_videos, D)
+    fps = float(pipe.config.fps or 0.0)
+    out_root, plots_dir = Path(out_root), Path(plots_dir)
+    tmp = out_root.with_name(f".{out_root.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / VIDEOS).mkdir(parents=True)
+    # 2. generate, source by source
+    rows, previews, start = [], [], time.perf_counter()
+    for source in tqdm(sources, desc="sample", unit="source"):
+        info = videos.row(source.video)
+        modes = list(source.appearance)
+        refs = np.stack([videos.video(source.appearance[m])[0] for m in modes])  # (k, H, W)
+        motion = motions[source.feature_row][None]  # (1, D)
+        synthetic = generate_videos(pipe, refs, motion, params, seed + source.video)
+        for mode, video in zip(modes, synthetic, strict=True):
+            name = f"{info['file_name']}_{mode}"
+            write_video(tmp / VIDEOS / f"{name}.avi", video, fps or info["fps"], params.codec)
+            appearance = str(videos.table["file_name"][source.appearance[mode]])
+            rows.append(file_list_row(name, video, fps or info["fps"], info, appearance, mode))
+        if len(previews) < params.preview_sources:
+            previews.append([videos.video(source.video)[: params.num_frames], *synthetic])
+    seconds = time.perf_counter() - start
+    # 3. tables, then the dataset replaces any previous one at once
+    write_tables(tmp, rows)
+    shutil.rmtree(out_root, ignore_errors=True)
+    tmp.rename(out_root)
+    if previews:
+        write_previews(previews, plots_dir, params, fps or 25.0)
+    logger.info("wrote %d synthetic videos to %s in %.1f s", len(rows), out_root, seconds)
+    return {
+        "motion_sources": len(sources),
+        "videos": len(rows),
+        "transfer": sum(r["Mode"] == "transfer" for r in rows),
+        "self": sum(r["Mode"] == "self" for r in rows),
+        "frames_per_video": params.num_frames,
+        "seconds_total": seconds,
+        "seconds_per_video": seconds / max(len(rows), 1),
+    }

@@ -1,0 +1,112 @@
+"""Stage ``vae_train``: train the latent autoencoder, set its scaling factor, score it."""
+
+from __future__ import annotations
+
+import logging
+import math
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from torch.utils.data import Dataset
+
+from echomotion.diffusion import (
+    build_vae,
+    estimate_scaling_factor,
+    frames_to_images,
+    reconstruction_metrics,
+    vae_loss,
+)
+from echomotion.store import RaggedStore
+from echomotion.training import train
+
+from .params import VAETrainParams
+
+logger = logging.getLogger(__name__)
+
+
+def split_frames(store: RaggedStore, splits: tuple[str, ...]) -> np.ndarray:
+    """Every frame ``(N, H, W)`` uint8 of the store's videos in ``splits``, in store order."""
+    videos = np.flatnonzero(np.isin(store.table["split"].astype(str), splits))
+    if len(videos) == 0:
+        return np.zeros((0, *store.array("frames").shape[1:]), dtype=np.uint8)
+    return np.concatenate([store.video(int(v)) for v in videos])
+
+
+def evenly_spaced(frames: np.ndarray, n: int) -> np.ndarray:
+    """At most ``n`` frames spread evenly over ``frames`` (all of them when fewer)."""
+    if len(frames) <= n:
+        return frames
+    return frames[np.linspace(0, len(frames) - 1, n).round().astype(int)]
+
+
+class FrameDataset(Dataset):
+    """Single frames held in memory. Item: ``image`` ``(1, S, S)`` in [-1, 1], a random
+    ``crop`` x ``crop`` window of the frame (the whole frame when ``crop`` is None)."""
+
+    def __init__(self, frames: np.ndarray, crop: int | None = None):
+        if crop is not None and crop > min(frames.shape[1:]):
+            raise ValueError(f"crop {crop} is larger than the frames {frames.shape[1:]}")
+        self.frames, self.crop = frames, crop
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        frame = self.frames[index]  # (H, W)
+        if self.crop is not None:
+            top = int(torch.randint(0, frame.shape[0] - self.crop + 1, ()))
+            left = int(torch.randint(0, frame.shape[1] - self.crop + 1, ()))
+            frame = frame[top : top + self.crop, left : left + self.crop]
+        return {"image": frames_to_images(np.ascontiguousarray(frame)[None])[0]}  # (1, S, S)
+
+
+def train_vae(
+    videos_path: str | Path,
+    params: VAETrainParams,
+    *,
+    out_dir: str | Path,
+    log_file: str | Path,
+    seed: int,
+) -> dict[str, float]:
+    """Train the VAE on TRAIN frames, record its scaling factor in ``out_dir/model``.
+
+    Returns the metrics: reconstruction ``psnr`` (dB) and ``ssim`` of VAL frames
+    (NaN without VAL videos), ``scaling_factor``, ``steps``.
+    """
+    # 1. frames in memory
+    store = RaggedStore(videos_path).load("frames")
+    train_frames = split_frames(store, ("TRAIN",))
+    if len(train_frames) == 0:
+        raise ValueError(f"{videos_path}: no TRAIN video to train the VAE on")
+    # 2. train
+    torch.manual_seed(seed)
+    vae = build_vae(params.model)
+    result = train(
+        vae,
+        FrameDataset(train_frames, params.crop_size),
+        partial(vae_loss, params=params.loss),
+        params.train,
+        out_dir=out_dir,
+        seed=seed,
+        log_file=log_file,
+        name="vae",
+    )
+    # 3. scaling factor (1 / std of TRAIN latents), saved with the model
+    vae.eval()
+    sample = evenly_spaced(train_frames, params.scale_frames)
+    scale = estimate_scaling_factor(vae, sample, params.encode_batch_size)
+    vae.register_to_config(scaling_factor=scale)
+    if PartialState().is_main_process:
+        vae.save_pretrained(result.model_dir, safe_serialization=True)
+    logger.info("scaling factor %.4f from %d TRAIN frames", scale, len(sample))
+    # 4. reconstruction quality on VAL
+    val = evenly_spaced(split_frames(store, ("VAL",)), params.eval_frames)
+    scores = (
+        reconstruction_metrics(vae, val, params.encode_batch_size)
+        if len(val)
+        else {"psnr": math.nan, "ssim": math.nan}
+    )
+    return {**scores, "scaling_factor": scale, "steps": result.step, "val_frames": len(val)}

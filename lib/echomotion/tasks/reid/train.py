@@ -1,0 +1,154 @@
+"""Stage ``reid_train``: the ReID encoder on every phase of every TRAIN video."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from echomotion.reid import FrameIdentityDataset, PKBatchSampler, ReIDEncoder, reid_loss
+from echomotion.store import RaggedStore
+from echomotion.training import BatchSamplerFactory, TrainResult, train
+
+from .params import ReIDModelParams, ReIDTrainParams
+
+logger = logging.getLogger(__name__)
+
+IDENTITIES_FILE = "identities.json"  # beside model/: class index -> training video
+
+
+@dataclass(frozen=True)
+class IdentityFrames:
+    """Frames of some videos, labelled by video (identity ``i`` = ``videos[i]``)."""
+
+    frames: np.ndarray  # (N, H, W) uint8
+    identities: np.ndarray  # (N,) int64 in [0, V)
+    videos: np.ndarray  # (V,) int64: index of each identity's video in the store
+    file_names: list[str]  # (V,)
+
+
+def evenly_spaced(n: int, k: int | None) -> np.ndarray:
+    """``k`` distinct, evenly spaced indices of ``range(n)``, first and last included
+    (all ``n`` when ``k`` is None or at least ``n``)."""
+    if k is None or k >= n:
+        return np.arange(n)
+    return np.round(np.linspace(0, n - 1, k)).astype(np.int64)
+
+
+def identity_frames(
+    videos_path: str | Path, splits: tuple[str, ...], frames_per_video: int | None
+) -> IdentityFrames:
+    """Evenly spaced frames of every video of ``splits`` in the store, in store order."""
+    store = RaggedStore(videos_path)
+    videos = np.flatnonzero(np.isin(store.table["split"].astype(str), splits))
+    if len(videos) < 2:
+        raise ValueError(f"{videos_path}: {len(videos)} videos in {splits}, need at least 2")
+    chunks, labels = [], []
+    for identity, video in enumerate(videos):
+        frames = store.video(int(video))  # (T, H, W)
+        keep = evenly_spaced(len(frames), frames_per_video)
+        chunks.append(frames[keep])
+        labels.append(np.full(len(keep), identity, dtype=np.int64))
+    names = [str(store.table["file_name"][v]) for v in videos]
+    return IdentityFrames(np.concatenate(chunks), np.concatenate(labels), videos, names)
+
+
+def build_encoder(params: ReIDModelParams, num_identities: int, seed: int) -> ReIDEncoder:
+    """A freshly initialised encoder; the same ``seed`` gives the same initial weights."""
+    torch.manual_seed(seed)
+    return ReIDEncoder(**params.model_dump(), num_identities=num_identities)
+
+
+def pk_sampler_factory(instances: int) -> BatchSamplerFactory:
+    """Batch sampler factory for :func:`echomotion.training.train`: P x K batches with
+    ``K = instances`` and ``P = batch_size / K``, over ``dataset.identities``."""
+
+    def factory(dataset, batch_size: int, seed: int, rank: int, world_size: int):
+        return PKBatchSampler(
+            dataset.identities,
+            p=batch_size // instances,
+            k=instances,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    return factory
+
+
+def read_identities(model_root: str | Path) -> list[str]:
+    """The training videos' file names, in class order, written by :func:`train_reid`."""
+    return json.loads((Path(model_root) / IDENTITIES_FILE).read_text())["file_names"]
+
+
+def _write_identities(model_root: Path, data: IdentityFrames) -> None:
+    model_root.mkdir(parents=True, exist_ok=True)
+    content = {"file_names": data.file_names, "videos": data.videos.tolist()}
+    tmp = model_root / f".{IDENTITIES_FILE}.tmp"
+    tmp.write_text(json.dumps(content, indent=1) + "\n")
+    tmp.replace(model_root / IDENTITIES_FILE)
+
+
+@dataclass(frozen=True)
+class ReIDTrainReport:
+    """What :func:`train_reid` did; ``as_dict()`` is the stage's metrics."""
+
+    result: TrainResult
+    n_identities: int
+    n_frames: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        last = self.result.history[-1] if self.result.history else {}
+        return {
+            "steps": self.result.step,
+            "resumed_from": self.result.resumed_from,
+            "n_identities": self.n_identities,
+            "n_frames": self.n_frames,
+            "seconds": round(self.seconds, 1),
+            "final": {k: v for k, v in last.items() if k != "step"},
+        }
+
+
+def train_reid(
+    videos_path: str | Path,
+    params: ReIDTrainParams,
+    *,
+    out_dir: str | Path,
+    seed: int,
+    log_file: str | Path | None = None,
+) -> ReIDTrainReport:
+    """Train the ReID encoder on TRAIN videos (identity = video) with the shared loop.
+
+    Writes ``out_dir/model`` (the encoder), ``out_dir/checkpoints`` (resumed when
+    present) and ``out_dir/identities.json`` (class index -> file name).
+    """
+    began, out_dir = time.perf_counter(), Path(out_dir)
+    # 1. Data: every kept frame of a TRAIN video is labelled with its video.
+    data = identity_frames(videos_path, ("TRAIN",), params.frames_per_video)
+    dataset = FrameIdentityDataset(
+        data.frames, data.identities, augment=True, **params.augment.model_dump()
+    )
+    logger.info("%d TRAIN identities, %d frames", len(data.videos), len(dataset))
+    _write_identities(out_dir, data)
+    # 2. Model and the shared loop with P x K batches.
+    model = build_encoder(params.model, len(data.videos), seed)
+    result = train(
+        model,
+        dataset,
+        partial(reid_loss, params=params.loss),
+        params.train,
+        out_dir=out_dir,
+        seed=seed,
+        log_file=log_file,
+        batch_sampler_factory=pk_sampler_factory(params.instances),
+        name="reid_train",
+    )
+    return ReIDTrainReport(result, len(data.videos), len(dataset), time.perf_counter() - began)

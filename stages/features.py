@@ -1,0 +1,20 @@
+"""Stage `features`: the trained MAFE -> motion/appearance vectors in data/features.zarr."""
+
+from echomotion.config import write_used_params
+from echomotion.stage import start, write_json
+from echomotion.tasks.mafe import export_features
+
+OUT = "data/features.zarr"
+
+
+def main() -> None:
+    params = start("features")
+    metrics = export_features(
+        "data/prepared/videos.zarr", "models/mafe/model", OUT, params.features
+    )
+    write_used_params(params.features, "data/features_params_used.json")
+    write_json("metrics/features.json", metrics)
+
+
+if __name__ == "__main__":
+    main()

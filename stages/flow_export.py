@@ -1,0 +1,24 @@
+"""Stage `flow_export`: models/flow + videos.zarr -> data/pseudo/flow.zarr, metrics/flow.json."""
+
+from echomotion.config import write_used_params
+from echomotion.stage import start, write_json
+from echomotion.tasks.flow.export import export_flow
+
+OUT = "data/pseudo"
+
+
+def main() -> None:
+    params = start("flow_export")
+    metrics = export_flow(
+        "data/prepared/videos.zarr",
+        "models/flow/model",
+        "data/phantom/truth.zarr",
+        params.flow_export,
+        f"{OUT}/flow.zarr",
+    )
+    write_used_params(params.flow_export, f"{OUT}/flow_params_used.json")
+    write_json("metrics/flow.json", metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Stage `flow_train`: data/prepared/videos.zarr -> models/flow (PWCLite, no labels)."""
+
+from echomotion.config import write_used_params
+from echomotion.stage import start, write_json
+from echomotion.tasks.flow.train import train_flow
+
+OUT = "models/flow"
+
+
+def main() -> None:
+    params = start("flow_train")
+    report = train_flow(
+        "data/prepared/videos.zarr",
+        "data/phantom/truth.zarr",
+        params.flow_train,
+        out_dir=OUT,
+        log_file="plots/flow_train/train.tsv",
+        seed=params.shared.seed,
+    )
+    write_used_params(params.flow_train, f"{OUT}/params_used.json")
+    write_json("metrics/flow_train.json", report.as_dict())
+
+
+if __name__ == "__main__":
+    main()

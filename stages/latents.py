@@ -1,0 +1,16 @@
+"""Stage `latents`: data/prepared/videos.zarr + models/vae/model -> data/latents.zarr."""
+
+from echomotion.stage import start, write_json
+from echomotion.tasks.generator import encode_videos
+
+
+def main() -> None:
+    params = start("latents")
+    report = encode_videos(
+        "data/prepared/videos.zarr", "models/vae/model", "data/latents.zarr", params.latents
+    )
+    write_json("metrics/latents.json", report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Stage `mafe_train`: ED/mid/ES triplets + pseudo flow and ReID labels -> models/mafe/."""
+
+from echomotion.config import write_used_params
+from echomotion.stage import start, write_json
+from echomotion.tasks.mafe import train_mafe
+
+OUT = "models/mafe"
+
+
+def main() -> None:
+    params = start("mafe_train")
+    metrics = train_mafe(
+        "data/prepared/videos.zarr",
+        "data/pseudo/flow.zarr",
+        "data/pseudo/reid.zarr",
+        params.mafe_train,
+        out_dir=OUT,
+        seed=params.shared.seed,
+        log_file="plots/mafe_train/train.tsv",
+        truth_path="data/phantom/truth.zarr",
+    )
+    write_used_params(params.mafe_train, f"{OUT}/params_used.json")
+    write_json("metrics/mafe.json", metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Stage `reid_export`: models/reid -> data/pseudo/reid.zarr (ED/ES embeddings) and
+held-out retrieval metrics (metrics/reid.json)."""
+
+from echomotion.config import write_used_params
+from echomotion.stage import start, write_json
+from echomotion.tasks.reid import export_reid
+
+OUT = "data/pseudo/reid.zarr"
+
+
+def main() -> None:
+    params = start("reid_export")
+    metrics = export_reid(
+        "data/prepared/videos.zarr",
+        "models/reid",
+        OUT,
+        params.reid_export,
+        seed=params.shared.seed,
+    )
+    write_used_params(params.reid_export, "data/pseudo/reid_params_used.json")
+    write_json("metrics/reid.json", metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Stage `reid_train`: data/prepared/videos.zarr -> models/reid (identity = TRAIN video)."""
+
+from echomotion.config import write_used_params
+from echomotion.stage import start, write_json
+from echomotion.tasks.reid import train_reid
+
+OUT = "models/reid"
+
+
+def main() -> None:
+    params = start("reid_train")
+    report = train_reid(
+        "data/prepared/videos.zarr",
+        params.reid_train,
+        out_dir=OUT,
+        seed=params.shared.seed,
+        log_file="plots/reid_train/train.tsv",
+    )
+    write_used_params(params.reid_train, f"{OUT}/params_used.json")
+    write_json("metrics/reid_train.json", report.as_dict())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Stage `sample`: models/mcdm/pipeline + motion vectors -> data/synthetic/echonet."""
+
+from echomotion.config import write_used_params
+from echomotion.stage import start, write_json
+from echomotion.tasks.generator import sample_dataset
+
+OUT = "data/synthetic"
+
+
+def main() -> None:
+    params = start("sample")
+    report = sample_dataset(
+        "models/mcdm/pipeline",
+        "data/prepared/videos.zarr",
+        "data/features.zarr",
+        f"{OUT}/echonet",
+        "plots/sample",
+        params.sample,
+        seed=params.shared.seed,
+    )
+    write_used_params(params.sample, f"{OUT}/params_used.json")
+    write_json("metrics/sample.json", report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Stage `vae_train`: data/prepared/videos.zarr (TRAIN frames) -> models/vae/model."""
+
+from echomotion.config import write_used_params
+from echomotion.stage import start, write_json
+from echomotion.tasks.generator import train_vae
+
+OUT = "models/vae"
+
+
+def main() -> None:
+    params = start("vae_train")
+    metrics = train_vae(
+        "data/prepared/videos.zarr",
+        params.vae_train,
+        out_dir=OUT,
+        log_file="plots/vae_train/train.tsv",
+        seed=params.shared.seed,
+    )
+    write_used_params(params.vae_train, f"{OUT}/params_used.json")
+    write_json("metrics/vae.json", metrics)
+
+
+if __name__ == "__main__":
+    main()

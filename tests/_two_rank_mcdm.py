@@ -1,0 +1,92 @@
+"""Two-process `mcdm_train`, started by tests/test_tasks_generator.py with torchrun.
+
+Usage: torchrun --standalone --nproc_per_node 2 tests/_two_rank_mcdm.py INPUTS OUT RECORD
+
+INPUTS holds latents.zarr, features.zarr, vae/ and params.json (an MCDMTrainParams).
+Each rank writes RECORD/rank<r>.json: its world size, how many batches it drew, its
+final in-memory UNet weights (one sum per tensor) and the file writes it attempted under OUT.
+Rank 1 spies on the writing functions and runs under umask 077, so a file it wrote by
+other means would lack the group-read bit of rank 0's files.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import pathlib
+import shutil
+import sys
+from pathlib import Path
+
+import safetensors.torch
+import torch
+
+INPUTS, OUT, RECORD = (Path(a).resolve() for a in sys.argv[1:4])
+RANK = int(os.environ["RANK"])
+WRITES: list[str] = []
+
+
+def under_out(arg: object) -> bool:
+    return isinstance(arg, (str, Path)) and Path(arg).resolve().is_relative_to(OUT)
+
+
+def spy(owner: object, name: str, writes_only: bool = False) -> None:
+    """Record calls of ``owner.name`` whose first path argument lies under OUT."""
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        mode = args[1] if len(args) > 1 and isinstance(args[1], str) else kwargs.get("mode", "r")
+        reading = writes_only and not set(mode) & set("wax+")
+        if not reading and any(under_out(a) for a in args[:2]):
+            WRITES.append(f"{name}({args[0]})")
+        return original(*args, **kwargs)
+
+    setattr(owner, name, wrapper)
+
+
+if RANK != 0:  # before the training code binds these names
+    os.umask(0o077)
+    spy(builtins, "open", writes_only=True)
+    for owner, name in [
+        (safetensors.torch, "save_file"),
+        (safetensors.torch, "save_model"),
+        (torch, "save"),
+        (shutil, "rmtree"),
+        (pathlib.Path, "mkdir"),
+        (pathlib.Path, "write_text"),
+        (pathlib.Path, "rename"),
+    ]:
+        spy(owner, name)
+
+from echomotion.tasks.generator import MCDMTrainParams, train_mcdm  # noqa: E402
+from echomotion.tasks.generator import mcdm as mcdm_module  # noqa: E402
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    draws, built = [], []
+    loss, build = mcdm_module.mcdm_loss, mcdm_module.build_unet
+
+    def counting_loss(model, batch, **kwargs):
+        draws.append(len(batch["latents"]))
+        return loss(model, batch, **kwargs)
+
+    def keeping_build(model_params):
+        built.append(build(model_params))
+        return built[-1]
+
+    mcdm_module.mcdm_loss, mcdm_module.build_unet = counting_loss, keeping_build
+    params = MCDMTrainParams.model_validate_json((INPUTS / "params.json").read_text())
+    metrics = train_mcdm(
+        INPUTS / "latents.zarr", INPUTS / "features.zarr", INPUTS / "vae", params,
+        out_dir=OUT, log_file=OUT / "train.tsv", seed=3,
+    )  # fmt: skip
+    digest = [float(p.detach().double().sum()) for p in built[0].parameters()]  # in memory
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    record = {"world_size": world, "draws": draws, "weights": digest, "steps": metrics["steps"]}
+    (RECORD / f"rank{RANK}.json").write_text(json.dumps(record | {"writes": WRITES}))
+
+
+if __name__ == "__main__":
+    main()

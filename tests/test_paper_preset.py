@@ -1,0 +1,96 @@
+"""The paper-scale preset: one command applies it, and every model it describes builds
+and runs one forward pass at the paper's shapes (CPU, batch 1)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+from echomotion.config import validate_params
+from echomotion.preset import dvc_args, load_preset
+
+
+@pytest.fixture(scope="module")
+def paper():
+    _, merged = load_preset("paper", REPO / "params.yaml")
+    return validate_params(merged, "paper preset")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_preset_states_the_paper_configuration(paper):
+    assert paper.prepare.target_fps == 16.0 and paper.mcdm_train.model.num_frames == 64
+    assert paper.mafe_train.model.embed_dim == 32
+    assert list(paper.mafe_train.model.depths) == [2, 2, 2, 4, 4]
+    assert list(paper.mcdm_train.model.block_out_channels) == [128, 256, 256, 512]
+    assert paper.mcdm_train.train.batch_size == 16 and paper.mcdm_train.train.steps == 1_000_000
+    assert (paper.sample.scheduler, paper.sample.num_inference_steps) == ("ddpm", 128)
+    # untouched keys come from params.yaml
+    assert paper.shared.seed == yaml.safe_load((REPO / "params.yaml").read_text())["shared"]["seed"]
+
+
+def test_preset_command_prints_dvc_set_params():
+    out = subprocess.run(
+        [sys.executable, "-m", "echomotion.preset", "paper"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    pairs = dict(zip(out[1::2], out[::2], strict=True))
+    assert set(pairs.values()) == {"-S"}
+    assert "mcdm_train.model.motion_dim=3072" in pairs
+    assert "prepare.target_fps=16.0" in pairs
+    assert dvc_args({"a": {"b": [1, 2]}}) == ["-S", "a.b=[1,2]"]
+
+
+def test_unknown_preset_and_bad_values_are_refused(tmp_path):
+    from echomotion.config import ParamsError
+
+    with pytest.raises(ParamsError, match="no such preset"):
+        load_preset("nope", REPO / "params.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mcdm_train:\n  model:\n    num_frame: 3\n")
+    with pytest.raises(ParamsError, match=r"mcdm_train\.model\.num_frame"):
+        load_preset(str(bad), REPO / "params.yaml")
+
+
+@torch.no_grad()
+def test_every_paper_model_runs_at_paper_shapes(paper):
+    from echomotion.diffusion import build_unet, build_vae
+    from echomotion.diffusion.conditioning import added_time_ids
+    from echomotion.diffusion.unet import unet_predict
+    from echomotion.flow import PWCLite
+    from echomotion.mafe import MAFE
+    from echomotion.tasks.reid.train import build_encoder
+
+    size = paper.prepare.size
+    frame = torch.rand(1, 1, size, size)
+    # pseudo labels
+    flow = PWCLite(**paper.flow_train.model.model_dump()).eval()
+    assert flow(frame, frame).flow.shape == (1, 2, size, size)
+    reid = build_encoder(paper.reid_train.model, num_identities=7465, seed=0).eval()
+    assert reid.embed(frame).shape == (1, paper.reid_train.model.embedding_dim)
+    # MAFE: 3072-d motion vectors
+    mafe = MAFE.from_params(paper.mafe_train.model).eval()
+    motion = mafe.motion_vector(frame, frame)
+    assert motion.shape == (1, 3072) == (1, paper.mcdm_train.model.motion_dim)
+    # VAE: 112 -> 14
+    vae = build_vae(paper.vae_train.model).eval()
+    latent = vae.encode(frame * 2 - 1).latent_dist.mode()
+    assert latent.shape == (1, 4, size // 8, size // 8)
+    # MCDM: a 64-frame window of 14x14 latents, motion as cross-attention context
+    unet = build_unet(paper.mcdm_train.model).eval()
+    frames = paper.mcdm_train.model.num_frames
+    noisy = torch.randn(1, frames, 4, size // 8, size // 8)
+    ids = added_time_ids(torch.tensor([16.0]), torch.tensor([0.0]), torch.tensor([0.0]))
+    out = unet_predict(unet, noisy, latent, motion, ids, torch.tensor([500]))
+    assert out.shape == noisy.shape and torch.isfinite(out).all()

@@ -1,0 +1,250 @@
+"""Stage ``evaluate`` on fakes of its inputs: the declared outputs, schemas and metrics.
+
+The fake synthetic set is built so that some answers are known: ``self_*`` videos are
+lossless copies of real TEST videos driven by their own motion (a perfect generator:
+cosine 1, flow EPE 0), ``copy_*`` videos are copies of TRAIN videos (privacy must flag
+them).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from echomotion.evaluation import EFRegressorParams, TorchScriptExtractorParams
+from echomotion.flow import FlowProviderParams, PWCLite
+from echomotion.mafe import MAFE, MAFEModelParams
+from echomotion.reid import ReIDEncoder
+from echomotion.stage import write_json
+from echomotion.store import RaggedStore, RaggedStoreWriter
+from echomotion.tasks.evaluate import (
+    EFParams,
+    EvaluateParams,
+    EvaluatePaths,
+    MotionParams,
+    PrivacyParams,
+    RealismParams,
+    evaluate,
+)
+from echomotion.tasks.evaluate.ef import _forget_other_data
+from echomotion.training import TrainParams
+from echomotion.video import write_video
+
+SPLITS = ["TRAIN"] * 4 + ["VAL"] + ["TEST"] * 3
+TINY_MAFE = MAFEModelParams(
+    embed_dim=4, depths=(1, 1, 2, 2), num_heads=(1, 2), window_size=4, reid_dim=8
+)
+SYNTHETIC_COLUMNS = ["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS",
+                     "NumberOfFrames", "Split", "Synthetic", "MotionSource", "AppearanceSource",
+                     "Mode", "ED", "ES"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class StandIn(torch.nn.Module):
+    """Random stand-in of a TorchScript Inception / I3D detector."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(3, 4)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        pooled = x.flatten(2).std(dim=2)  # (N, 3)
+        return torch.cat([pooled, torch.tanh(self.proj(pooled))], dim=1)
+
+
+def write_store(tiny_dataset, path):
+    """The tiny prepared store with 4 TRAIN, 1 VAL and 3 TEST videos."""
+    src = RaggedStore(tiny_dataset["videos"])
+    with RaggedStoreWriter(path, {"frames": ((64, 64), "uint8")}, 256, 16) as writer:
+        for i in range(len(src)):
+            row = src.row(i) | {"split": SPLITS[i]}
+            writer.append({"frames": src.video(i)}, **row)
+    return RaggedStore(path)
+
+
+@torch.no_grad()
+def write_features(store: RaggedStore, mafe: MAFE, path):
+    """features.zarr of every video: MAFE motion of its ED/ES pair."""
+    rows = range(len(store))
+    pairs = [store.video(i)[[store.table["ed"][i], store.table["es"][i]]] for i in rows]
+    x = torch.from_numpy(np.stack(pairs)).float().div(255)[:, :, None]  # (N, 2, 1, H, W)
+    motion = mafe.motion_vector(x[:, 0], x[:, 1]).numpy()
+    train = motion[[s == "TRAIN" for s in SPLITS]]
+    attrs = {"motion_mean": train.mean(0).tolist(), "motion_std": train.std(0).tolist()}
+    arrays = {"motion": ((motion.shape[1],), "float32"), "appearance": ((2,), "float32")}
+    with RaggedStoreWriter(path, arrays, 16, 16, attrs=attrs) as writer:
+        for i in rows:
+            writer.append(
+                {"motion": motion[i : i + 1], "appearance": np.zeros((1, 2), np.float32)},
+                file_name=str(store.table["file_name"][i]), video=i, split=SPLITS[i],
+                ef=float(store.table["ef"][i]),
+            )  # fmt: skip
+
+
+def write_synthetic(store: RaggedStore, root):
+    """self_* = lossless copies of TEST videos with their own motion; copy_* = TRAIN copies."""
+    (root / "Videos").mkdir(parents=True)
+    t, rows = store.table, []
+    test = [i for i, s in enumerate(SPLITS) if s == "TEST"]
+    plan = [(f"self_{i}", i, i, "self", True) for i in test]
+    plan += [(f"copy_{i}", i, test[0], "transfer", False) for i in (0, 1)]
+    for name, frames_of, motion_of, mode, with_ed_es in plan:
+        frames = store.video(frames_of)
+        write_video(root / "Videos" / f"{name}.avi", frames, 25.0, codec="ffv1")
+        ed_es = {"ED": t["ed"][motion_of], "ES": t["es"][motion_of]} if with_ed_es else {}
+        rows.append({
+            "FileName": name, "EF": t["ef"][motion_of], "FPS": 25.0, "Split": "TEST",
+            "NumberOfFrames": len(frames), "Synthetic": True, "Mode": mode,
+            "MotionSource": t["file_name"][motion_of],
+            "AppearanceSource": t["file_name"][frames_of], **ed_es,
+        })  # fmt: skip
+    with (root / "FileList.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SYNTHETIC_COLUMNS, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def tiny_params(tmp_path, steps: int = 4, flow: str = "dis") -> EvaluateParams:
+    standin = tmp_path / "standin.pt"
+    if not standin.exists():
+        torch.manual_seed(0)
+        torch.jit.save(torch.jit.script(StandIn()), str(standin))
+    extractor = {"path": str(standin), "size": 24, "call_kwargs": {"return_features": True}}
+    return EvaluateParams(
+        clip_frames=8,
+        batch_size=8,
+        realism=RealismParams(
+            n_frames=64, n_clips=16, max_reference_frames=128, reference_clips=32,
+            inception=TorchScriptExtractorParams(**extractor),
+            i3d=TorchScriptExtractorParams(**extractor, value_range="symmetric"),
+        ),
+        motion=MotionParams(flow=FlowProviderParams(method=flow, batch_size=4)),
+        ef=EFParams(
+            model=EFRegressorParams(widths=(4, 8), feature_dim=8, input_size=32),
+            train=TrainParams(steps=steps, batch_size=4, lr=1e-3, checkpoint_every=2, log_every=1),
+            test_clips=2,
+        ),
+        privacy=PrivacyParams(frames_per_video=4, histogram_bins=10),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tiny_dataset, tmp_path_factory):
+    """Fake inputs, then one evaluate() call; returns (paths, metrics, tmp dir)."""
+    tmp = tmp_path_factory.mktemp("evaluate")
+    torch.manual_seed(0)
+    store = write_store(tiny_dataset, tmp / "videos.zarr")
+    mafe = MAFE.from_params(TINY_MAFE).eval()
+    paths = EvaluatePaths(
+        videos=tmp / "videos.zarr", synthetic=tmp / "synthetic", features=tmp / "features.zarr",
+        reid=tmp / "reid", mafe=tmp / "mafe", flow=tmp / "flow", ef_real=tmp / "ef",
+        ef_synthetic=tmp / "ef_syn", private=tmp / "private", plots=tmp / "plots",
+    )  # fmt: skip
+    mafe.save_pretrained(paths.mafe)
+    ReIDEncoder(widths=(8, 16), blocks=(1, 1), embedding_dim=16).save_pretrained(paths.reid)
+    PWCLite().save_pretrained(paths.flow)
+    write_features(store, mafe, paths.features)
+    write_synthetic(store, paths.synthetic)
+    metrics = evaluate(tiny_params(tmp), paths, seed=0)
+    write_json(tmp / "eval.json", metrics)
+    return paths, metrics, tmp
+
+
+def read_csv(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_metrics_groups_and_keys(run):
+    _, metrics, tmp = run
+    assert set(metrics) == {"realism", "motion", "ef", "privacy"}
+    realism = metrics["realism"]
+    for key in ("reid_fid64", "efnet_fvd16_8f", "inception_fid64", "i3d_fvd16_8f"):
+        assert np.isfinite(realism[key]) and realism[key] >= 0
+        assert np.isfinite(realism[f"{key}_real_baseline"])
+    assert realism["n_clips_used"] == 16 and 0 < realism["n_frames_used"] <= 64
+    for key in ("real_test_mae", "real_test_r2", "synthetic_mae", "synthetic_r2",
+                "downstream_synthetic_r2"):  # fmt: skip
+        assert key in metrics["ef"]
+    assert metrics["ef"]["real_test_n"] == 3 and metrics["ef"]["synthetic_n"] == 5
+    assert json.loads((tmp / "eval.json").read_text())["privacy"]["n_synthetic"] == 5
+
+
+def test_a_perfect_generator_has_cosine_one_and_zero_epe(run):
+    paths, metrics, _ = run
+    rows = {r["file_name"]: r for r in read_csv(paths.plots / "motion.csv")}
+    selves = [rows[n] for n in rows if n.startswith("self_")]
+    assert len(selves) == 3
+    for row in selves:
+        assert float(row["cosine"]) == pytest.approx(1.0, abs=1e-4)
+        # ~0: the AVI round trip (gray -> RGB -> YUV -> gray) changes a few grey levels
+        assert float(row["flow_epe"]) == pytest.approx(0.0, abs=0.05)
+    motion = metrics["motion"]
+    assert motion["n_videos"] + motion["n_skipped"] == 5
+    assert motion["cosine_mismatched"] < motion["cosine_matched"] <= 1.0 + 1e-6
+    assert motion["flow_epe_mismatched"] > motion["flow_epe_matched"]
+
+
+def test_privacy_flags_training_copies_and_filters_them(run):
+    paths, metrics, _ = run
+    rows = {r["file_name"]: r for r in read_csv(paths.plots / "privacy.csv")}
+    for name in ("copy_0", "copy_1"):
+        assert rows[name]["flagged"] == "True"
+        assert float(rows[name]["similarity"]) == pytest.approx(1.0, abs=1e-5)
+    private = {r["FileName"] for r in read_csv(paths.private / "FileList.csv")}
+    flagged = {n for n, r in rows.items() if r["flagged"] == "True"}
+    assert private == set(rows) - flagged and "copy_0" not in private
+    assert {p.stem for p in (paths.private / "Videos").iterdir()} == private
+    p = metrics["privacy"]
+    assert p["flagged_fraction"] == pytest.approx(len(flagged) / 5)
+    assert p["n_kept"] == 5 - p["n_flagged"]
+    hist = read_csv(paths.plots / "privacy_hist.csv")
+    assert len(hist) == 10 and sum(int(r["synthetic"]) for r in hist) == 5
+    assert sum(int(r["real_test"]) for r in hist) == 3
+
+
+def test_ef_scatter_and_models(run):
+    paths, _, _ = run
+    scatter = read_csv(paths.plots / "ef_scatter.csv")
+    assert {r["set"] for r in scatter} == {"real_test", "synthetic", "downstream_synthetic"}
+    assert all(np.isfinite(float(r["ef_pred"])) for r in scatter)
+    for out in (paths.ef_real, paths.ef_synthetic):
+        assert (out / "model" / "config.json").is_file()
+    assert len(read_csv_tsv(paths.plots / "ef_train.tsv")) == 4
+
+
+def read_csv_tsv(path):
+    with path.open() as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def test_second_call_continues_the_real_regressor_with_the_flow_network(run):
+    paths, _, tmp = run
+    evaluate(tiny_params(tmp, steps=6, flow="network"), paths, seed=0)
+    steps = [int(r["step"]) for r in read_csv_tsv(paths.plots / "ef_train.tsv")]
+    assert steps == [1, 2, 3, 4, 5, 6]  # continued from step 4, not restarted
+    assert (paths.ef_real / "checkpoints" / "step-0000006").is_dir()
+
+
+def test_checkpoints_of_other_data_are_dropped(tmp_path):
+    step = tmp_path / "checkpoints" / "step-0000002"
+    step.mkdir(parents=True)
+    _forget_other_data(tmp_path, "abc")
+    assert not step.exists()  # no fingerprint: data unknown
+    step.mkdir()
+    _forget_other_data(tmp_path, "abc")
+    assert step.is_dir()  # same data: kept for resuming
+    _forget_other_data(tmp_path, "other")
+    assert not step.exists()
+    assert (tmp_path / "checkpoints" / "data_fingerprint.txt").read_text().strip() == "other"

@@ -1,0 +1,328 @@
+"""Generator stages on the tiny dataset: vae_train, latents, mcdm_train (also on two
+processes), sample, and the `python -m echomotion.generate` command."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler
+from PIL import Image
+
+from echomotion.data import TripletDataset
+from echomotion.diffusion import MCDMModelParams, VAEModelParams, encode_frames
+from echomotion.echonet import read_file_list
+from echomotion.generate import main as generate_main
+from echomotion.mafe import MAFE, MAFEModelParams
+from echomotion.store import RaggedStore, RaggedStoreWriter
+from echomotion.tasks.generator import (
+    EXTRA_COLUMNS,
+    LatentsParams,
+    MCDMTrainParams,
+    SampleParams,
+    VAETrainParams,
+    encode_videos,
+    generate_videos,
+    load_pipeline,
+    sample_dataset,
+    sampling_scheduler,
+    train_mcdm,
+    train_vae,
+)
+from echomotion.training import TrainParams
+from echomotion.video import read_video, write_video
+
+HERE = Path(__file__).resolve().parent
+SEED = 5
+TINY_MAFE = MAFEModelParams(
+    embed_dim=2, depths=(1, 1, 1), num_heads=(1, 1), window_size=4, motion_ratio=1, reid_dim=4
+)
+VAE = VAETrainParams(
+    model=VAEModelParams(block_out_channels=(8, 8, 16, 16), norm_num_groups=8),
+    train=TrainParams(steps=2, batch_size=4, lr=1e-3, checkpoint_every=2, log_every=1),
+    crop_size=32,
+    scale_frames=16,
+    eval_frames=8,
+    encode_batch_size=16,
+)
+SAMPLE = SampleParams(
+    splits=("VAL", "TEST"), num_inference_steps=2, num_frames=6, window_overlap=1,
+    preview_frames=4,
+)  # fmt: skip
+
+
+def mcdm_params(motion_dim: int, steps: int = 2) -> MCDMTrainParams:
+    return MCDMTrainParams(
+        model=MCDMModelParams(
+            block_out_channels=(32, 32), motion_dim=motion_dim, num_frames=4,
+            addition_time_embed_dim=8,
+        ),
+        train=TrainParams(
+            steps=steps, batch_size=2, lr=1e-3, ema_decay=0.9, checkpoint_every=2, log_every=1
+        ),
+    )  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; two threads spin badly on a shared 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_features(videos_path: Path, mafe: MAFE, out: Path) -> None:
+    """A features store with the contract's schema, from ``mafe`` on each triplet's ED/ES."""
+    store = RaggedStore(videos_path)
+    rows, motion = [], []
+    with torch.no_grad():
+        for v in TripletDataset(videos_path, splits=("TRAIN", "VAL", "TEST")).videos:
+            row = store.row(int(v))
+            pair = torch.from_numpy(store.video(int(v))[[row["ed"], row["es"]]]).float() / 255
+            motion.append(mafe.motion_vector(pair[:1, None], pair[1:, None])[0].numpy())
+            rows.append({k: row[k] for k in ("file_name", "split", "ef")} | {"video": int(v)})
+    motion = np.stack(motion)  # (n, D)
+    train = np.array([r["split"] == "TRAIN" for r in rows])
+    attrs = {
+        "motion_dim": motion.shape[1], "appearance_dim": 2, "schema": {},
+        "motion_mean": motion[train].mean(0).tolist(),
+        "motion_std": np.maximum(motion[train].std(0), 1e-6).tolist(),
+    }  # fmt: skip
+    arrays = {"motion": ((1, motion.shape[1]), "float32"), "appearance": ((1, 2), "float32")}
+    with RaggedStoreWriter(out, arrays, attrs=attrs) as writer:
+        for r, m in zip(rows, motion, strict=True):
+            writer.append({"motion": m[None, None], "appearance": np.zeros((1, 1, 2))}, **r)
+
+
+@pytest.fixture(scope="module")
+def work(tiny_dataset, tmp_path_factory) -> dict:
+    """vae_train, latents, a features store from a tiny random MAFE, and mcdm_train."""
+    tmp = tmp_path_factory.mktemp("generator")
+    paths = {"videos": tiny_dataset["videos"], "tmp": tmp}
+    paths["vae_metrics"] = train_vae(
+        paths["videos"], VAE, out_dir=tmp / "vae", log_file=tmp / "vae.tsv", seed=SEED
+    )
+    paths["latents_report"] = encode_videos(
+        paths["videos"], tmp / "vae/model", tmp / "latents.zarr",
+        LatentsParams(batch_size=32, shard_frames=256, chunk_frames=16),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    mafe = MAFE.from_params(TINY_MAFE).eval()
+    mafe.save_pretrained(tmp / "mafe")
+    write_features(paths["videos"], mafe, tmp / "features.zarr")
+    paths["dim"] = mafe.motion_vector_dim
+    paths["mcdm_metrics"] = train_mcdm(
+        tmp / "latents.zarr", tmp / "features.zarr", tmp / "vae/model", mcdm_params(paths["dim"]),
+        out_dir=tmp / "mcdm", log_file=tmp / "mcdm.tsv", seed=SEED,
+    )  # fmt: skip
+    return paths
+
+
+def tsv_steps(path: Path) -> list[int]:
+    with path.open() as f:
+        return [int(row["step"]) for row in csv.DictReader(f, delimiter="\t")]
+
+
+def test_vae_train_records_the_scaling_factor_and_scores_val(work):
+    metrics, model_dir = work["vae_metrics"], work["tmp"] / "vae/model"
+    scale = json.loads((model_dir / "config.json").read_text())["scaling_factor"]
+    assert scale == pytest.approx(metrics["scaling_factor"]) and scale != 1.0
+    assert AutoencoderKL.from_pretrained(model_dir).config.scaling_factor == pytest.approx(scale)
+    assert np.isfinite(metrics["psnr"]) and 0 < metrics["ssim"] <= 1
+    assert metrics["steps"] == 2 and metrics["val_frames"] == 8
+    assert tsv_steps(work["tmp"] / "vae.tsv") == [1, 2]
+
+
+def test_latents_are_aligned_with_the_videos(work):
+    videos, latents = RaggedStore(work["videos"]), RaggedStore(work["tmp"] / "latents.zarr")
+    np.testing.assert_array_equal(latents.offsets, videos.offsets)
+    np.testing.assert_array_equal(latents.table["file_name"], videos.table["file_name"])
+    np.testing.assert_array_equal(latents.table["split"], videos.table["split"])
+    np.testing.assert_array_equal(latents.table["video"], np.arange(len(videos)))
+    array = latents.array("latents")
+    assert array.dtype == np.float16 and array.shape == (videos.offsets[-1], 4, 8, 8)
+    vae = AutoencoderKL.from_pretrained(work["tmp"] / "vae/model").eval()
+    assert latents.attrs["scaling_factor"] == pytest.approx(vae.config.scaling_factor)
+    expected = encode_frames(vae, videos.video(3), batch_size=32)  # the stage's batches
+    np.testing.assert_array_equal(latents.video(3, "latents"), expected)
+    assert work["latents_report"]["frames"] == videos.offsets[-1]
+
+
+def test_mcdm_train_saves_a_pipeline_with_the_motion_normalisation(work):
+    metrics = work["mcdm_metrics"]
+    assert metrics["steps"] == 2 and metrics["resumed_from"] == -1
+    assert metrics["motion_dim"] == work["dim"] and metrics["fps"] == 25.0
+    assert metrics["train_videos"] == len(TripletDataset(work["videos"]).videos)
+    pipe, normalizer = load_pipeline(work["tmp"] / "mcdm/pipeline", "ddim")
+    assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.config.fps == 25.0
+    assert pipe.vae.config.scaling_factor == pytest.approx(work["vae_metrics"]["scaling_factor"])
+    attrs = RaggedStore(work["tmp"] / "features.zarr").attrs
+    np.testing.assert_allclose(normalizer.mean, attrs["motion_mean"], rtol=1e-6)
+    assert normalizer.frame_size == (64, 64)
+    saved = type(pipe.unet).from_pretrained(work["tmp"] / "mcdm/model")  # the EMA weights
+    for a, b in zip(saved.parameters(), pipe.unet.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_mcdm_train_resumes_with_more_steps(work, tmp_path):
+    out = tmp_path / "mcdm"
+    shutil.copytree(work["tmp"] / "mcdm", out)
+    shutil.copy(work["tmp"] / "mcdm.tsv", tmp_path / "mcdm.tsv")
+    tmp = work["tmp"]
+    metrics = train_mcdm(
+        tmp / "latents.zarr", tmp / "features.zarr", tmp / "vae/model",
+        mcdm_params(work["dim"], steps=3), out_dir=out, log_file=tmp_path / "mcdm.tsv", seed=SEED,
+    )  # fmt: skip
+    assert metrics["resumed_from"] == 2 and metrics["steps"] == 3
+    assert tsv_steps(tmp_path / "mcdm.tsv") == [1, 2, 3]
+
+
+def test_mcdm_train_rejects_a_motion_width_other_than_the_features(work, tmp_path):
+    tmp = work["tmp"]
+    with pytest.raises(ValueError, match=r"motion_dim \(7\) must equal"):
+        train_mcdm(
+            tmp / "latents.zarr", tmp / "features.zarr", tmp / "vae/model", mcdm_params(7),
+            out_dir=tmp_path, log_file=tmp_path / "x.tsv", seed=SEED,
+        )  # fmt: skip
+
+
+def test_two_processes_share_mcdm_training_and_only_rank_0_writes(work, tmp_path):
+    inputs, out, record = tmp_path / "inputs", tmp_path / "out", tmp_path / "record"
+    for name in ("latents.zarr", "features.zarr"):
+        shutil.copytree(work["tmp"] / name, inputs / name)
+    shutil.copytree(work["tmp"] / "vae/model", inputs / "vae")
+    (inputs / "params.json").write_text(mcdm_params(work["dim"], steps=2).model_dump_json())
+    record.mkdir()
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", str(HERE / "_two_rank_mcdm.py"), str(inputs), str(out), str(record)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["steps"] for r in ranks] == [2, 2]
+    assert ranks[0]["draws"] == ranks[1]["draws"] == [2, 2]  # both ranks took part
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # gradients were averaged
+    assert ranks[1]["writes"] == []
+    assert (out / "pipeline/model_index.json").is_file() and (out / "train.tsv").is_file()
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix != ".safetensors":  # safetensors files are 0600
+            assert path.stat().st_mode & 0o040, f"{path} not written by rank 0"
+
+
+@pytest.fixture(scope="module")
+def sampled(work) -> dict:
+    tmp = work["tmp"]
+    report = sample_dataset(
+        tmp / "mcdm/pipeline", work["videos"], tmp / "features.zarr", tmp / "synthetic/echonet",
+        tmp / "plots", SAMPLE, seed=SEED,
+    )  # fmt: skip
+    return {"report": report, "root": tmp / "synthetic/echonet", "plots": tmp / "plots"}
+
+
+def test_sample_writes_a_valid_echonet_dataset(work, sampled):
+    root, videos = sampled["root"], RaggedStore(work["videos"])
+    records, rejects = read_file_list(root)
+    assert rejects == [] and len(records) == 4 == sampled["report"]["videos"]
+    with (root / "FileList.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert set(EXTRA_COLUMNS) <= set(rows[0])
+    sources = {n: i for i, n in enumerate(videos.table["file_name"])}
+    assert sorted(r["Mode"] for r in rows) == ["self", "self", "transfer", "transfer"]
+    for row, record in zip(rows, records, strict=True):
+        source = videos.row(sources[row["MotionSource"]])
+        assert row["Synthetic"] == "1" and record.split == source["split"]
+        assert record.ef == pytest.approx(source["ef"], abs=1e-4)
+        same = row["AppearanceSource"] == row["MotionSource"]
+        assert same == (row["Mode"] == "self")
+        video = read_video(root / "Videos" / f"{record.file_name}.avi")
+        assert video.frames.shape == (SAMPLE.num_frames, 64, 64) == (record.n_frames, 64, 64)
+        assert video.fps == record.fps == 25.0
+    assert (root / "VolumeTracings.csv").read_text().startswith("FileName,X1")
+
+
+def test_sample_writes_previews_and_metrics(sampled):
+    report = sampled["report"]
+    assert report["motion_sources"] == 2 and report["transfer"] == report["self"] == 2
+    assert report["seconds_per_video"] > 0 and report["frames_per_video"] == SAMPLE.num_frames
+    grid = Image.open(sampled["plots"] / "grid.png")
+    assert grid.mode == "L" and grid.width == 4 * 64 + 3 * 2 and grid.height == 6 * 64 + 5 * 2
+    gif = Image.open(sampled["plots"] / "samples.gif")
+    assert gif.n_frames == SAMPLE.num_frames
+
+
+def test_sampling_is_seeded(work):
+    pipe, normalizer = load_pipeline(work["tmp"] / "mcdm/pipeline", "dpmsolver++")
+    assert isinstance(pipe.scheduler, DPMSolverMultistepScheduler)
+    refs = RaggedStore(work["videos"]).video(0)[:2]
+    motion = normalizer(torch.ones(1, work["dim"]))
+    params = SampleParams(num_inference_steps=2, num_frames=4)
+    first, again = (generate_videos(pipe, refs, motion, params, seed=1) for _ in range(2))
+    other = generate_videos(pipe, refs, motion, params, seed=2)
+    assert first.shape == (2, 4, 64, 64) and np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_sampling_scheduler_keeps_the_training_schedule():
+    config = DDIMScheduler(prediction_type="v_prediction", beta_schedule="linear").config
+    dpm = sampling_scheduler(config, "dpmsolver++")
+    assert dpm.config.algorithm_type == "dpmsolver++"
+    assert dpm.config.prediction_type == "v_prediction"
+    with pytest.raises(ValueError, match="scheduler must be one of"):
+        sampling_scheduler(config, "euler")
+
+
+@pytest.fixture(scope="module")
+def cli_inputs(work) -> dict:
+    videos, tmp = RaggedStore(work["videos"]), work["tmp"]
+    write_video(tmp / "a.avi", videos.video(0), 25.0)
+    write_video(tmp / "b.avi", videos.video(1), 25.0)
+    (tmp / "broken.avi").write_bytes(b"RIFF not a video at all" * 10)
+    base = ["--pipeline", str(tmp / "mcdm/pipeline"), "--mafe", str(tmp / "mafe")]
+    return {"tmp": tmp, "base": base}
+
+
+def test_generate_command_writes_a_video(cli_inputs):
+    tmp, out = cli_inputs["tmp"], cli_inputs["tmp"] / "out.avi"
+    argv = ["--motion", str(tmp / "a.avi"), "--appearance", str(tmp / "b.avi"), "--out", str(out),
+            "--frames", "5", "--steps", "2", *cli_inputs["base"]]  # fmt: skip
+    assert generate_main(argv) == 0
+    video = read_video(out)
+    assert video.frames.shape == (5, 64, 64) and video.fps == 25.0
+
+
+@pytest.mark.parametrize(
+    ("motion", "appearance", "extra", "message"),
+    [
+        ("missing.avi", "b.avi", [], "missing.avi: file not found"),
+        ("a.avi", "broken.avi", [], "broken.avi: cannot decode"),
+        ("a.avi", "b.avi", ["--appearance-frame", "999"], "--appearance-frame 999"),
+        ("a.avi", "b.avi", ["--ed", "3", "--es", "3"], "--ed 3 / --es 3"),
+        ("a.avi", "b.avi", ["--mafe", "nowhere"], "nowhere: no saved MAFE"),
+        ("a.avi", "b.avi", ["--pipeline", "nowhere"], "nowhere: not a saved pipeline"),
+    ],
+)
+def test_generate_command_rejects_bad_input(cli_inputs, capsys, motion, appearance, extra, message):
+    tmp = cli_inputs["tmp"]
+    argv = ["--motion", str(tmp / motion), "--appearance", str(tmp / appearance),
+            "--out", str(tmp / "bad.avi"), *cli_inputs["base"], *extra]  # fmt: skip
+    assert generate_main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp / "bad.avi").exists()
+
+
+def test_generate_runs_as_a_module(cli_inputs):
+    tmp = cli_inputs["tmp"]
+    args = ["--motion", str(tmp / "missing.avi"), "--appearance", str(tmp / "b.avi"),
+            "--out", str(tmp / "x.avi"), *cli_inputs["base"]]  # fmt: skip
+    cmd = [sys.executable, "-m", "echomotion.generate", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "missing.avi: file not found" in done.stderr
