@@ -20,17 +20,19 @@ from pathlib import Path
 import torch
 
 from common import REPO, quiet
-from echomotion.config import load_params
+from echomotion.config import load_params, validate_params
 from echomotion.diffusion import MCDMModelParams, build_scheduler, build_unet, mcdm_loss
+from echomotion.preset import load_preset
 from echomotion.tasks.generator import MCDMTrainParams
 from echomotion.training import train
 
-# The paper's scale (DESIGN.md): UNet blocks 128,256,256,512, 3072-d motion vectors,
-# 64-frame windows, batch 16 per GPU; latents 4x14x14 from 112x112 frames.
-PAPER_MODEL = MCDMModelParams(
-    block_out_channels=(128, 256, 256, 512), motion_dim=3072, num_frames=64
-)
-PAPER_BATCH = 16
+
+def preset_params(preset: str | None):
+    """params.yaml, or params.yaml with a preset (presets/<name>.yaml) merged in."""
+    if preset in (None, "default"):
+        return load_params(REPO / "params.yaml")
+    _, merged = load_preset(preset, REPO / "params.yaml")
+    return validate_params(merged, f"preset {preset}")
 
 
 class RandomClips(torch.utils.data.Dataset):
@@ -57,11 +59,8 @@ class RandomClips(torch.utils.data.Dataset):
 
 def settings(args: argparse.Namespace) -> MCDMTrainParams:
     """params.yaml's mcdm_train, or the paper preset, with the benchmark's overrides."""
-    params = load_params(REPO / "params.yaml").mcdm_train
+    params = preset_params(args.preset).mcdm_train
     train_params = params.train.model_copy(update={"mixed_precision": args.mixed_precision})
-    if args.preset == "paper":
-        train_params = train_params.model_copy(update={"batch_size": PAPER_BATCH})
-        return params.model_copy(update={"model": PAPER_MODEL, "train": train_params})
     return params.model_copy(update={"train": train_params})
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mcdm_train_speed import PAPER_MODEL
+from mcdm_train_speed import preset_params
 
 from common import REPO, quiet
 from echomotion.config import load_params
@@ -33,8 +33,8 @@ RUNS = (("ddpm", 128), ("dpmsolver++", 25))
 
 def random_pipeline(preset: str) -> MotionConditionedVideoPipeline:
     """An untrained pipeline of the params.yaml (or paper) sizes."""
-    params = load_params(REPO / "params.yaml")
-    model = PAPER_MODEL if preset == "paper" else params.mcdm_train.model
+    params = preset_params(preset)
+    model = params.mcdm_train.model
     torch.manual_seed(0)
     pipe = MotionConditionedVideoPipeline(
         vae=build_vae(params.vae_train.model).eval(),

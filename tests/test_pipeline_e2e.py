@@ -46,6 +46,12 @@ def ran(log: str) -> set[str]:
     return set(re.findall(r"Running stage '([a-z_]+)'", log))
 
 
+def back_to_head(repo: Path) -> None:
+    """`dvc exp run` leaves its results in the workspace: restore the committed state."""
+    sh(repo, "git", "reset", "-q", "--hard")
+    sh(repo, "dvc", "checkout", "--force")
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     dst = tmp_path_factory.mktemp("e2e") / "repo"
@@ -87,17 +93,11 @@ def test_repro_writes_every_declared_output(repo):
     assert "up to date" in status.lower(), status
 
 
-def test_exp_run_on_a_prepare_param_skips_the_phantom(repo):
-    log = sh(repo, "dvc", "exp", "run", "-n", "fps20", "-S", "prepare.target_fps=20", "prepare")
-    assert ran(log) == {"prepare"}, log[-2000:]
-    shown = sh(repo, "dvc", "exp", "show", "--json")
-    assert "fps20" in shown
-
-
 def test_mcdm_experiments_rerun_only_mcdm_and_after_and_diff(repo):
     logs = {}
     for name, lr in (("lr_a", "0.001"), ("lr_b", "0.0001")):
         logs[name] = sh(repo, "dvc", "exp", "run", "-n", name, "-S", f"mcdm_train.train.lr={lr}")
+        back_to_head(repo)
     for log in logs.values():
         assert ran(log) == set(MCDM_AND_AFTER), log[-2000:]
         assert not ran(log) & set(UPSTREAM_OF_MCDM)
@@ -109,3 +109,10 @@ def test_mcdm_experiments_rerun_only_mcdm_and_after_and_diff(repo):
     assert any(k.startswith("privacy.") for k in keys), diff
     plots = sh(repo, "dvc", "plots", "diff", "lr_a", "lr_b", "--json")
     assert "plots/mcdm_train/train.tsv" in plots
+
+
+def test_exp_run_on_a_prepare_param_skips_the_phantom(repo):
+    log = sh(repo, "dvc", "exp", "run", "-n", "fps20", "-S", "prepare.target_fps=20", "prepare")
+    assert ran(log) == {"prepare"}, log[-2000:]
+    shown = sh(repo, "dvc", "exp", "show", "--json")
+    assert "fps20" in shown
