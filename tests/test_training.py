@@ -337,3 +337,19 @@ def test_curves_come_back_when_the_workspace_lost_them(tmp_path):
     run(6)  # more steps continue the restored curve
     rows = (tmp_path / "train.tsv").read_text().splitlines()[1:]
     assert [int(r.split("\t")[0]) for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_another_run_key_starts_anew(tmp_path, caplog):
+    """A loss weight is not a TrainParams field: the stage passes its params as run_key,
+    so `dvc exp run -S <loss weight>` never continues the old run's checkpoint."""
+    params = make_params(steps=3)
+
+    def run(key):
+        return train(make_model(), ToyRegression(), Recorder(), params,
+                     out_dir=tmp_path, seed=0, run_key=key)  # fmt: skip
+
+    assert run({"flow_ratio": 0.01}).resumed_from is None
+    assert run({"flow_ratio": 0.01}).resumed_from == 3
+    with caplog.at_level("WARNING"):
+        assert run({"flow_ratio": 0.0}).resumed_from is None
+    assert "run_key" in caplog.text

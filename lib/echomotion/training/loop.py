@@ -85,11 +85,14 @@ def lr_factor(params: TrainParams) -> Callable[[int], float]:
     return factor
 
 
-def run_config(params: TrainParams, seed: int, model: nn.Module, n_items: int) -> dict:
+def run_config(
+    params: TrainParams, seed: int, model: nn.Module, n_items: int, run_key: Mapping | None = None
+) -> dict:
     """What must match for a checkpoint to be continued (JSON-able)."""
     config = params.model_dump(mode="json", exclude=RESUMABLE_CHANGES)
     arch = dict(model.config) if isinstance(getattr(model, "config", None), Mapping) else {}
     config |= {"seed": seed, "model": type(model).__name__, "dataset_len": n_items, "arch": arch}
+    config["run_key"] = dict(run_key or {})
     return json.loads(json.dumps(config, default=str))
 
 
@@ -285,6 +288,7 @@ def train(
     batch_sampler_factory: BatchSamplerFactory | None = None,
     eval_fn: EvalFn | None = None,
     name: str = "train",
+    run_key: Mapping | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``params.steps`` optimizer steps, continuing any checkpoint.
 
@@ -305,10 +309,13 @@ def train(
         eval_fn: ``eval_fn(model, step) -> metrics``, run on rank 0 after each checkpoint
             in eval mode without gradients, with the EMA weights when enabled.
         name: label of the progress bar and log lines.
+        run_key: everything else that shapes the run (loss weights, data settings: the
+            stage's params without ``train``); a checkpoint of a run with another key is
+            discarded, so ``dvc exp run -S <loss weight>`` never continues the old run.
     """
     out_dir = Path(out_dir)
     log_file = Path(log_file) if log_file is not None else out_dir / "train.tsv"
-    config = run_config(params, seed, model, len(dataset))
+    config = run_config(params, seed, model, len(dataset), run_key)
     # 1. Accelerator, optimizer, schedule, EMA; then the newest checkpoint of this run.
     trainer = _Trainer(model, params, seed, out_dir / "checkpoints", config)
     resumed = trainer.resume()

@@ -66,6 +66,7 @@ def train_ef(
         dataset,
         ef_loss,
         params.train,
+        run_key=params.model_dump(mode="json", exclude={"train"}),
         out_dir=out_dir,
         seed=seed,
         log_file=log_file,

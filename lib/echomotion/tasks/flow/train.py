@@ -94,6 +94,7 @@ def train_flow(
         dataset,
         make_flow_loss(params.loss),
         params.train,
+        run_key=params.model_dump(mode="json", exclude={"train"}),
         out_dir=out_dir,
         seed=seed,
         log_file=log_file,

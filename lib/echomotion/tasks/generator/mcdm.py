@@ -173,6 +173,7 @@ def train_mcdm(
         data.dataset,
         partial(mcdm_loss, scheduler=scheduler, params=params.loss),
         params.train,
+        run_key=params.model_dump(mode="json", exclude={"train"}),
         out_dir=out_dir,
         seed=seed,
         log_file=log_file,

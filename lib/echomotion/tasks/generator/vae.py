@@ -89,6 +89,7 @@ def train_vae(
         FrameDataset(train_frames, params.crop_size),
         partial(vae_loss, params=params.loss),
         params.train,
+        run_key=params.model_dump(mode="json", exclude={"train"}),
         out_dir=out_dir,
         seed=seed,
         log_file=log_file,

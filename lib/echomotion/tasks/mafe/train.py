@@ -194,6 +194,7 @@ def train_mafe(
         train_set,
         partial(mafe_loss, params=params.loss),
         params.train,
+        run_key=params.model_dump(mode="json", exclude={"train"}),
         out_dir=out_dir,
         seed=seed,
         log_file=log_file,

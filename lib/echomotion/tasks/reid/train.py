@@ -145,6 +145,7 @@ def train_reid(
         dataset,
         partial(reid_loss, params=params.loss),
         params.train,
+        run_key=params.model_dump(mode="json", exclude={"train"}),
         out_dir=out_dir,
         seed=seed,
         log_file=log_file,
