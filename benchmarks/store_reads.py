@@ -4,7 +4,9 @@ The reference implementation keeps one .pt file per clip and reads it with
 torch.load. Here: a naive read of the sharded store (zarr-python slicing per
 window), the store read shard by shard with a small cache (RaggedStore), and the
 store bulk-loaded once per process (RaggedStore.load, what the datasets do).
-Goal: the in-memory path at least 10x faster than per-video .pt files.
+Goal: the in-memory path at least 10x faster than per-video .pt files. Every path ends
+with an independent copy of the window (what a batch needs), so no path wins by
+returning a view.
 
     python benchmarks/store_reads.py
 """
@@ -54,17 +56,17 @@ def main() -> None:
 
         def naive():
             for v, s in picks:
-                raw[off[v] + s : off[v] + s + WINDOW]
+                raw[off[v] + s : off[v] + s + WINDOW]  # a fresh array already
 
         def per_video_pt():
             for v, s in picks:
-                torch.load(pt_dir / f"{v}.pt", weights_only=True)[s : s + WINDOW]
+                torch.load(pt_dir / f"{v}.pt", weights_only=True)[s : s + WINDOW].clone()
 
         shard_store = RaggedStore(work / "v.zarr", cache_shards=8)
 
         def by_shard():
             for v, s in picks:
-                shard_store.window(v, s, WINDOW)
+                shard_store.window(v, s, WINDOW).copy()
 
         t0 = time.perf_counter()
         memory_store = RaggedStore(work / "v.zarr").load("frames")
@@ -72,7 +74,7 @@ def main() -> None:
 
         def in_memory():
             for v, s in picks:
-                memory_store.window(v, s, WINDOW)
+                memory_store.window(v, s, WINDOW).copy()  # a copy, as a batch needs
 
         results = {
             "per-video .pt (torch.load)": best_of(3, per_video_pt),
