@@ -94,6 +94,14 @@ class VideoWindowDataset(_StoreDataset):
         }
 
 
+def evenly_spaced(n: int, k: int | None) -> np.ndarray:
+    """``k`` distinct, evenly spaced indices of ``range(n)``, first and last included
+    (all ``n`` when ``k`` is None or at least ``n``)."""
+    if k is None or k >= n:
+        return np.arange(n)
+    return np.round(np.linspace(0, n - 1, k)).astype(np.int64)
+
+
 def midway(ed: int, es: int) -> int:
     """The frame halfway between ED and ES (either may come first)."""
     return (ed + es) // 2

@@ -12,7 +12,7 @@ from .latents import LATENTS_SCHEMA, encode_videos, load_vae
 from .mcdm import LatentClipDataset, load_clip_data, save_pipeline, train_mcdm
 from .params import LatentsParams, MCDMTrainParams, SampleParams, SamplerName, VAETrainParams
 from .sample import EXTRA_COLUMNS, generate_videos, plan_sources, sample_dataset
-from .vae import FrameDataset, evenly_spaced, split_frames, train_vae
+from .vae import FrameDataset, split_frames, spread_frames, train_vae
 
 __all__ = [
     "CONDITIONING_FILE",
@@ -27,7 +27,6 @@ __all__ = [
     "SamplerName",
     "VAETrainParams",
     "encode_videos",
-    "evenly_spaced",
     "generate_videos",
     "load_clip_data",
     "load_pipeline",
@@ -37,6 +36,7 @@ __all__ = [
     "sampling_scheduler",
     "save_pipeline",
     "split_frames",
+    "spread_frames",
     "train_mcdm",
     "train_vae",
 ]

@@ -12,6 +12,7 @@ import torch
 from accelerate import PartialState
 from torch.utils.data import Dataset
 
+from echomotion.data import evenly_spaced
 from echomotion.diffusion import (
     build_vae,
     estimate_scaling_factor,
@@ -35,11 +36,9 @@ def split_frames(store: RaggedStore, splits: tuple[str, ...]) -> np.ndarray:
     return np.concatenate([store.video(int(v)) for v in videos])
 
 
-def evenly_spaced(frames: np.ndarray, n: int) -> np.ndarray:
+def spread_frames(frames: np.ndarray, n: int) -> np.ndarray:
     """At most ``n`` frames spread evenly over ``frames`` (all of them when fewer)."""
-    if len(frames) <= n:
-        return frames
-    return frames[np.linspace(0, len(frames) - 1, n).round().astype(int)]
+    return frames[evenly_spaced(len(frames), n)]
 
 
 class FrameDataset(Dataset):
@@ -97,14 +96,14 @@ def train_vae(
     )
     # 3. scaling factor (1 / std of TRAIN latents), saved with the model
     vae.eval()
-    sample = evenly_spaced(train_frames, params.scale_frames)
+    sample = spread_frames(train_frames, params.scale_frames)
     scale = estimate_scaling_factor(vae, sample, params.encode_batch_size)
     vae.register_to_config(scaling_factor=scale)
     if PartialState().is_main_process:
         vae.save_pretrained(result.model_dir, safe_serialization=True)
     logger.info("scaling factor %.4f from %d TRAIN frames", scale, len(sample))
     # 4. reconstruction quality on VAL
-    val = evenly_spaced(split_frames(store, ("VAL",)), params.eval_frames)
+    val = spread_frames(split_frames(store, ("VAL",)), params.eval_frames)
     scores = (
         reconstruction_metrics(vae, val, params.encode_batch_size)
         if len(val)

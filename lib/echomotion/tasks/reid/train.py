@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from echomotion.data import evenly_spaced
 from echomotion.reid import FrameIdentityDataset, PKBatchSampler, ReIDEncoder, reid_loss
 from echomotion.store import RaggedStore
 from echomotion.training import BatchSamplerFactory, TrainResult, train
@@ -32,14 +33,6 @@ class IdentityFrames:
     identities: np.ndarray  # (N,) int64 in [0, V)
     videos: np.ndarray  # (V,) int64: index of each identity's video in the store
     file_names: list[str]  # (V,)
-
-
-def evenly_spaced(n: int, k: int | None) -> np.ndarray:
-    """``k`` distinct, evenly spaced indices of ``range(n)``, first and last included
-    (all ``n`` when ``k`` is None or at least ``n``)."""
-    if k is None or k >= n:
-        return np.arange(n)
-    return np.round(np.linspace(0, n - 1, k)).astype(np.int64)
 
 
 def identity_frames(
