@@ -4,60 +4,23 @@ Usage: torchrun --standalone --nproc_per_node 2 tests/_two_rank_mcdm.py INPUTS O
 
 INPUTS holds latents.zarr, features.zarr, vae/ and params.json (an MCDMTrainParams).
 Each rank writes RECORD/rank<r>.json: its world size, how many batches it drew, its
-final in-memory UNet weights (one sum per tensor) and the file writes it attempted under OUT.
-Rank 1 spies on the writing functions and runs under umask 077, so a file it wrote by
-other means would lack the group-read bit of rank 0's files.
+final in-memory UNet weights (one sum per tensor) and the file writes it attempted under OUT
+(see _write_spy.py).
 """
 
 from __future__ import annotations
 
-import builtins
 import json
 import os
-import pathlib
-import shutil
 import sys
 from pathlib import Path
 
-import safetensors.torch
 import torch
+from _write_spy import spy_on_writes
 
 INPUTS, OUT, RECORD = (Path(a).resolve() for a in sys.argv[1:4])
 RANK = int(os.environ["RANK"])
-WRITES: list[str] = []
-
-
-def under_out(arg: object) -> bool:
-    return isinstance(arg, (str, Path)) and Path(arg).resolve().is_relative_to(OUT)
-
-
-def spy(owner: object, name: str, writes_only: bool = False) -> None:
-    """Record calls of ``owner.name`` whose first path argument lies under OUT."""
-    original = getattr(owner, name)
-
-    def wrapper(*args, **kwargs):
-        mode = args[1] if len(args) > 1 and isinstance(args[1], str) else kwargs.get("mode", "r")
-        reading = writes_only and not set(mode) & set("wax+")
-        if not reading and any(under_out(a) for a in args[:2]):
-            WRITES.append(f"{name}({args[0]})")
-        return original(*args, **kwargs)
-
-    setattr(owner, name, wrapper)
-
-
-if RANK != 0:  # before the training code binds these names
-    os.umask(0o077)
-    spy(builtins, "open", writes_only=True)
-    for owner, name in [
-        (safetensors.torch, "save_file"),
-        (safetensors.torch, "save_model"),
-        (torch, "save"),
-        (shutil, "rmtree"),
-        (pathlib.Path, "mkdir"),
-        (pathlib.Path, "write_text"),
-        (pathlib.Path, "rename"),
-    ]:
-        spy(owner, name)
+WRITES = spy_on_writes(OUT, RANK)  # before the training code binds the writers
 
 from echomotion.tasks.generator import MCDMTrainParams, train_mcdm  # noqa: E402
 from echomotion.tasks.generator import mcdm as mcdm_module  # noqa: E402

@@ -3,55 +3,23 @@
 Usage: torchrun --nproc_per_node 2 tests/_two_rank_train.py OUT_DIR RECORD_DIR
 
 Each rank writes RECORD_DIR/rank<r>.json: the dataset indices it drew, its world size,
-its final weights and the file writes it attempted under OUT_DIR. Rank 1 spies on the
-writing functions the loop uses, and runs under umask 077 so that any file it wrote by
-other means would lack the group-read bit of rank 0's (umask 022) text files.
+its final weights and the file writes it attempted under OUT_DIR (see _write_spy.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pathlib
-import shutil
 import sys
 from pathlib import Path
 
-import safetensors.torch
 import torch
+from _write_spy import spy_on_writes
 from torch import nn
 
 OUT, RECORD = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
 RANK = int(os.environ["RANK"])
-WRITES: list[str] = []
-
-
-def spy(owner: object, name: str) -> None:
-    """Record calls of ``owner.name`` whose first path argument lies under OUT."""
-    original = getattr(owner, name)
-
-    def wrapper(*args, **kwargs):
-        for arg in args[:2]:
-            if isinstance(arg, (str, Path)) and Path(arg).resolve().is_relative_to(OUT):
-                WRITES.append(f"{name}({arg})")
-        return original(*args, **kwargs)
-
-    setattr(owner, name, wrapper)
-
-
-if RANK != 0:  # before the training package binds these names
-    os.umask(0o077)
-    for owner, name in [
-        (safetensors.torch, "save_file"),
-        (safetensors.torch, "save_model"),
-        (torch, "save"),
-        (shutil, "rmtree"),
-        (pathlib.Path, "mkdir"),
-        (pathlib.Path, "write_text"),
-        (pathlib.Path, "rename"),
-        (pathlib.Path, "unlink"),
-    ]:
-        spy(owner, name)
+WRITES = spy_on_writes(OUT, RANK)  # before the training package binds the writers
 
 from echomotion.training import TrainParams, train  # noqa: E402
 

@@ -252,7 +252,7 @@ def test_sample_writes_a_valid_echonet_dataset(work, sampled):
 def test_sample_writes_previews_and_metrics(sampled):
     report = sampled["report"]
     assert report["motion_sources"] == 2 and report["transfer"] == report["self"] == 2
-    assert report["seconds_per_video"] > 0 and report["frames_per_video"] == SAMPLE.num_frames
+    assert report["frames_per_video"] == SAMPLE.num_frames
     grid = Image.open(sampled["plots"] / "grid.png")
     assert grid.mode == "L" and grid.width == 4 * 64 + 3 * 2 and grid.height == 6 * 64 + 5 * 2
     gif = Image.open(sampled["plots"] / "samples.gif")

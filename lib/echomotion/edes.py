@@ -79,3 +79,9 @@ def nearest_error(detected: np.ndarray, truth: np.ndarray) -> np.ndarray:
     if len(detected) == 0 or len(truth) == 0:
         return np.array([])
     return np.abs(detected[:, None] - truth[None, :]).min(axis=1).astype(np.float64)
+
+
+def mean_error(errors: list[float]) -> float:
+    """Mean of the finite frame errors; NaN when there is none (nothing to compare)."""
+    finite = [e for e in errors if np.isfinite(e)]
+    return float(np.mean(finite)) if finite else float("nan")

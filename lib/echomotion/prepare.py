@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .config import PrepareParams
 from .echonet import VIDEOS, Reject, TracedFrames, VideoRecord, read_file_list, read_tracings
-from .edes import detect_ed_es, nearest_error
+from .edes import detect_ed_es, mean_error, nearest_error
 from .store import RaggedStoreWriter
 from .video import VideoReadError, read_video, resample_indices
 
@@ -151,8 +151,8 @@ def prepare_dataset(
         without_ed_es=without_ed_es,
         ed_es_from_tracings=origins["tracings"],
         ed_es_from_detector=origins["detector"],
-        detector_vs_tracings_ed_frames=_mean([a[0] for a in agreement]),
-        detector_vs_tracings_es_frames=_mean([a[1] for a in agreement]),
+        detector_vs_tracings_ed_frames=mean_error([a[0] for a in agreement]),
+        detector_vs_tracings_es_frames=mean_error([a[1] for a in agreement]),
     )
     log.info("prepare: %s", report.as_dict())
     return report
@@ -164,11 +164,6 @@ def _agreement(traced: TracedFrames, source: np.ndarray, detected) -> tuple[floa
     ed = nearest_error(np.array([map_frame(traced.ed, source)]), detected.ed_all)
     es = nearest_error(np.array([map_frame(traced.es, source)]), detected.es_all)
     return (float(ed[0]) if ed.size else math.nan, float(es[0]) if es.size else math.nan)
-
-
-def _mean(values: list[float]) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return float(np.mean(values)) if values else math.nan
 
 
 def write_rejects(rejects: list[Reject], path: str | Path) -> None:

@@ -8,12 +8,11 @@ the error of a detected frame is its distance to the nearest true one (any cycle
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
 
-from ..edes import detect_ed_es, nearest_error
+from ..edes import detect_ed_es, mean_error, nearest_error
 from ..prepare import resample_indices
 from ..store import RaggedStore
 
@@ -55,13 +54,9 @@ def evaluate_ed_es(videos_path: str | Path, truth_path: str | Path) -> dict:
     return {
         "ground_truth": bool(matched),
         "videos": matched,
-        "ed_error_frames": _mean(chosen["ed"]),
-        "es_error_frames": _mean(chosen["es"]),
-        "all_ed_error_frames": _mean(found["ed"]),
-        "all_es_error_frames": _mean(found["es"]),
+        "ed_error_frames": mean_error(chosen["ed"]),
+        "es_error_frames": mean_error(chosen["es"]),
+        "all_ed_error_frames": mean_error(found["ed"]),
+        "all_es_error_frames": mean_error(found["es"]),
         "videos_without_detection": matched - len(chosen["ed"]),
     }
-
-
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else math.nan

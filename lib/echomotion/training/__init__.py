@@ -54,7 +54,7 @@ Checkpoints and resume:
 
 from .data import BatchSamplerFactory, ShardedSampler
 from .ema import EMA
-from .loop import EvalFn, LossFn, TrainResult, lr_factor, make_accelerator, train
+from .loop import EvalFn, LossFn, TrainResult, lr_factor, make_accelerator, train, train_section
 from .params import TrainParams
 
 __all__ = [
@@ -68,4 +68,5 @@ __all__ = [
     "lr_factor",
     "make_accelerator",
     "train",
+    "train_section",
 ]

@@ -25,6 +25,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ..section import Section
 from . import checkpoint as ckpt
 from .data import BatchSamplerFactory, batch_iterator
 from .ema import EMA
@@ -351,6 +352,16 @@ def train(
         history=history,
         evals=evals,
     )
+
+
+def train_section(
+    model: nn.Module, dataset: Dataset, loss_fn: LossFn, section: Section, **kwargs
+) -> TrainResult:
+    """:func:`train` with a stage section's ``train`` settings; the rest of the section
+    (loss weights, data settings, ...) is the run key, so a checkpoint of a run with other
+    settings is never continued. ``kwargs`` go to :func:`train`."""
+    run_key = section.model_dump(mode="json", exclude={"train"})
+    return train(model, dataset, loss_fn, section.train, run_key=run_key, **kwargs)
 
 
 def _run(

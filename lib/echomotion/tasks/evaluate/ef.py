@@ -19,7 +19,7 @@ from echomotion.evaluation import (
     predict_ef,
     regression_metrics,
 )
-from echomotion.training import train
+from echomotion.training import train_section
 
 from .data import EvalData, EvaluatePaths
 from .params import EFParams, EvaluateParams
@@ -61,12 +61,11 @@ def train_ef(
     _forget_other_data(out_dir, fingerprint)
     torch.manual_seed(seed)
     model = EFRegressor.from_params(params.model)
-    train(
+    train_section(
         model,
         dataset,
         ef_loss,
-        params.train,
-        run_key=params.model_dump(mode="json", exclude={"train"}),
+        params,
         out_dir=out_dir,
         seed=seed,
         log_file=log_file,

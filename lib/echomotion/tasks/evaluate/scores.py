@@ -34,6 +34,7 @@ from echomotion.evaluation import (
 )
 from echomotion.flow.classical import FlowProvider
 from echomotion.store import RaggedStore
+from echomotion.tasks.mafe.features import video_motion
 
 from .data import EvalData
 from .params import EvaluateParams, PrivacyParams
@@ -172,7 +173,7 @@ def motion_scores(
     sources = [data.records[it["index"]].motion_source for it in items]
     # 1. motion vectors: generated ED/ES pair vs the conditioning vector, standardised
     gen_ed, gen_es = _pairs([it["generated"] for it in items], [it["gen_pair"] for it in items])
-    cond = features.array("motion")[:].reshape(len(features), -1)[[it["feature"] for it in items]]
+    cond = video_motion(features)[[it["feature"] for it in items]]
     mean, std = features.attrs["motion_mean"], features.attrs["motion_std"]
     cos = cosine_matrix(
         standardise(motion_vectors(mafe, gen_ed, gen_es, batch), mean, std),

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ...flow import NetworkFlow, PWCLite, make_flow_loss, make_segment_provider
-from ...training import EvalFn, TrainResult, train
+from ...training import EvalFn, TrainResult, train_section
 from .pairs import FlowPairDataset
 from .params import FlowTrainParams
 from .truth import TruthPairs, load_truth_pairs, score_provider
@@ -20,20 +20,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FlowTrainReport:
-    """What :func:`train_flow` did: the loop's result and the wall time of this call."""
+    """What :func:`train_flow` did: the loop's result and the number of TRAIN videos."""
 
     result: TrainResult
-    seconds: float
     n_train_videos: int
 
     def as_dict(self) -> dict[str, float | int | None]:
-        """Metrics of the stage: steps, last curve row, last eval row, time."""
+        """Metrics of the stage: steps, last curve row, last eval row."""
         last = self.result.history[-1] if self.result.history else {}
         evals = self.result.evals[-1] if self.result.evals else {}
         return {
             "steps": self.result.step,
             "resumed_from": self.result.resumed_from,
-            "seconds": round(self.seconds, 1),
             "n_train_videos": self.n_train_videos,
             **{f"final_{k}": v for k, v in last.items() if k not in ("step", "lr")},
             **{f"val_{k}": v for k, v in evals.items() if k != "step"},
@@ -89,12 +87,11 @@ def train_flow(
     eval_fn = make_eval_fn(pairs) if pairs is not None and params.eval_videos else None
 
     # 3. the shared loop
-    result = train(
+    result = train_section(
         model,
         dataset,
         make_flow_loss(params.loss),
-        params.train,
-        run_key=params.model_dump(mode="json", exclude={"train"}),
+        params,
         out_dir=out_dir,
         seed=seed,
         log_file=log_file,
@@ -103,4 +100,4 @@ def train_flow(
     )
     seconds = time.perf_counter() - start
     log.info("flow_train: %d steps in %.1f s", result.step, seconds)
-    return FlowTrainReport(result, seconds, len(dataset))
+    return FlowTrainReport(result, len(dataset))

@@ -99,11 +99,3 @@ def load_pipeline(
     pipe.scheduler = sampling_scheduler(pipe.scheduler.config, scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe, MotionNormalizer.load(path)
-
-
-def video_motion(features) -> np.ndarray:
-    """The motion vector of every video of a features store (a RaggedStore with one
-    entry per video), as ``(n_videos, D)``."""
-    n = int(features.offsets[-1])
-    flat = features.frames("motion", 0, n).reshape(n, -1)  # (entries, D)
-    return flat[features.offsets[:-1]]

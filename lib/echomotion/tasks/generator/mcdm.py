@@ -24,10 +24,11 @@ from echomotion.diffusion import (
     mcdm_loss,
 )
 from echomotion.store import RaggedStore
-from echomotion.training import train
+from echomotion.tasks.mafe.features import video_motion
+from echomotion.training import train_section
 from echomotion.training.checkpoint import write_dir_atomically
 
-from .conditioning import MotionNormalizer, video_motion
+from .conditioning import MotionNormalizer
 from .latents import load_vae
 from .params import MCDMTrainParams
 
@@ -168,12 +169,11 @@ def train_mcdm(
     torch.manual_seed(seed)
     unet = build_unet(params.model)
     scheduler = build_scheduler(params.schedule)
-    result = train(
+    result = train_section(
         unet,
         data.dataset,
         partial(mcdm_loss, scheduler=scheduler, params=params.loss),
-        params.train,
-        run_key=params.model_dump(mode="json", exclude={"train"}),
+        params,
         out_dir=out_dir,
         seed=seed,
         log_file=log_file,

@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 from echomotion.diffusion import MotionConditionedVideoPipeline
 from echomotion.echonet import FILE_LIST, FILE_LIST_COLUMNS, TRACING_COLUMNS, TRACINGS, VIDEOS
 from echomotion.store import RaggedStore
+from echomotion.tasks.mafe.features import video_motion
 from echomotion.video import write_video
 
-from .conditioning import load_pipeline, video_motion
+from .conditioning import load_pipeline
 from .media import frame_grid, save_gif, save_png, tiled_video
 from .params import SampleParams
 
@@ -187,6 +188,4 @@ def sample_dataset(
         "transfer": sum(r["Mode"] == "transfer" for r in rows),
         "self": sum(r["Mode"] == "self" for r in rows),
         "frames_per_video": params.num_frames,
-        "seconds_total": seconds,
-        "seconds_per_video": seconds / max(len(rows), 1),
     }

@@ -21,7 +21,7 @@ from echomotion.diffusion import (
     vae_loss,
 )
 from echomotion.store import RaggedStore
-from echomotion.training import train
+from echomotion.training import train_section
 
 from .params import VAETrainParams
 
@@ -83,12 +83,11 @@ def train_vae(
     # 2. train
     torch.manual_seed(seed)
     vae = build_vae(params.model)
-    result = train(
+    result = train_section(
         vae,
         FrameDataset(train_frames, params.crop_size),
         partial(vae_loss, params=params.loss),
-        params.train,
-        run_key=params.model_dump(mode="json", exclude={"train"}),
+        params,
         out_dir=out_dir,
         seed=seed,
         log_file=log_file,

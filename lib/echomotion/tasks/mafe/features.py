@@ -154,6 +154,14 @@ def train_stats(x: np.ndarray, split: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return rows.mean(0).astype(np.float32), np.maximum(rows.std(0), STD_FLOOR).astype(np.float32)
 
 
+def video_motion(features: RaggedStore) -> np.ndarray:
+    """The motion vector of every video of a features store (a RaggedStore with one
+    entry per video), as ``(n_videos, D)``."""
+    n = int(features.offsets[-1])
+    flat = features.frames("motion", 0, n).reshape(n, -1)  # (entries, D)
+    return flat[features.offsets[:-1]]
+
+
 def write_features(
     path: str | Path, table: dict, videos: np.ndarray, motion: np.ndarray, appearance: np.ndarray
 ) -> None:

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from echomotion.diffusion.metrics import psnr, ssim
 from echomotion.flow import end_point_error
 from echomotion.mafe import MAFE, mafe_loss
-from echomotion.training import train
+from echomotion.training import train_section
 
 from ..flow.truth import PAIRS, load_truth_pairs
 from .dataset import PseudoLabelTriplets
@@ -189,12 +189,11 @@ def train_mafe(
     # 3. the shared training loop
     out_dir = Path(out_dir)
     log_file = Path(log_file) if log_file is not None else out_dir / "train.tsv"
-    train(
+    train_section(
         model,
         train_set,
         partial(mafe_loss, params=params.loss),
-        params.train,
-        run_key=params.model_dump(mode="json", exclude={"train"}),
+        params,
         out_dir=out_dir,
         seed=seed,
         log_file=log_file,

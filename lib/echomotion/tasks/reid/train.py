@@ -16,7 +16,7 @@ import torch
 from echomotion.data import evenly_spaced
 from echomotion.reid import FrameIdentityDataset, PKBatchSampler, ReIDEncoder, reid_loss
 from echomotion.store import RaggedStore
-from echomotion.training import BatchSamplerFactory, TrainResult, train
+from echomotion.training import BatchSamplerFactory, TrainResult, train_section
 
 from .params import ReIDModelParams, ReIDTrainParams
 
@@ -96,7 +96,6 @@ class ReIDTrainReport:
     result: TrainResult
     n_identities: int
     n_frames: int
-    seconds: float
 
     def as_dict(self) -> dict[str, Any]:
         last = self.result.history[-1] if self.result.history else {}
@@ -105,7 +104,6 @@ class ReIDTrainReport:
             "resumed_from": self.result.resumed_from,
             "n_identities": self.n_identities,
             "n_frames": self.n_frames,
-            "seconds": round(self.seconds, 1),
             "final": {k: v for k, v in last.items() if k != "step"},
         }
 
@@ -133,16 +131,16 @@ def train_reid(
     _write_identities(out_dir, data)
     # 2. Model and the shared loop with P x K batches.
     model = build_encoder(params.model, len(data.videos), seed)
-    result = train(
+    result = train_section(
         model,
         dataset,
         partial(reid_loss, params=params.loss),
-        params.train,
-        run_key=params.model_dump(mode="json", exclude={"train"}),
+        params,
         out_dir=out_dir,
         seed=seed,
         log_file=log_file,
         batch_sampler_factory=pk_sampler_factory(params.instances),
         name="reid_train",
     )
-    return ReIDTrainReport(result, len(data.videos), len(dataset), time.perf_counter() - began)
+    logger.info("reid_train: %d steps in %.1f s", result.step, time.perf_counter() - began)
+    return ReIDTrainReport(result, len(data.videos), len(dataset))
