@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,3 +39,23 @@ def best_of(repeats: int, fn: Callable[[], object]) -> float:
 
 def quiet() -> None:
     logging.basicConfig(level=logging.ERROR)
+
+
+def device_args(parser: argparse.ArgumentParser) -> None:
+    """``--device cpu|cuda`` and ``--preset default|paper`` of the model benchmarks."""
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--preset", choices=["default", "paper"], default="default")
+
+
+def parse_device_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse; hide CUDA for ``--device cpu`` (before anything touches it), or stop with a
+    clear message when ``--device cuda`` finds none; silence library logs."""
+    import torch
+
+    args = parser.parse_args()
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    quiet()
+    return args

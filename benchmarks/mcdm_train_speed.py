@@ -11,7 +11,6 @@ more steps, so start-up is not counted.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from functools import partial
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from common import REPO, quiet
+from common import REPO, device_args, parse_device_args
 from echomotion.config import load_params, validate_params
 from echomotion.diffusion import MCDMModelParams, build_scheduler, build_unet, mcdm_loss
 from echomotion.preset import load_preset
@@ -88,17 +87,11 @@ def seconds_per_step(params: MCDMTrainParams, out: Path, warmup: int, steps: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--preset", choices=["default", "paper"], default="default")
+    device_args(parser)
     parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
-    args = parser.parse_args()
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything touches CUDA
-    elif not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    quiet()
+    args = parse_device_args(parser)
     params = settings(args)
     with tempfile.TemporaryDirectory() as work:
         seconds = seconds_per_step(params, Path(work), args.warmup, args.steps)

@@ -10,7 +10,6 @@ params.yaml sizes is timed: the cost of a step does not depend on the weights.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from mcdm_train_speed import preset_params
 
-from common import REPO, quiet
+from common import REPO, device_args, parse_device_args
 from echomotion.config import load_params
 from echomotion.diffusion import (
     MotionConditionedVideoPipeline,
@@ -64,16 +63,10 @@ def seconds_per_video(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pipeline", type=Path, default=None)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--preset", choices=["default", "paper"], default="default")
+    device_args(parser)
     parser.add_argument("--frames", type=int, default=None, help="default: sample.num_frames")
     parser.add_argument("--guidance", type=float, default=None, help="default: sample's")
-    args = parser.parse_args()
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything touches CUDA
-    elif not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    quiet()
+    args = parse_device_args(parser)
     sample = load_params(REPO / "params.yaml").sample
     frames = args.frames or sample.num_frames
     guidance = sample.guidance_scale if args.guidance is None else args.guidance

@@ -1,7 +1,7 @@
 """Stage `mafe_train`: ED/mid/ES triplets + pseudo flow and ReID labels -> models/mafe/."""
 
 from echomotion.config import write_used_params
-from echomotion.stage import start, write_json
+from echomotion.stage import fresh_checkpoints, start, train_seed, write_json
 from echomotion.tasks.mafe import train_mafe
 
 OUT = "models/mafe"
@@ -9,13 +9,14 @@ OUT = "models/mafe"
 
 def main() -> None:
     params = start("mafe_train")
+    fresh_checkpoints("mafe_train", f"{OUT}/checkpoints")
     metrics = train_mafe(
         "data/prepared/videos.zarr",
         "data/pseudo/flow.zarr",
         "data/pseudo/reid.zarr",
         params.mafe_train,
         out_dir=OUT,
-        seed=params.shared.seed,
+        seed=train_seed(params, params.mafe_train),
         log_file="plots/mafe_train/train.tsv",
         truth_path="data/phantom/truth.zarr",
     )

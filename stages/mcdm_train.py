@@ -7,7 +7,7 @@ One process: `python stages/mcdm_train.py`; several: `accelerate launch --multi_
 from accelerate import PartialState
 
 from echomotion.config import write_used_params
-from echomotion.stage import start, write_json
+from echomotion.stage import fresh_checkpoints, start, train_seed, write_json
 from echomotion.tasks.generator import train_mcdm
 
 OUT = "models/mcdm"
@@ -15,6 +15,7 @@ OUT = "models/mcdm"
 
 def main() -> None:
     params = start("mcdm_train")
+    fresh_checkpoints("mcdm_train", f"{OUT}/checkpoints")
     metrics = train_mcdm(
         "data/latents.zarr",
         "data/features.zarr",
@@ -22,7 +23,7 @@ def main() -> None:
         params.mcdm_train,
         out_dir=OUT,
         log_file="plots/mcdm_train/train.tsv",
-        seed=params.shared.seed,
+        seed=train_seed(params, params.mcdm_train),
     )
     if PartialState().is_main_process:
         write_used_params(params.mcdm_train, f"{OUT}/params_used.json")

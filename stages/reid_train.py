@@ -1,7 +1,7 @@
 """Stage `reid_train`: data/prepared/videos.zarr -> models/reid (identity = TRAIN video)."""
 
 from echomotion.config import write_used_params
-from echomotion.stage import start, write_json
+from echomotion.stage import fresh_checkpoints, start, train_seed, write_json
 from echomotion.tasks.reid import train_reid
 
 OUT = "models/reid"
@@ -9,11 +9,12 @@ OUT = "models/reid"
 
 def main() -> None:
     params = start("reid_train")
+    fresh_checkpoints("reid_train", f"{OUT}/checkpoints")
     report = train_reid(
         "data/prepared/videos.zarr",
         params.reid_train,
         out_dir=OUT,
-        seed=params.shared.seed,
+        seed=train_seed(params, params.reid_train),
         log_file="plots/reid_train/train.tsv",
     )
     write_used_params(params.reid_train, f"{OUT}/params_used.json")

@@ -1,7 +1,7 @@
 """Stage `vae_train`: data/prepared/videos.zarr (TRAIN frames) -> models/vae/model."""
 
 from echomotion.config import write_used_params
-from echomotion.stage import start, write_json
+from echomotion.stage import fresh_checkpoints, start, train_seed, write_json
 from echomotion.tasks.generator import train_vae
 
 OUT = "models/vae"
@@ -9,12 +9,13 @@ OUT = "models/vae"
 
 def main() -> None:
     params = start("vae_train")
+    fresh_checkpoints("vae_train", f"{OUT}/checkpoints")
     metrics = train_vae(
         "data/prepared/videos.zarr",
         params.vae_train,
         out_dir=OUT,
         log_file="plots/vae_train/train.tsv",
-        seed=params.shared.seed,
+        seed=train_seed(params, params.vae_train),
     )
     write_used_params(params.vae_train, f"{OUT}/params_used.json")
     write_json("metrics/vae.json", metrics)

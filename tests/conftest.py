@@ -17,6 +17,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    tiny models run fastest on one thread, and two threads spin badly on a loaded 2-core box.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def moving_blob_video(n: int, seed: int, size: int = 64) -> np.ndarray:
     """A bright disc that breathes over time on a noisy background: (n, size, size) uint8."""
     rng = np.random.default_rng(seed)

@@ -50,12 +50,7 @@ TINY_REID = {"widths": (8, 16), "blocks": (1, 1), "stem_stride": 2, "embedding_d
 TINY_EF = {"widths": (4, 8), "feature_dim": 8, "input_size": 32}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def videos(n: int = 4, length: int = 12, size: int = 32, seed: int = 0) -> VideoSet:

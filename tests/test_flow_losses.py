@@ -21,14 +21,7 @@ from echomotion.flow import (
     unsupervised_flow_loss,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2-thread OpenMP on a shared, loaded 2-core machine is ~50x slower for small tensors
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def texture(size: int, seed: int = 0) -> np.ndarray:
@@ -120,6 +113,16 @@ def test_second_order_smoothness_is_zero_for_affine_flow_only():
     flow = affine_flow(24, 24, np.float32([[1.1, 0.05, 2.0], [-0.03, 0.95, -1.0]]))
     assert smoothness_loss(flow, img) < 1e-5
     assert smoothness_loss(flow + 0.3 * torch.randn_like(flow), img) > 0.05
+
+
+def test_first_order_smoothness_is_zero_for_constant_flow_only():
+    img = as_image(texture(24))
+    constant = torch.ones(1, 2, 24, 24) * torch.tensor([1.5, -0.5]).view(1, 2, 1, 1)
+    affine = affine_flow(24, 24, np.float32([[1.1, 0.05, 2.0], [-0.03, 0.95, -1.0]]))
+    assert smoothness_loss(constant, img, order=1) < 1e-6
+    assert smoothness_loss(affine, img, order=1) > 0.01  # 2nd order: zero (test above)
+    with pytest.raises(ValueError, match="order"):
+        smoothness_loss(constant, img, order=3)
 
 
 def two_segments(h: int = 30, w: int = 40) -> tuple[torch.Tensor, torch.Tensor, list]:

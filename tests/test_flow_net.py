@@ -29,13 +29,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2-thread OpenMP on a shared, loaded 2-core machine is ~50x slower for small tensors
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def texture(rng: np.random.Generator, size: int) -> np.ndarray:

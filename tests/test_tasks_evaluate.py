@@ -30,7 +30,6 @@ from echomotion.tasks.evaluate import (
     RealismParams,
     evaluate,
 )
-from echomotion.tasks.evaluate.ef import _forget_other_data
 from echomotion.training import TrainParams
 from echomotion.video import write_video
 
@@ -43,12 +42,7 @@ SYNTHETIC_COLUMNS = ["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth"
                      "Mode", "ED", "ES"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class StandIn(torch.nn.Module):
@@ -235,16 +229,3 @@ def test_second_call_continues_the_real_regressor_with_the_flow_network(run):
     steps = [int(r["step"]) for r in read_csv_tsv(paths.plots / "ef_train.tsv")]
     assert steps == [1, 2, 3, 4, 5, 6]  # continued from step 4, not restarted
     assert (paths.ef_real / "checkpoints" / "step-0000006").is_dir()
-
-
-def test_checkpoints_of_other_data_are_dropped(tmp_path):
-    step = tmp_path / "checkpoints" / "step-0000002"
-    step.mkdir(parents=True)
-    _forget_other_data(tmp_path, "abc")
-    assert not step.exists()  # no fingerprint: data unknown
-    step.mkdir()
-    _forget_other_data(tmp_path, "abc")
-    assert step.is_dir()  # same data: kept for resuming
-    _forget_other_data(tmp_path, "other")
-    assert not step.exists()
-    assert (tmp_path / "checkpoints" / "data_fingerprint.txt").read_text().strip() == "other"

@@ -71,13 +71,7 @@ def mcdm_params(motion_dim: int, steps: int = 2) -> MCDMTrainParams:
     )  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; two threads spin badly on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_features(videos_path: Path, mafe: MAFE, out: Path) -> None:

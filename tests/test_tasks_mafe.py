@@ -36,12 +36,7 @@ REID_DIM = 16
 TINY_MODEL = MAFEModelParams(embed_dim=4, num_heads=(2, 2), window_size=4, reid_dim=REID_DIM)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_fake_pseudo_stores(videos: Path, out: Path, reid_dim: int = REID_DIM) -> dict[str, Path]:

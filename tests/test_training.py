@@ -353,3 +353,16 @@ def test_another_run_key_starts_anew(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert run({"flow_ratio": 0.0}).resumed_from is None
     assert "run_key" in caplog.text
+
+
+def test_checkpoints_of_other_inputs_are_discarded(tmp_path):
+    step = tmp_path / "checkpoints" / "step-0000002"
+    step.mkdir(parents=True)
+    ckpt.discard_other_inputs(tmp_path / "checkpoints", "abc", stamp="data_fingerprint.txt")
+    assert not step.exists()  # no fingerprint: data unknown
+    step.mkdir()
+    ckpt.discard_other_inputs(tmp_path / "checkpoints", "abc", stamp="data_fingerprint.txt")
+    assert step.is_dir()  # same data: kept for resuming
+    ckpt.discard_other_inputs(tmp_path / "checkpoints", "other", stamp="data_fingerprint.txt")
+    assert not step.exists()
+    assert (tmp_path / "checkpoints" / "data_fingerprint.txt").read_text().strip() == "other"

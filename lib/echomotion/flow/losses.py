@@ -3,7 +3,7 @@
 * photometric: census (ternary) distance plus ``0.15 * L1 + 0.85 * SSIM`` between frame 1 and
   frame 2 warped back by the flow, averaged over non-occluded pixels;
 * occlusion: forward-backward consistency (Meister et al., UnFlow) plus out-of-frame pixels;
-* smoothness: edge-aware second-order (zero for any affine flow);
+* smoothness: edge-aware second-order (zero for any affine flow) or first-order;
 * segment guidance: in each segment, a parametric motion (affine or homography) is fitted to the
   flow on non-occluded pixels and the flow is pulled towards the fit over the whole segment
   (UnSAMFlow's per-segment homography smoothness, with SAM or classical segments).
@@ -42,7 +42,8 @@ class FlowLossParams(Section):
     occlusion: bool = Field(True, description="Mask forward-backward inconsistent pixels.")
     occ_alpha1: float = Field(0.01, ge=0, description="UnFlow criterion, relative term.")
     occ_alpha2: float = Field(0.5, ge=0, description="UnFlow criterion, absolute term (px^2).")
-    w_smooth: float = Field(2.0, ge=0, description="Edge-aware second-order smoothness.")
+    w_smooth: float = Field(2.0, ge=0, description="Edge-aware smoothness.")
+    smooth_order: Literal[1, 2] = Field(2, description="1: first-order, 2: second-order.")
     edge_alpha: float = Field(10.0, ge=0, description="Edge weight exp(-alpha * |grad I|).")
     w_segment: float = Field(0.05, ge=0, description="Segment-motion guidance.")
     segment_model: Literal["affine", "homography"] = "affine"
@@ -135,15 +136,27 @@ def non_occlusion_mask(
 # ---------------------------------------------------------------- smoothness
 
 
-def smoothness_loss(flow: Tensor, img: Tensor, edge_alpha: float = 10.0) -> Tensor:
-    """Edge-aware second-order smoothness: mean ``exp(-alpha |dI|) |d^2 flow|`` along x and y."""
-    d2x = flow[..., :, 2:] - 2 * flow[..., :, 1:-1] + flow[..., :, :-2]  # (B, 2, H, W-2)
-    d2y = flow[..., 2:, :] - 2 * flow[..., 1:-1, :] + flow[..., :-2, :]  # (B, 2, H-2, W)
+def smoothness_loss(flow: Tensor, img: Tensor, edge_alpha: float = 10.0, order: int = 2) -> Tensor:
+    """Edge-aware smoothness: mean ``exp(-alpha |dI|) |d^k flow|`` along x and y.
+
+    ``order`` 2 (ARFlow) is zero for any affine flow; ``order`` 1 (UnFlow's first-order
+    term) is zero only for a constant flow and fills textureless regions by harmonic
+    interpolation of their borders, without the linear extrapolation of order 2.
+    """
+    if order not in (1, 2):
+        raise ValueError(f"smoothness order must be 1 or 2, got {order}")
+    if order == 1:
+        dx = flow[..., :, 1:] - flow[..., :, :-1]  # (B, 2, H, W-1)
+        dy = flow[..., 1:, :] - flow[..., :-1, :]  # (B, 2, H-1, W)
+    else:
+        dx = flow[..., :, 2:] - 2 * flow[..., :, 1:-1] + flow[..., :, :-2]  # (B, 2, H, W-2)
+        dy = flow[..., 2:, :] - 2 * flow[..., 1:-1, :] + flow[..., :-2, :]  # (B, 2, H-2, W)
     gx = (img[..., :, 1:] - img[..., :, :-1]).abs().mean(1, keepdim=True)  # (B, 1, H, W-1)
     gy = (img[..., 1:, :] - img[..., :-1, :]).abs().mean(1, keepdim=True)  # (B, 1, H-1, W)
-    wx = torch.exp(-edge_alpha * gx[..., :, 1:])  # weight at the centre pixel's right edge
-    wy = torch.exp(-edge_alpha * gy[..., 1:, :])
-    return (wx * d2x.abs()).mean() / 2 + (wy * d2y.abs()).mean() / 2
+    if order == 2:  # weight at the centre pixel's right / lower edge
+        gx, gy = gx[..., :, 1:], gy[..., 1:, :]
+    wx, wy = torch.exp(-edge_alpha * gx), torch.exp(-edge_alpha * gy)
+    return (wx * dx.abs()).mean() / 2 + (wy * dy.abs()).mean() / 2
 
 
 # ---------------------------------------------------------------- segment guidance
@@ -289,7 +302,8 @@ def unsupervised_flow_loss(
     # 3. full-resolution smoothness and segment guidance
     (fw, bw), alpha = flows[0], params.edge_alpha
     mask_fw, mask_bw = occlusion_masks(fw, bw, params)
-    smooth = (smoothness_loss(fw, img1, alpha) + smoothness_loss(bw, img2, alpha)) / 2
+    order = params.smooth_order
+    smooth = (smoothness_loss(fw, img1, alpha, order) + smoothness_loss(bw, img2, alpha, order)) / 2
     seg = img1.new_zeros(())
     for key, flow, mask in (("segments1", fw, mask_fw), ("segments2", bw, mask_bw)):
         if key in batch and params.w_segment:

@@ -46,6 +46,25 @@ def remove_partial(root: Path) -> None:
             shutil.rmtree(path)
 
 
+def discard_other_inputs(root: Path, fingerprint: str, stamp: str = "inputs.sha256") -> bool:
+    """Delete the checkpoints folder ``root`` unless it was written for ``fingerprint``.
+
+    The training loop ties a checkpoint to the run's params (its run key) but cannot see
+    what the code and data were; a caller that can fingerprint them stamps ``root`` with
+    the digest here, so that a later run on other code or data starts anew instead of
+    continuing (or, when finished, just re-saving) a model of the old inputs. A folder
+    without the stamp is treated as foreign. Returns True when checkpoints were deleted.
+    """
+    root, path = Path(root), Path(root) / stamp
+    stale = root.is_dir() and (not path.is_file() or path.read_text().strip() != fingerprint)
+    if stale:
+        logger.warning("%s holds checkpoints of other code or data: starting anew", root)
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(fingerprint + "\n")
+    return stale
+
+
 def write_dir_atomically(final: Path, write: Callable[[Path], None]) -> None:
     """Fill a temporary sibling of ``final`` with ``write(tmp)``, then rename it to ``final``."""
     tmp = final.with_name(TMP_PREFIX + final.name)

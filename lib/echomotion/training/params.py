@@ -36,6 +36,12 @@ class TrainParams(Section):
     keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
     log_every: int = Field(10, ge=1, description="Steps between rows of the training curve.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank.")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        description="Seed of this run (initial weights, data order); None: shared.seed. "
+        "A seed study of one stage: dvc exp run -S <stage>.train.seed=N.",
+    )
 
     @field_validator("mixed_precision", mode="before")
     @classmethod

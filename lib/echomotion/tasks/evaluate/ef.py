@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from echomotion.evaluation import (
     regression_metrics,
 )
 from echomotion.training import train_section
+from echomotion.training.checkpoint import discard_other_inputs
 
 from .data import EvalData, EvaluatePaths
 from .params import EFParams, EvaluateParams
@@ -34,20 +34,6 @@ def _fingerprint(*parts: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _forget_other_data(out_dir: Path, fingerprint: str) -> None:
-    """Drop checkpoints trained on other data (the loop only checks the dataset length).
-
-    The fingerprint lives inside ``checkpoints/``, so it persists (and goes) with them.
-    """
-    checkpoints = out_dir / "checkpoints"
-    stamp = checkpoints / "data_fingerprint.txt"
-    if checkpoints.is_dir() and (not stamp.is_file() or stamp.read_text().strip() != fingerprint):
-        log.warning("%s holds checkpoints of other data: starting anew", checkpoints)
-        shutil.rmtree(checkpoints)
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fingerprint + "\n")
-
-
 def train_ef(
     dataset: Dataset,
     fingerprint: str,
@@ -58,7 +44,8 @@ def train_ef(
     name: str,
 ) -> EFRegressor:
     """Train (or resume) an EF regressor on ``dataset``; return it in eval mode."""
-    _forget_other_data(out_dir, fingerprint)
+    # the loop only checks the dataset length: drop checkpoints trained on other data
+    discard_other_inputs(out_dir / "checkpoints", fingerprint, stamp="data_fingerprint.txt")
     torch.manual_seed(seed)
     model = EFRegressor.from_params(params.model)
     train_section(

@@ -37,11 +37,12 @@ class FlowTrainParams(Section):
     crop: int | None = Field(64, ge=16, description="Random square crop side; None: whole frames.")
     eval_videos: int = Field(4, ge=0, description="VAL videos scored after each checkpoint.")
     train: TrainParams = TrainParams(
-        steps=400,
+        steps=800,
         batch_size=4,
         lr=4e-3,
         warmup_steps=20,
         lr_schedule="cosine",
+        ema_decay=0.99,
         checkpoint_every=100,
         log_every=10,
     )

@@ -26,7 +26,7 @@ class MAFETrainParams(Section):
     )
     eval_batch_size: int = Field(16, ge=1, description="Triplets per forward pass in evaluation.")
     train: TrainParams = TrainParams(
-        steps=150,
+        steps=300,
         batch_size=8,
         lr=1e-3,
         weight_decay=1e-4,
