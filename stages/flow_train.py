@@ -1,7 +1,7 @@
 """Stage `flow_train`: data/prepared/videos.zarr -> models/flow (PWCLite, no labels)."""
 
 from echomotion.config import write_used_params
-from echomotion.stage import fresh_checkpoints, start, train_seed, write_json
+from echomotion.stage import fresh_checkpoints, start, write_json
 from echomotion.tasks.flow.train import train_flow
 
 OUT = "models/flow"
@@ -16,7 +16,7 @@ def main() -> None:
         params.flow_train,
         out_dir=OUT,
         log_file="plots/flow_train/train.tsv",
-        seed=train_seed(params, params.flow_train),
+        seed=params.flow_train.train.seed_or(params.shared.seed),
     )
     write_used_params(params.flow_train, f"{OUT}/params_used.json")
     write_json("metrics/flow_train.json", report.as_dict())

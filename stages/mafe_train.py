@@ -1,7 +1,7 @@
 """Stage `mafe_train`: ED/mid/ES triplets + pseudo flow and ReID labels -> models/mafe/."""
 
 from echomotion.config import write_used_params
-from echomotion.stage import fresh_checkpoints, start, train_seed, write_json
+from echomotion.stage import fresh_checkpoints, start, write_json
 from echomotion.tasks.mafe import train_mafe
 
 OUT = "models/mafe"
@@ -16,7 +16,7 @@ def main() -> None:
         "data/pseudo/reid.zarr",
         params.mafe_train,
         out_dir=OUT,
-        seed=train_seed(params, params.mafe_train),
+        seed=params.mafe_train.train.seed_or(params.shared.seed),
         log_file="plots/mafe_train/train.tsv",
         truth_path="data/phantom/truth.zarr",
     )

@@ -7,7 +7,7 @@ One process: `python stages/mcdm_train.py`; several: `accelerate launch --multi_
 from accelerate import PartialState
 
 from echomotion.config import write_used_params
-from echomotion.stage import fresh_checkpoints, start, train_seed, write_json
+from echomotion.stage import fresh_checkpoints, start, write_json
 from echomotion.tasks.generator import train_mcdm
 
 OUT = "models/mcdm"
@@ -23,7 +23,7 @@ def main() -> None:
         params.mcdm_train,
         out_dir=OUT,
         log_file="plots/mcdm_train/train.tsv",
-        seed=train_seed(params, params.mcdm_train),
+        seed=params.mcdm_train.train.seed_or(params.shared.seed),
     )
     if PartialState().is_main_process:
         write_used_params(params.mcdm_train, f"{OUT}/params_used.json")

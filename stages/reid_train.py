@@ -1,7 +1,7 @@
 """Stage `reid_train`: data/prepared/videos.zarr -> models/reid (identity = TRAIN video)."""
 
 from echomotion.config import write_used_params
-from echomotion.stage import fresh_checkpoints, start, train_seed, write_json
+from echomotion.stage import fresh_checkpoints, start, write_json
 from echomotion.tasks.reid import train_reid
 
 OUT = "models/reid"
@@ -14,7 +14,7 @@ def main() -> None:
         "data/prepared/videos.zarr",
         params.reid_train,
         out_dir=OUT,
-        seed=train_seed(params, params.reid_train),
+        seed=params.reid_train.train.seed_or(params.shared.seed),
         log_file="plots/reid_train/train.tsv",
     )
     write_used_params(params.reid_train, f"{OUT}/params_used.json")

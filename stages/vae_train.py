@@ -1,7 +1,7 @@
 """Stage `vae_train`: data/prepared/videos.zarr (TRAIN frames) -> models/vae/model."""
 
 from echomotion.config import write_used_params
-from echomotion.stage import fresh_checkpoints, start, train_seed, write_json
+from echomotion.stage import fresh_checkpoints, start, write_json
 from echomotion.tasks.generator import train_vae
 
 OUT = "models/vae"
@@ -15,7 +15,7 @@ def main() -> None:
         params.vae_train,
         out_dir=OUT,
         log_file="plots/vae_train/train.tsv",
-        seed=train_seed(params, params.vae_train),
+        seed=params.vae_train.train.seed_or(params.shared.seed),
     )
     write_used_params(params.vae_train, f"{OUT}/params_used.json")
     write_json("metrics/vae.json", metrics)

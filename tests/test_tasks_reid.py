@@ -35,13 +35,7 @@ EVAL_FRAMES = 4
 TINY_MODEL = ReIDModelParams(widths=(8, 16), blocks=(1, 1), stem_stride=2, embedding_dim=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The machine is shared: tiny convolutions run best on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_params(steps: int) -> ReIDTrainParams:

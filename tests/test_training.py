@@ -366,3 +366,8 @@ def test_checkpoints_of_other_inputs_are_discarded(tmp_path):
     ckpt.discard_other_inputs(tmp_path / "checkpoints", "other", stamp="data_fingerprint.txt")
     assert not step.exists()
     assert (tmp_path / "checkpoints" / "data_fingerprint.txt").read_text().strip() == "other"
+
+
+def test_a_runs_own_seed_overrides_the_shared_one():
+    assert make_params().seed_or(1234) == 1234
+    assert make_params(seed=0).seed_or(1234) == 0

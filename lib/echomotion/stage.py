@@ -26,12 +26,6 @@ def start(name: str, params_path: str | Path = "params.yaml") -> Params:
     return load_params(params_path)
 
 
-def train_seed(params: Params, section: Any) -> int:
-    """The seed of a stage's training: ``section.train.seed``, else ``shared.seed``."""
-    own = section.train.seed
-    return params.shared.seed if own is None else own
-
-
 def _clean(value: Any) -> Any:
     """JSON has no NaN: write null so `dvc metrics` can read every file."""
     if isinstance(value, dict):

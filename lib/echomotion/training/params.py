@@ -43,6 +43,10 @@ class TrainParams(Section):
         "A seed study of one stage: dvc exp run -S <stage>.train.seed=N.",
     )
 
+    def seed_or(self, default: int) -> int:
+        """This run's seed: ``seed`` when set, else ``default`` (the pipeline's shared seed)."""
+        return default if self.seed is None else self.seed
+
     @field_validator("mixed_precision", mode="before")
     @classmethod
     def _yaml_no(cls, value: object) -> object:

@@ -93,7 +93,7 @@ def evaluate(params: EvaluateParams, paths: EvaluatePaths, seed: int) -> dict[st
     reid = ReIDEncoder.from_pretrained(paths.reid).eval()
     mafe = MAFE.from_pretrained(paths.mafe).eval()
     # 2. EF regressors: real TRAIN, and synthetic only (downstream protocol)
-    ef_seed = seed if params.ef.train.seed is None else params.ef.train.seed
+    ef_seed = params.ef.train.seed_or(seed)
     ef_real = train_real_ef(data, params, paths, ef_seed)
     ef_syn = train_synthetic_ef(data, params, paths, ef_seed) if params.ef.downstream else None
     # 3. realism
