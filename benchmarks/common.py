@@ -19,7 +19,7 @@ def phantom_root(work: Path) -> Path:
     root = REPO / "data/phantom/echonet"
     if (root / "FileList.csv").is_file():
         return root
-    from echomotion.phantom import generate_phantom
+    from echomotion.phantom.writer import generate_phantom
 
     params = load_params(REPO / "params.yaml")
     if not (work / "phantom/echonet/FileList.csv").is_file():

@@ -20,9 +20,10 @@ import torch
 from common import REPO, best_of, phantom_root, quiet
 from echomotion.config import load_params
 from echomotion.data import TripletDataset, to_tensor
-from echomotion.mafe import MAFE
+from echomotion.mafe.model import MAFE
 from echomotion.prepare import prepare_dataset
-from echomotion.tasks.mafe import compute_vectors, ed_es_pairs, load_mafe
+from echomotion.tasks.mafe.features import compute_vectors, ed_es_pairs
+from echomotion.tasks.mafe.train import load_mafe
 
 
 def videos_store(work: Path) -> Path:

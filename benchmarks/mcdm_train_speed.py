@@ -20,10 +20,12 @@ import torch
 
 from common import REPO, device_args, parse_device_args
 from echomotion.config import load_params, validate_params
-from echomotion.diffusion import MCDMModelParams, build_scheduler, build_unet, mcdm_loss
+from echomotion.diffusion.losses import build_scheduler, mcdm_loss
+from echomotion.diffusion.params import MCDMModelParams
+from echomotion.diffusion.unet import build_unet
 from echomotion.preset import load_preset
-from echomotion.tasks.generator import MCDMTrainParams
-from echomotion.training import train
+from echomotion.tasks.generator.params import MCDMTrainParams
+from echomotion.training.loop import train
 
 
 def preset_params(preset: str | None):

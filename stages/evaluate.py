@@ -2,7 +2,8 @@
 
 from echomotion.config import write_used_params
 from echomotion.stage import start, write_json
-from echomotion.tasks.evaluate import EvaluatePaths, evaluate
+from echomotion.tasks.evaluate.data import EvaluatePaths
+from echomotion.tasks.evaluate.run import evaluate
 
 
 def main() -> None:

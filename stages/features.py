@@ -2,7 +2,7 @@
 
 from echomotion.config import write_used_params
 from echomotion.stage import start, write_json
-from echomotion.tasks.mafe import export_features
+from echomotion.tasks.mafe.features import export_features
 
 OUT = "data/features.zarr"
 

@@ -1,8 +1,9 @@
 """Stage `flow_train`: data/prepared/videos.zarr -> models/flow (PWCLite, no labels)."""
 
 from echomotion.config import write_used_params
-from echomotion.stage import fresh_checkpoints, start, write_json
+from echomotion.stage import start, write_json
 from echomotion.tasks.flow.train import train_flow
+from echomotion.training.fingerprint import fresh_checkpoints
 
 OUT = "models/flow"
 

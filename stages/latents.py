@@ -1,7 +1,7 @@
 """Stage `latents`: data/prepared/videos.zarr + models/vae/model -> data/latents.zarr."""
 
 from echomotion.stage import start, write_json
-from echomotion.tasks.generator import encode_videos
+from echomotion.tasks.generator.latents import encode_videos
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """Stage `mafe_train`: ED/mid/ES triplets + pseudo flow and ReID labels -> models/mafe/."""
 
 from echomotion.config import write_used_params
-from echomotion.stage import fresh_checkpoints, start, write_json
-from echomotion.tasks.mafe import train_mafe
+from echomotion.stage import start, write_json
+from echomotion.tasks.mafe.train import train_mafe
+from echomotion.training.fingerprint import fresh_checkpoints
 
 OUT = "models/mafe"
 

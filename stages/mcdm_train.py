@@ -7,8 +7,9 @@ One process: `python stages/mcdm_train.py`; several: `accelerate launch --multi_
 from accelerate import PartialState
 
 from echomotion.config import write_used_params
-from echomotion.stage import fresh_checkpoints, start, write_json
-from echomotion.tasks.generator import train_mcdm
+from echomotion.stage import start, write_json
+from echomotion.tasks.generator.mcdm import train_mcdm
+from echomotion.training.fingerprint import fresh_checkpoints
 
 OUT = "models/mcdm"
 

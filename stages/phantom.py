@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from echomotion.config import write_used_params
-from echomotion.phantom import generate_phantom
+from echomotion.phantom.writer import generate_phantom
 from echomotion.stage import start, write_json
 
 OUT = Path("data/phantom")

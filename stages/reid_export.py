@@ -3,7 +3,7 @@ held-out retrieval metrics (metrics/reid.json)."""
 
 from echomotion.config import write_used_params
 from echomotion.stage import start, write_json
-from echomotion.tasks.reid import export_reid
+from echomotion.tasks.reid.export import export_reid
 
 OUT = "data/pseudo/reid.zarr"
 

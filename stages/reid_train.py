@@ -1,8 +1,9 @@
 """Stage `reid_train`: data/prepared/videos.zarr -> models/reid (identity = TRAIN video)."""
 
 from echomotion.config import write_used_params
-from echomotion.stage import fresh_checkpoints, start, write_json
-from echomotion.tasks.reid import train_reid
+from echomotion.stage import start, write_json
+from echomotion.tasks.reid.train import train_reid
+from echomotion.training.fingerprint import fresh_checkpoints
 
 OUT = "models/reid"
 

@@ -2,7 +2,7 @@
 
 from echomotion.config import write_used_params
 from echomotion.stage import start, write_json
-from echomotion.tasks.generator import sample_dataset
+from echomotion.tasks.generator.sample import sample_dataset
 
 OUT = "data/synthetic"
 

@@ -1,8 +1,9 @@
 """Stage `vae_train`: data/prepared/videos.zarr (TRAIN frames) -> models/vae/model."""
 
 from echomotion.config import write_used_params
-from echomotion.stage import fresh_checkpoints, start, write_json
-from echomotion.tasks.generator import train_vae
+from echomotion.stage import start, write_json
+from echomotion.tasks.generator.vae import train_vae
+from echomotion.training.fingerprint import fresh_checkpoints
 
 OUT = "models/vae"
 

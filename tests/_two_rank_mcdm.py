@@ -22,8 +22,9 @@ INPUTS, OUT, RECORD = (Path(a).resolve() for a in sys.argv[1:4])
 RANK = int(os.environ["RANK"])
 WRITES = spy_on_writes(OUT, RANK)  # before the training code binds the writers
 
-from echomotion.tasks.generator import MCDMTrainParams, train_mcdm  # noqa: E402
 from echomotion.tasks.generator import mcdm as mcdm_module  # noqa: E402
+from echomotion.tasks.generator.mcdm import train_mcdm  # noqa: E402
+from echomotion.tasks.generator.params import MCDMTrainParams  # noqa: E402
 
 
 def main() -> None:

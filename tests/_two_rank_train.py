@@ -21,7 +21,8 @@ OUT, RECORD = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
 RANK = int(os.environ["RANK"])
 WRITES = spy_on_writes(OUT, RANK)  # before the training package binds the writers
 
-from echomotion.training import TrainParams, train  # noqa: E402
+from echomotion.training.loop import train  # noqa: E402
+from echomotion.training.params import TrainParams  # noqa: E402
 
 
 class Points(torch.utils.data.Dataset):

@@ -98,7 +98,7 @@ def tiny_dataset(tmp_path_factory) -> dict[str, Path]:
     every stage test. Returns paths: ``phantom`` (dir), ``truth`` (truth.zarr),
     ``root`` (EchoNet layout) and ``videos`` (the prepared store)."""
     from echomotion.config import PhantomParams, PrepareParams
-    from echomotion.phantom import generate_phantom
+    from echomotion.phantom.writer import generate_phantom
     from echomotion.prepare import prepare_dataset
 
     work = tmp_path_factory.mktemp("tiny")

@@ -10,40 +10,47 @@ import torch
 from scipy.stats import special_ortho_group
 
 from echomotion.echonet import TableError
-from echomotion.evaluation import (
+from echomotion.evaluation.ef_regressor import (
     ArrayClipDataset,
-    EFClipFeatures,
     EFRegressor,
-    ReIDFrameFeatures,
-    TorchScriptExtractorParams,
-    TorchScriptFeatures,
-    VideoSet,
-    cosine_matrix,
-    draw_clips,
-    draw_frames,
-    ed_es_or_detect,
     ef_loss,
-    epe_matrix,
-    extract,
-    flag,
-    frechet_distance,
-    frechet_distance_from_stats,
-    gather_clips,
-    gather_frames,
-    matched_and_mismatched,
-    max_similarity,
     predict_ef,
-    privacy_threshold,
-    read_synthetic_table,
     regression_metrics,
+)
+from echomotion.evaluation.extractors import (
+    EFClipFeatures,
+    ReIDFrameFeatures,
+    TorchScriptFeatures,
+    extract,
+)
+from echomotion.evaluation.frechet import frechet_distance, frechet_distance_from_stats
+from echomotion.evaluation.motion_fidelity import (
+    cosine_matrix,
+    ed_es_or_detect,
+    epe_matrix,
+    matched_and_mismatched,
     retrieval_top1,
-    similarity_histogram,
     standardise,
+)
+from echomotion.evaluation.params import TorchScriptExtractorParams
+from echomotion.evaluation.privacy import (
+    flag,
+    max_similarity,
+    privacy_threshold,
+    similarity_histogram,
     video_embeddings,
     write_filtered_dataset,
 )
-from echomotion.evaluation.videos import clip_frame_indices
-from echomotion.reid import ReIDEncoder
+from echomotion.evaluation.synthetic import read_synthetic_table
+from echomotion.evaluation.videos import (
+    VideoSet,
+    clip_frame_indices,
+    draw_clips,
+    draw_frames,
+    gather_clips,
+    gather_frames,
+)
+from echomotion.reid.model import ReIDEncoder
 from echomotion.video import write_video
 
 TINY_REID = {"widths": (8, 16), "blocks": (1, 1), "stem_stride": 2, "embedding_dim": 16}

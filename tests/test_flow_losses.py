@@ -8,10 +8,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from echomotion.flow import (
-    FlowLossParams,
-    PWCLite,
-    backward_warp,
+from echomotion.flow.losses import (
     census_distance,
     fit_segment_motion,
     non_occlusion_mask,
@@ -20,6 +17,9 @@ from echomotion.flow import (
     smoothness_loss,
     unsupervised_flow_loss,
 )
+from echomotion.flow.ops import backward_warp
+from echomotion.flow.params import FlowLossParams
+from echomotion.flow.pwc import PWCLite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,17 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from echomotion.flow import (
-    DISFlow,
-    FarnebackFlow,
-    FlowLossParams,
-    FlowProviderParams,
-    NetworkFlow,
-    PWCLite,
-    end_point_error,
-    make_flow_provider,
-    unsupervised_flow_loss,
-)
+from echomotion.flow.classical import DISFlow, FarnebackFlow, NetworkFlow, make_flow_provider
+from echomotion.flow.losses import unsupervised_flow_loss
+from echomotion.flow.metrics import end_point_error
+from echomotion.flow.params import FlowLossParams, FlowProviderParams
+from echomotion.flow.pwc import PWCLite
 
 TINY = {
     "pyramid_channels": (8, 16, 24),

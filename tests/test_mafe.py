@@ -6,14 +6,15 @@ import pydantic
 import pytest
 import torch
 
-from echomotion.mafe import MAFE, PAPER_MAFE, MAFELossParams, MAFEModelParams, mafe_loss
 from echomotion.mafe.attention import (
     InterFrameAttention,
     MotionFormerBlock,
     coordinate_grid,
     window_attention_mask,
 )
-from echomotion.mafe.losses import flow_loss, laplacian_l1, reid_loss
+from echomotion.mafe.losses import flow_loss, laplacian_l1, mafe_loss, reid_loss
+from echomotion.mafe.model import MAFE, PAPER_MAFE
+from echomotion.mafe.params import MAFELossParams, MAFEModelParams
 
 TINY = MAFEModelParams(
     embed_dim=4, depths=(1, 1, 2, 2), num_heads=(1, 2), window_size=4, reid_dim=8

@@ -14,14 +14,8 @@ import pytest
 import torch
 
 from echomotion.flow.ops import backward_warp
-from echomotion.mafe.augment import (
-    MAFEAugmentParams,
-    augment_batch,
-    hflip,
-    rot90,
-    time_swap,
-    vflip,
-)
+from echomotion.mafe.augment import augment_batch, hflip, rot90, time_swap, vflip
+from echomotion.mafe.params import MAFEAugmentParams
 
 SIZE = 40
 CROP = 6  # border where x + flow(x) may leave the frame

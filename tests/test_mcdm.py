@@ -3,18 +3,10 @@
 import pytest
 import torch
 
-from echomotion.diffusion import (
-    MCDMLossParams,
-    MCDMModelParams,
-    NoiseScheduleParams,
-    build_scheduler,
-    build_unet,
-    crop_to,
-    drop_motion,
-    mcdm_loss,
-    pad_to_multiple,
-    unet_predict,
-)
+from echomotion.diffusion.conditioning import drop_motion
+from echomotion.diffusion.losses import build_scheduler, mcdm_loss
+from echomotion.diffusion.params import MCDMLossParams, MCDMModelParams, NoiseScheduleParams
+from echomotion.diffusion.unet import build_unet, crop_to, pad_to_multiple, unet_predict
 
 D = 16
 

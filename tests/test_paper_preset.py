@@ -65,11 +65,11 @@ def test_unknown_preset_and_bad_values_are_refused(tmp_path):
 
 @torch.no_grad()
 def test_every_paper_model_runs_at_paper_shapes(paper):
-    from echomotion.diffusion import build_unet, build_vae
     from echomotion.diffusion.conditioning import added_time_ids
-    from echomotion.diffusion.unet import unet_predict
-    from echomotion.flow import PWCLite
-    from echomotion.mafe import MAFE
+    from echomotion.diffusion.unet import build_unet, unet_predict
+    from echomotion.diffusion.vae import build_vae
+    from echomotion.flow.pwc import PWCLite
+    from echomotion.mafe.model import MAFE
     from echomotion.tasks.reid.train import build_encoder
 
     size = paper.prepare.size

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from echomotion.config import PhantomParams
-from echomotion.phantom import LABELS, TRUTH_SCHEMA, flow_between, generate_phantom
+from echomotion.phantom.anatomy import LABELS
+from echomotion.phantom.motion import flow_between
 from echomotion.phantom.simulate import simulate_video
+from echomotion.phantom.writer import TRUTH_SCHEMA, generate_phantom
 from echomotion.store import RaggedStore
 from echomotion.video import read_video
 

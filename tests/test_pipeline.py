@@ -13,20 +13,12 @@ from diffusers import (
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils.torch_utils import randn_tensor
 
-from echomotion.diffusion import (
-    MCDMModelParams,
-    MotionConditionedVideoPipeline,
-    NoiseScheduleParams,
-    VAEModelParams,
-    added_time_ids,
-    build_scheduler,
-    build_unet,
-    build_vae,
-    encode_images,
-    frames_to_images,
-    unet_predict,
-    window_starts,
-)
+from echomotion.diffusion.conditioning import added_time_ids
+from echomotion.diffusion.losses import build_scheduler
+from echomotion.diffusion.params import MCDMModelParams, NoiseScheduleParams, VAEModelParams
+from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline, window_starts
+from echomotion.diffusion.unet import build_unet, unet_predict
+from echomotion.diffusion.vae import build_vae, encode_images, frames_to_images
 
 D, WINDOW, SIZE = 16, 3, 32  # motion dim, training window, frame size (latents 4x4)
 
@@ -87,7 +79,14 @@ def test_save_load_round_trip_is_identical(pipe, tmp_path):
     torch.testing.assert_close(loaded.mafe.proj.weight, pipe.mafe.proj.weight)
     assert loaded.scheduler.config.prediction_type == "v_prediction"
     kwargs = {"reference": frames(1), "motion": motion(1), "output_type": "latent"}
-    torch.testing.assert_close(run(loaded, **kwargs), run(pipe, **kwargs), rtol=0, atol=0)
+    before, after = run(pipe, **kwargs), run(loaded, **kwargs)
+    # Not bit-equal by design: the loaded weights are equal, but they sit in other memory
+    # (safetensors buffers, other alignment), so oneDNN may block and sum the convolutions
+    # in another order; each float32 op then differs by a few ulps, compounded over the
+    # UNet's layers and the sampler's steps (2.8e-6 seen with diffusers 0.42.1). A wrong
+    # weight, config or scheduler would move the latents by orders of magnitude more.
+    eps = torch.finfo(torch.float32).eps
+    torch.testing.assert_close(after, before, rtol=0, atol=2**6 * eps * float(before.abs().max()))
 
 
 def test_pipeline_without_mafe(pipe, tmp_path):

@@ -42,6 +42,19 @@ def sh(cwd: Path, *args: str) -> str:
     return out.stdout + out.stderr
 
 
+def tiny_repo(dst: Path) -> Path:
+    """A copy of the repository at ``dst`` with the tiny preset's params, committed to a
+    new git repo (what `dvc exp run` needs)."""
+    shutil.copytree(REPO, dst, ignore=IGNORE)
+    sh(dst, sys.executable, "-m", "echomotion.preset", "tiny", "--write")
+    sh(dst, "git", "init", "-q")
+    sh(dst, "git", "config", "user.email", "ci@example.invalid")
+    sh(dst, "git", "config", "user.name", "ci")
+    sh(dst, "git", "add", "-A")
+    sh(dst, "git", "commit", "-qm", "tiny pipeline")
+    return dst
+
+
 def ran(log: str) -> set[str]:
     return set(re.findall(r"Running stage '([a-z_]+)'", log))
 
@@ -54,14 +67,7 @@ def back_to_head(repo: Path) -> None:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    dst = tmp_path_factory.mktemp("e2e") / "repo"
-    shutil.copytree(REPO, dst, ignore=IGNORE)
-    sh(dst, sys.executable, "-m", "echomotion.preset", "tiny", "--write")
-    sh(dst, "git", "init", "-q")
-    sh(dst, "git", "config", "user.email", "ci@example.invalid")
-    sh(dst, "git", "config", "user.name", "ci")
-    sh(dst, "git", "add", "-A")
-    sh(dst, "git", "commit", "-qm", "tiny pipeline")
+    dst = tiny_repo(tmp_path_factory.mktemp("e2e") / "repo")
     sh(dst, "dvc", "repro")
     sh(dst, "git", "add", "-A")
     sh(dst, "git", "commit", "-qm", "tiny results")

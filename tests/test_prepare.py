@@ -175,3 +175,67 @@ def test_check_file_name(name, ok):
     else:
         with pytest.raises(ValueError):
             check_file_name(name)
+
+
+@pytest.mark.parametrize("policy", ["repeat", "native"])
+def test_low_fps_policy_and_the_resampling_report(echonet_root, tmp_path, policy):
+    root = echonet_root.add("slow", n_frames=16, fps=8.33).add("fast", n_frames=60, fps=60.0)
+    root = root.add("same", n_frames=30, fps=25.0).add("nofps", n_frames=16, fps=8.0, FPS="")
+    params = PARAMS.model_copy(update={"low_fps": policy})
+    report, store, rejects = run(root.write(), tmp_path, params)
+    assert not rejects and report.accepted == 4
+    slow, fast, same, nofps = (store.row(i) for i in range(4))
+    # above the target: always downsampled (60 -> 25 fps: 60 frames -> 25)
+    assert fast["fps"] == 25.0 and fast["n_frames"] == 25 and same["n_frames"] == 30
+    assert report.downsampled == 1 and report.downsample_factor_max == pytest.approx(2.4)
+    if policy == "repeat":  # today's behaviour: 16 frames at 8.33 fps -> 46 at 25 fps
+        assert slow["fps"] == 25.0 and slow["n_frames"] == 46
+        assert nofps["fps"] == 25.0 and nofps["source_fps"] == 8.0  # the container's rate
+        assert (report.upsampled, report.kept_source_rate, report.below_target_kept_native) == (
+            2,
+            1,
+            0,
+        )
+        assert report.upsample_factor_max == pytest.approx(25 / 8)
+    else:  # kept at their own rate, the rate recorded
+        assert slow["fps"] == pytest.approx(8.33) and slow["n_frames"] == 16
+        assert nofps["fps"] == 8.0 and nofps["n_frames"] == 16
+        assert (report.upsampled, report.kept_source_rate, report.below_target_kept_native) == (
+            0,
+            3,
+            2,
+        )
+        assert math.isnan(report.upsample_factor_max)
+    assert report.fps_histogram == {
+        "0-10": 2, "10-20": 0, "20-30": 1, "30-40": 0, "40-50": 0, "50-60": 0, "60+": 1,
+    }  # fmt: skip
+    assert report.frame_size_histogram == {"64x64": 4}
+    assert report.source_fps_min == 8.0 and report.source_fps_max == 60.0
+
+
+def test_source_histograms_and_plots(tmp_path):
+    from echomotion.prepare import PrepareReport, source_histograms, write_source_plots
+
+    by_fps, by_size = source_histograms(
+        [8.3, 50.0, 50.0, 60.0], [(120, 160), (0, 0), (112, 112)] * 1 + [(112, 112)]
+    )
+    assert by_fps["0-10"] == 1 and by_fps["50-60"] == 2 and by_fps["60+"] == 1
+    assert list(by_size.items()) == [("112x112", 2), ("120x160", 1), ("unknown", 1)]
+    report = PrepareReport(
+        1,
+        1,
+        0,
+        10,
+        1,
+        0,
+        0,
+        1,
+        math.nan,
+        math.nan,
+        fps_histogram=by_fps,
+        frame_size_histogram=by_size,
+    )
+    write_source_plots(report, tmp_path / "plots")
+    rows = list(csv.DictReader((tmp_path / "plots/frame_size.csv").open()))
+    assert rows[0] == {"frame_size": "112x112", "videos": "2"}
+    assert (tmp_path / "plots/source_fps.csv").read_text().startswith("fps_bin,videos\n0-10,1\n")

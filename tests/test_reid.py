@@ -12,17 +12,12 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch.utils.data import DataLoader
 
-from echomotion.reid import (
-    FrameIdentityDataset,
-    PKBatchSampler,
-    ReIDEncoder,
-    ReIDLossParams,
-    batch_hard_triplet_loss,
-    expected_random_ap,
-    label_smoothed_cross_entropy,
-    rank1_and_map,
-    reid_loss,
-)
+from echomotion.reid.dataset import FrameIdentityDataset
+from echomotion.reid.losses import batch_hard_triplet_loss, label_smoothed_cross_entropy, reid_loss
+from echomotion.reid.metrics import expected_random_ap, rank1_and_map
+from echomotion.reid.model import ReIDEncoder
+from echomotion.reid.params import ReIDLossParams
+from echomotion.reid.sampler import PKBatchSampler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

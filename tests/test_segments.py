@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from echomotion.flow import ClassicalSegments, SamSegments, SegmentParams, make_segment_provider
-from echomotion.flow.segments import sector_mask
+from echomotion.flow.params import SegmentParams
+from echomotion.flow.segments import (
+    ClassicalSegments,
+    SamSegments,
+    make_segment_provider,
+    sector_mask,
+)
 
 HAS_SAM = importlib.util.find_spec("segment_anything") is not None
 SIZE = 112

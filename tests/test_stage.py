@@ -1,4 +1,4 @@
-"""Checkpoints tied to a stage's dependencies (echomotion.stage.fresh_checkpoints)."""
+"""Checkpoints tied to a stage's dependencies (echomotion.training.fingerprint)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from echomotion.stage import dependency_fingerprint, fresh_checkpoints
+from echomotion.training.fingerprint import dependency_fingerprint, fresh_checkpoints
 
 DVC_YAML = """
 stages:

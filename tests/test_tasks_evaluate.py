@@ -10,27 +10,30 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from echomotion.evaluation import EFRegressorParams, TorchScriptExtractorParams
-from echomotion.flow import FlowProviderParams, PWCLite
-from echomotion.mafe import MAFE, MAFEModelParams
-from echomotion.reid import ReIDEncoder
+from echomotion.evaluation.params import EFRegressorParams, TorchScriptExtractorParams
+from echomotion.flow.params import FlowProviderParams
+from echomotion.flow.pwc import PWCLite
+from echomotion.mafe.model import MAFE
+from echomotion.mafe.params import MAFEModelParams
+from echomotion.reid.model import ReIDEncoder
 from echomotion.stage import write_json
 from echomotion.store import RaggedStore, RaggedStoreWriter
-from echomotion.tasks.evaluate import (
+from echomotion.tasks.evaluate.data import EvaluatePaths
+from echomotion.tasks.evaluate.params import (
     EFParams,
     EvaluateParams,
-    EvaluatePaths,
     MotionParams,
     PrivacyParams,
     RealismParams,
-    evaluate,
 )
-from echomotion.training import TrainParams
+from echomotion.tasks.evaluate.run import evaluate
+from echomotion.training.params import TrainParams
 from echomotion.video import write_video
 
 SPLITS = ["TRAIN"] * 4 + ["VAL"] + ["TEST"] * 3
@@ -133,12 +136,9 @@ def tiny_params(tmp_path, steps: int = 4, flow: str = "dis") -> EvaluateParams:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def run(tiny_dataset, tmp_path_factory):
-    """Fake inputs, then one evaluate() call; returns (paths, metrics, tmp dir)."""
-    tmp = tmp_path_factory.mktemp("evaluate")
-    torch.manual_seed(0)
-    store = write_store(tiny_dataset, tmp / "videos.zarr")
+def evaluate_on(store, tmp: Path):
+    """Random tiny ReID / MAFE / flow networks, features and a synthetic set from ``store``,
+    then one evaluate() call; returns (paths, metrics)."""
     mafe = MAFE.from_params(TINY_MAFE).eval()
     paths = EvaluatePaths(
         videos=tmp / "videos.zarr", synthetic=tmp / "synthetic", features=tmp / "features.zarr",
@@ -151,7 +151,16 @@ def run(tiny_dataset, tmp_path_factory):
     write_features(store, mafe, paths.features)
     write_synthetic(store, paths.synthetic)
     metrics = evaluate(tiny_params(tmp), paths, seed=0)
-    write_json(tmp / "eval.json", metrics)
+    write_json(tmp / "eval.json", metrics)  # valid metrics JSON, skipped entries included
+    return paths, metrics
+
+
+@pytest.fixture(scope="module")
+def run(tiny_dataset, tmp_path_factory):
+    """Fake inputs, then one evaluate() call; returns (paths, metrics, tmp dir)."""
+    tmp = tmp_path_factory.mktemp("evaluate")
+    torch.manual_seed(0)
+    paths, metrics = evaluate_on(write_store(tiny_dataset, tmp / "videos.zarr"), tmp)
     return paths, metrics, tmp
 
 

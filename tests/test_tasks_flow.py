@@ -12,23 +12,19 @@ import torch.nn.functional as F
 from conftest import REPO
 from echomotion.config import load_params
 from echomotion.data import TripletDataset, midway
-from echomotion.flow import (
-    FlowLossParams,
-    FlowProviderParams,
-    NetworkFlow,
-    PWCLite,
-    SegmentParams,
-    photometric_loss,
-)
-from echomotion.phantom import flow_between
+from echomotion.flow.classical import NetworkFlow
+from echomotion.flow.losses import photometric_loss
+from echomotion.flow.params import FlowLossParams, FlowProviderParams, SegmentParams
+from echomotion.flow.pwc import PWCLite
+from echomotion.phantom.motion import flow_between
 from echomotion.prepare import resample_indices
 from echomotion.store import RaggedStore, RaggedStoreWriter
-from echomotion.tasks.flow import FlowExportParams, FlowTrainParams, PWCLiteParams
 from echomotion.tasks.flow.export import export_flow
 from echomotion.tasks.flow.pairs import FlowPairDataset
+from echomotion.tasks.flow.params import FlowExportParams, FlowTrainParams, PWCLiteParams
 from echomotion.tasks.flow.train import train_flow
 from echomotion.tasks.flow.truth import load_truth_pairs, score_provider
-from echomotion.training import TrainParams
+from echomotion.training.params import TrainParams
 
 TINY_MODEL = PWCLiteParams(
     pyramid_channels=(8, 12, 16),

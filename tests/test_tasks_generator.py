@@ -18,26 +18,25 @@ from diffusers import AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler
 from PIL import Image
 
 from echomotion.data import TripletDataset
-from echomotion.diffusion import MCDMModelParams, VAEModelParams, encode_frames
+from echomotion.diffusion.params import MCDMModelParams, VAEModelParams
+from echomotion.diffusion.vae import encode_frames
 from echomotion.echonet import read_file_list
 from echomotion.generate import main as generate_main
-from echomotion.mafe import MAFE, MAFEModelParams
+from echomotion.mafe.model import MAFE
+from echomotion.mafe.params import MAFEModelParams
 from echomotion.store import RaggedStore, RaggedStoreWriter
-from echomotion.tasks.generator import (
-    EXTRA_COLUMNS,
+from echomotion.tasks.generator.conditioning import load_pipeline, sampling_scheduler
+from echomotion.tasks.generator.latents import encode_videos
+from echomotion.tasks.generator.mcdm import train_mcdm
+from echomotion.tasks.generator.params import (
     LatentsParams,
     MCDMTrainParams,
     SampleParams,
     VAETrainParams,
-    encode_videos,
-    generate_videos,
-    load_pipeline,
-    sample_dataset,
-    sampling_scheduler,
-    train_mcdm,
-    train_vae,
 )
-from echomotion.training import TrainParams
+from echomotion.tasks.generator.sample import EXTRA_COLUMNS, generate_videos, sample_dataset
+from echomotion.tasks.generator.vae import train_vae
+from echomotion.training.params import TrainParams
 from echomotion.video import read_video, write_video
 
 HERE = Path(__file__).resolve().parent
@@ -320,3 +319,24 @@ def test_generate_runs_as_a_module(cli_inputs):
     cmd = [sys.executable, "-m", "echomotion.generate", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "missing.avi: file not found" in done.stderr
+
+
+def folder_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_vae_and_mcdm_folders_are_byte_identical_when_trained_again(work, tmp_path):
+    """Same inputs, params and seed, another folder: every file of the VAE and MCDM
+    out_dirs (checkpoints with optimizer state, final models, pipeline) has the same
+    bytes, so DVC's content hashes of these outputs reproduce."""
+    again = tmp_path / "again"
+    train_vae(work["videos"], VAE, out_dir=again / "vae", log_file=again / "vae.tsv", seed=SEED)
+    train_mcdm(
+        work["tmp"] / "latents.zarr", work["tmp"] / "features.zarr", work["tmp"] / "vae/model",
+        mcdm_params(work["dim"]), out_dir=again / "mcdm", log_file=again / "mcdm.tsv", seed=SEED,
+    )  # fmt: skip
+    for name in ("vae", "mcdm"):
+        first, second = folder_bytes(work["tmp"] / name), folder_bytes(again / name)
+        assert sorted(first) == sorted(second)
+        differ = [k for k in first if first[k] != second[k]]
+        assert not differ, f"{name}: files differ between two identical runs: {differ}"

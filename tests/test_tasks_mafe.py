@@ -15,22 +15,19 @@ import echomotion.config  # noqa: F401
 from echomotion.data import TripletDataset, midway
 from echomotion.flow.classical import DISFlow
 from echomotion.flow.ops import backward_warp
-from echomotion.mafe import MAFEAugmentParams, MAFEModelParams
+from echomotion.mafe.params import MAFEAugmentParams, MAFEModelParams
 from echomotion.store import RaggedStore, RaggedStoreWriter
-from echomotion.tasks.mafe import (
-    FeaturesParams,
-    MAFETrainParams,
-    PseudoLabelTriplets,
+from echomotion.tasks.mafe.dataset import PseudoLabelTriplets
+from echomotion.tasks.mafe.features import (
     ef_probe,
     export_features,
     fit_ridge,
     identity_retrieval,
-    interpolation_scores,
-    load_mafe,
     pair_vectors,
-    train_mafe,
 )
-from echomotion.training import TrainParams
+from echomotion.tasks.mafe.params import FeaturesParams, MAFETrainParams
+from echomotion.tasks.mafe.train import interpolation_scores, load_mafe, train_mafe
+from echomotion.training.params import TrainParams
 
 REID_DIM = 16
 TINY_MODEL = MAFEModelParams(embed_dim=4, num_heads=(2, 2), window_size=4, reid_dim=REID_DIM)
@@ -263,9 +260,12 @@ def test_pair_vectors_match_the_model_methods(trained):
 def test_features_metrics_keys(features):
     m = features["metrics"]
     for name in ("motion", "appearance"):
-        assert {"r2_test", "r2_val", "alpha", "n_train", "n_val", "n_test"} == set(
-            m[f"ef_probe_{name}"]
-        )
+        probe = m[f"ef_probe_{name}"]
+        counts = {"n_train", "n_val", "n_test"}
+        if min(probe["n_train"], probe["n_test"]) < 2:  # the tiny set: too few to fit and score
+            assert set(probe) == counts | {"skipped"} and "EF" in probe["skipped"]
+        else:
+            assert set(probe) == counts | {"r2_test", "r2_val", "alpha"}
         retrieval = m[f"retrieval_{name}"]
         assert {"rank1", "mAP", "chance_rank1", "chance_mAP", "n_queries"} == set(retrieval)
         assert retrieval["chance_rank1"] == pytest.approx(1 / m["n_videos"])

@@ -12,23 +12,18 @@ from pydantic import ValidationError
 
 from echomotion.data import TripletDataset, to_tensor
 from echomotion.params import Params
-from echomotion.reid import ReIDEncoder
+from echomotion.reid.model import ReIDEncoder
 from echomotion.store import RaggedStore
-from echomotion.tasks.reid import (
+from echomotion.tasks.reid.export import REID_SCHEMA, check_disjoint, export_reid, untrained_like
+from echomotion.tasks.reid.params import ReIDExportParams, ReIDModelParams, ReIDTrainParams
+from echomotion.tasks.reid.train import (
     IDENTITIES_FILE,
-    REID_SCHEMA,
-    ReIDExportParams,
-    ReIDModelParams,
-    ReIDTrainParams,
     build_encoder,
-    check_disjoint,
     evenly_spaced,
-    export_reid,
     read_identities,
     train_reid,
-    untrained_like,
 )
-from echomotion.training import TrainParams
+from echomotion.training.params import TrainParams
 
 SEED = 5
 EVAL_FRAMES = 4

@@ -18,9 +18,10 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from echomotion.training import ShardedSampler, TrainParams, train
 from echomotion.training import checkpoint as ckpt
-from echomotion.training.data import custom_batches
+from echomotion.training.data import ShardedSampler, custom_batches
+from echomotion.training.loop import train
+from echomotion.training.params import TrainParams
 
 HERE = Path(__file__).resolve().parent
 
@@ -186,20 +187,22 @@ def test_rotation_keeps_newest_and_removes_partial_folders(tmp_path):
     assert result.resumed_from is None  # the partial folder was not taken for a checkpoint
     assert step_dirs(tmp_path) == ["step-0000006", "step-0000007"]
     last = tmp_path / "checkpoints" / "step-0000007"
-    state = torch.load(last / ckpt.STATE_FILE, weights_only=True)
+    state = ckpt.load_state(last / ckpt.STATE_FILE)
     assert state["step"] == 7 and state["data_position"] == 7 and len(state["rng"]) == 1
     names = sorted(p.name for p in last.iterdir())
-    assert names == [ckpt.CURVES_DIR, ckpt.EMA_FILE, "model", ckpt.STATE_FILE]
+    assert names == [
+        ckpt.CURVES_DIR, ckpt.EMA_FILE, "model", ckpt.STATE_FILE, "training_state.safetensors"
+    ]  # fmt: skip
 
 
 def test_crash_while_saving_leaves_no_complete_checkpoint(tmp_path, monkeypatch):
-    calls = []
+    calls, save_state = [], ckpt.save_state
 
     def failing_save(path, state):
         calls.append(path)
         if len(calls) == 2:
             raise OSError("disk full")
-        torch.save(state, path)
+        save_state(path, state)
 
     monkeypatch.setattr(ckpt, "save_state", failing_save)
     with pytest.raises(OSError, match="disk full"):
@@ -371,3 +374,26 @@ def test_checkpoints_of_other_inputs_are_discarded(tmp_path):
 def test_a_runs_own_seed_overrides_the_shared_one():
     assert make_params().seed_or(1234) == 1234
     assert make_params(seed=0).seed_or(1234) == 0
+
+
+def test_training_state_round_trips_with_its_types_and_identical_bytes(tmp_path):
+    """JSON + safetensors, no pickle: int keys, tuples, None, NaN and tensors come back
+    as they went in, and writing the same state twice gives the same bytes."""
+    state = {
+        "step": 3,
+        "optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2, 2)}},
+                      "param_groups": [{"lr": 1e-3, "params": [0]}]},
+        "rng": [ckpt.rng_state()],
+        "scaler": None,
+        "nan": float("nan"),
+    }  # fmt: skip
+    ckpt.save_state(tmp_path / "a.json", state)
+    ckpt.save_state(tmp_path / "b.json", state)
+    for suffix in (".json", ".safetensors"):
+        assert (tmp_path / f"a{suffix}").read_bytes() == (tmp_path / f"b{suffix}").read_bytes()
+    back = ckpt.load_state(tmp_path / "a.json")
+    assert list(back["optimizer"]["state"]) == [0]
+    assert torch.equal(back["optimizer"]["state"][0]["exp_avg"], torch.ones(2, 2))
+    assert isinstance(back["rng"][0]["python"], tuple) and back["scaler"] is None
+    assert back["nan"] != back["nan"]
+    ckpt.set_rng_state(back["rng"][0])  # restorable as saved

@@ -4,19 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from echomotion.diffusion import (
-    VAELossParams,
-    VAEModelParams,
+from echomotion.diffusion.losses import vae_loss
+from echomotion.diffusion.metrics import psnr, reconstruction_metrics, ssim
+from echomotion.diffusion.params import VAELossParams, VAEModelParams
+from echomotion.diffusion.vae import (
     build_vae,
     decode_latents,
     encode_frames,
     estimate_scaling_factor,
     frames_to_images,
     images_to_frames,
-    psnr,
-    reconstruction_metrics,
-    ssim,
-    vae_loss,
 )
 
 TINY = VAEModelParams(block_out_channels=(8, 8, 16, 16), norm_num_groups=8)

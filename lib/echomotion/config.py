@@ -72,6 +72,13 @@ class PrepareParams(Section):
         description="tracings: ED/ES from VolumeTracings, the label-free detector where a "
         "video has none; auto: the detector for every video (no labels used).",
     )
+    low_fps: Literal["repeat", "native"] = Field(
+        "repeat",
+        description="A video below target_fps: repeat: brought up to target_fps by repeating "
+        "the nearest source frame (stored fps = target_fps); native: stored at its own rate "
+        "(stored fps = source fps), never upsampled. Videos above target_fps are always "
+        "downsampled.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> PrepareParams:

@@ -23,10 +23,11 @@ from typing import get_args
 import numpy as np
 import torch
 
-from echomotion.diffusion import motion_from_driving_video
+from echomotion.diffusion.conditioning import motion_from_driving_video
 from echomotion.edes import detect_ed_es
-from echomotion.mafe import MAFE
-from echomotion.tasks.generator import SamplerName, load_pipeline
+from echomotion.mafe.model import MAFE
+from echomotion.tasks.generator.conditioning import load_pipeline
+from echomotion.tasks.generator.params import SamplerName
 from echomotion.video import VideoReadError, read_video, write_video
 
 logger = logging.getLogger("echomotion.generate")

@@ -3,18 +3,19 @@ stage's section, defined next to the code that reads it."""
 
 from __future__ import annotations
 
-from .config import DataParams, PhantomParams, PrepareParams, SharedParams
-from .section import Section
-from .tasks.evaluate import EvaluateParams
-from .tasks.flow import FlowExportParams, FlowTrainParams
-from .tasks.generator import (
+from echomotion.tasks.evaluate.params import EvaluateParams
+from echomotion.tasks.flow.params import FlowExportParams, FlowTrainParams
+from echomotion.tasks.generator.params import (
     LatentsParams,
     MCDMTrainParams,
     SampleParams,
     VAETrainParams,
 )
-from .tasks.mafe import FeaturesParams, MAFETrainParams
-from .tasks.reid import ReIDExportParams, ReIDTrainParams
+from echomotion.tasks.mafe.params import FeaturesParams, MAFETrainParams
+from echomotion.tasks.reid.params import ReIDExportParams, ReIDTrainParams
+
+from .config import DataParams, PhantomParams, PrepareParams, SharedParams
+from .section import Section
 
 
 class Params(Section):

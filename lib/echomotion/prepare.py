@@ -2,8 +2,12 @@
 
 Steps: 1. validate FileList.csv (bad rows become rejects), 2. read VolumeTracings.csv
 for ED/ES, 3. decode each video with PyAV to grayscale at the target size, 4. resample
-to the target frame rate, 5. append it to the store, 6. write the rejects file.
-accepted + rejected = rows of FileList.csv, always.
+to the target frame rate (a video below it: ``low_fps`` policy), 5. append it to the
+store, 6. write the rejects file. accepted + rejected = rows of FileList.csv, always.
+
+The report also says what was done to the data: ED/ES origins, how many videos were
+upsampled / downsampled / kept at their rate and by which factor, and histograms of the
+accepted videos' source frame rates and frame sizes (:func:`source_histograms`).
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
 from tqdm import tqdm
 
@@ -23,7 +28,16 @@ from .edes import detect_ed_es, mean_error, nearest_error
 from .store import RaggedStoreWriter
 from .video import VideoReadError, read_video, resample_indices
 
-__all__ = ["PrepareReport", "map_frame", "prepare_dataset", "resample_indices"]
+__all__ = [
+    "FPS_BINS",
+    "PrepareReport",
+    "map_frame",
+    "prepare_dataset",
+    "resample_indices",
+    "source_histograms",
+    "stored_rate",
+    "write_source_plots",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +54,70 @@ class PrepareReport:
     ed_es_from_detector: int
     detector_vs_tracings_ed_frames: float  # mean distance, traced ED -> nearest detected ED
     detector_vs_tracings_es_frames: float
+    # what resampling did: stored fps / source fps > 1 (upsampled), < 1 (downsampled)
+    upsampled: int = 0
+    downsampled: int = 0
+    kept_source_rate: int = 0  # stored at the source rate (same rate, native policy, no target)
+    below_target_kept_native: int = 0  # of those: below target_fps, kept by low_fps=native
+    upsample_factor_median: float = math.nan  # stored / source fps over the upsampled videos
+    upsample_factor_max: float = math.nan
+    downsample_factor_median: float = math.nan  # source / stored fps over the downsampled
+    downsample_factor_max: float = math.nan
+    source_fps_min: float = math.nan
+    source_fps_max: float = math.nan
+    fps_histogram: dict[str, int] = field(default_factory=dict)  # source fps bin -> videos
+    frame_size_histogram: dict[str, int] = field(default_factory=dict)  # "HxW" -> videos
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict:
         return asdict(self)
+
+
+# source frame-rate bins of the report and plots/prepare/source_fps.csv: [lo, hi) fps
+FPS_BINS = (0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, math.inf)
+
+
+def _fps_bin(fps: float) -> str:
+    i = int(np.searchsorted(FPS_BINS, fps, side="right")) - 1
+    lo, hi = FPS_BINS[max(i, 0)], FPS_BINS[max(i, 0) + 1]
+    return f"{lo:g}+" if math.isinf(hi) else f"{lo:g}-{hi:g}"
+
+
+def source_histograms(
+    fps: list[float], sizes: list[tuple[int, int]]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Videos per source-fps bin (every bin of :data:`FPS_BINS`, in order) and per source
+    frame size ``"HxW"`` (most frequent first; ``"unknown"`` when the header has none)."""
+    by_fps = {_fps_bin(lo): 0 for lo in FPS_BINS[:-1]}
+    for f in fps:
+        by_fps[_fps_bin(f)] += 1
+    names = [f"{h}x{w}" if h and w else "unknown" for h, w in sizes]
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    by_size = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return by_fps, by_size
+
+
+def stored_rate(source_fps: float, params: PrepareParams) -> float | None:
+    """The rate a video of ``source_fps`` is stored at; None keeps the source rate (no
+    target, or below the target under ``low_fps: native``)."""
+    target = params.target_fps
+    if target is None:
+        return None
+    below = source_fps < target and not math.isclose(source_fps, target)
+    return None if params.low_fps == "native" and below else target
+
+
+def _header(path: Path) -> tuple[float, int, int]:
+    """(container fps, height, width) read from the header only; zeros when unknown (an
+    unreadable file is reported by the decoder)."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or stream.guessed_rate or 0.0)
+            return rate, int(stream.codec_context.height), int(stream.codec_context.width)
+    except (av.FFmpegError, IndexError, ValueError, OSError):
+        return 0.0, 0, 0
 
 
 def map_frame(index: int, source: np.ndarray) -> int:
@@ -52,16 +127,22 @@ def map_frame(index: int, source: np.ndarray) -> int:
     return int(np.argmin(np.abs(source - index)))
 
 
-def _load(
-    root: Path, record: VideoRecord, params: PrepareParams
-) -> tuple[np.ndarray, float, np.ndarray]:
-    """Decode, check and resample one video; return (frames, source fps, source indices)."""
-    video = read_video(
-        root / VIDEOS / f"{record.file_name}.avi",
-        size=(params.size, params.size),
-        target_fps=params.target_fps,
-        fps=record.fps,
-    )
+@dataclass(frozen=True)
+class _Loaded:
+    frames: np.ndarray  # (T, size, size) uint8 at the stored rate
+    fps: float  # source fps
+    source: np.ndarray  # (T,) source frame of each stored frame
+    target: float | None  # stored rate; None: the source rate
+    shape: tuple[int, int]  # source (height, width), (0, 0) when unknown
+
+
+def _load(root: Path, record: VideoRecord, params: PrepareParams) -> _Loaded:
+    """Decode, check and resample one video."""
+    path = root / VIDEOS / f"{record.file_name}.avi"
+    header_fps, height, width = _header(path)
+    known_fps = record.fps or header_fps
+    target = stored_rate(known_fps, params) if known_fps else params.target_fps
+    video = read_video(path, size=(params.size, params.size), target_fps=target, fps=record.fps)
     n = video.decoded_frames
     if record.n_frames is not None and n < record.n_frames:
         raise VideoReadError(f"truncated: FileList declares {record.n_frames} frames, decoded {n}")
@@ -70,10 +151,10 @@ def _load(
         raise VideoReadError("frame rate unknown (no FPS in FileList nor in the file)")
     if len(source) < params.min_frames:
         raise VideoReadError(
-            f"too few frames: {len(source)} after resampling to {params.target_fps} fps "
+            f"too few frames: {len(source)} after resampling to {target} fps "
             f"(minimum {params.min_frames})"
         )
-    return video.frames, fps, source
+    return _Loaded(video.frames, fps, source, target, (height, width))
 
 
 def _ed_es(frames: np.ndarray, fps: float, traced: TracedFrames, source: np.ndarray, mode: str):
@@ -117,6 +198,8 @@ def prepare_dataset(
     accepted = without_ef = without_ed_es = 0
     origins: dict[str, int] = {"tracings": 0, "detector": 0, "none": 0}
     agreement: list[tuple[float, float]] = []
+    rates: list[tuple[float, float]] = []  # (source fps, stored fps) per accepted video
+    shapes: list[tuple[int, int]] = []
     frame_shape = ((params.size, params.size), "uint8")
     with RaggedStoreWriter(
         store_path, {"frames": frame_shape}, params.shard_frames, params.chunk_frames,
@@ -124,16 +207,19 @@ def prepare_dataset(
     ) as writer:  # fmt: skip
         for record in tqdm(records, desc="prepare", unit="video"):
             try:
-                frames, fps, source = _load(root, record, params)
+                loaded = _load(root, record, params)
             except VideoReadError as err:
                 reason = str(err).replace(str(root / VIDEOS) + "/", "")
                 rejects.append(Reject(record.file_name, record.row, reason))
                 continue
+            frames, fps, source = loaded.frames, loaded.fps, loaded.source
             traced = tracings.by_video.get(record.file_name, TracedFrames())
-            stored_fps = params.target_fps or fps
+            stored_fps = loaded.target or fps
             ed_es = _ed_es(frames, stored_fps, traced, source, params.ed_es)
-            row = _row(record, ed_es, fps, source, params.target_fps)
+            row = _row(record, ed_es, fps, source, loaded.target)
             writer.append({"frames": frames}, **row)
+            rates.append((fps, stored_fps))
+            shapes.append(loaded.shape)
             accepted += 1
             without_ef += math.isnan(record.ef)
             without_ed_es += row["ed"] < 0 or row["es"] < 0
@@ -153,9 +239,56 @@ def prepare_dataset(
         ed_es_from_detector=origins["detector"],
         detector_vs_tracings_ed_frames=mean_error([a[0] for a in agreement]),
         detector_vs_tracings_es_frames=mean_error([a[1] for a in agreement]),
+        **_resampling(rates, shapes, params),
     )
     log.info("prepare: %s", report.as_dict())
     return report
+
+
+def _stats(values: list[float], name: str) -> dict[str, float]:
+    if not values:
+        return {f"{name}_median": math.nan, f"{name}_max": math.nan}
+    return {f"{name}_median": float(np.median(values)), f"{name}_max": float(max(values))}
+
+
+def _resampling(
+    rates: list[tuple[float, float]], shapes: list[tuple[int, int]], params: PrepareParams
+) -> dict:
+    """The report's resampling counts, factors and histograms."""
+    up = [stored / src for src, stored in rates if stored > src and not math.isclose(stored, src)]
+    down = [src / stored for src, stored in rates if stored < src and not math.isclose(stored, src)]
+    kept = [src for src, stored in rates if math.isclose(stored, src)]
+    target = params.target_fps
+    native = [f for f in kept if target and f < target and not math.isclose(f, target)]
+    fps_hist, size_hist = source_histograms([src for src, _ in rates], shapes)
+    sources = [src for src, _ in rates]
+    return {
+        "upsampled": len(up),
+        "downsampled": len(down),
+        "kept_source_rate": len(kept),
+        "below_target_kept_native": len(native),
+        **_stats(up, "upsample_factor"),
+        **_stats(down, "downsample_factor"),
+        "source_fps_min": float(min(sources)) if sources else math.nan,
+        "source_fps_max": float(max(sources)) if sources else math.nan,
+        "fps_histogram": fps_hist,
+        "frame_size_histogram": size_hist,
+    }
+
+
+def write_source_plots(report: PrepareReport, plots_dir: str | Path) -> None:
+    """``source_fps.csv`` (fps_bin, videos) and ``frame_size.csv`` (frame_size, videos):
+    the report's histograms as DVC bar plots."""
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for name, column, hist in (
+        ("source_fps.csv", "fps_bin", report.fps_histogram),
+        ("frame_size.csv", "frame_size", report.frame_size_histogram),
+    ):
+        with (plots_dir / name).open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow([column, "videos"])
+            writer.writerows(hist.items())
 
 
 def _agreement(traced: TracedFrames, source: np.ndarray, detected) -> tuple[float, float]:

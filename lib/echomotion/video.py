@@ -16,6 +16,12 @@ from av.video.reformatter import VideoReformatter
 
 log = logging.getLogger(__name__)
 
+# FFmpeg writes its version into containers ("Lavf...") and MJPEG frames ("Lavc...")
+# unless told to be bit-exact: without these flags the same frames give other bytes
+# under another FFmpeg build, and every content hash downstream changes.
+BITEXACT_MUXER = {"fflags": "+bitexact"}
+BITEXACT_ENCODER = {"flags": "+bitexact"}
+
 
 class VideoReadError(ValueError):
     """A video file that cannot be used: missing, empty, unreadable or truncated."""
@@ -103,7 +109,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
 
     ``codec`` is ``mjpeg`` (lossy, as the public archive) or ``ffv1`` (lossless).
     The file is written next to its final name and renamed, so a crash leaves no
-    half-written video.
+    half-written video. Muxer and encoder run with FFmpeg's ``bitexact`` flags, so the
+    file carries no library version tags and its bytes depend on the frames alone.
     """
     frames = np.asarray(frames)
     if frames.ndim != 3 or frames.dtype != np.uint8:
@@ -112,10 +119,11 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     rate = round(fps)
-    with av.open(str(tmp), mode="w", format="avi") as container:
+    with av.open(str(tmp), mode="w", format="avi", options=BITEXACT_MUXER) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.height, stream.width = frames.shape[1:]
         stream.thread_count = 1  # identical bytes on every run
+        stream.codec_context.options = dict(BITEXACT_ENCODER)
         if codec == "mjpeg":
             stream.pix_fmt = "yuvj420p"
             stream.codec_context.qmin = stream.codec_context.qmax = 2

@@ -7,34 +7,16 @@ Bind the extra arguments with ``functools.partial`` to get ``loss_fn(model, batc
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from accelerate.utils import extract_model_from_parallel
 from diffusers import AutoencoderKL, DDPMScheduler, UNetSpatioTemporalConditionModel
-from pydantic import Field, model_validator
 
 from echomotion.diffusion.conditioning import added_time_ids, augment_reference, drop_motion
 from echomotion.diffusion.metrics import ssim
 from echomotion.diffusion.unet import unet_predict
-from echomotion.section import Fraction, Section
 
-
-class NoiseScheduleParams(Section):
-    """The training noise schedule (saved with the pipeline as the DDPM scheduler config)."""
-
-    num_train_timesteps: int = Field(1000, ge=2)
-    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
-    beta_start: float = Field(1e-4, gt=0)
-    beta_end: float = Field(0.02, gt=0, lt=1)
-    prediction_type: Literal["v_prediction", "epsilon"] = "v_prediction"
-
-    @model_validator(mode="after")
-    def _check(self) -> NoiseScheduleParams:
-        if self.beta_start >= self.beta_end:
-            raise ValueError(f"beta_start ({self.beta_start}) must be < beta_end ({self.beta_end})")
-        return self
+from .params import MCDMLossParams, NoiseScheduleParams, VAELossParams
 
 
 def build_scheduler(params: NoiseScheduleParams) -> DDPMScheduler:
@@ -47,14 +29,6 @@ def build_scheduler(params: NoiseScheduleParams) -> DDPMScheduler:
         prediction_type=params.prediction_type,
         clip_sample=False,
     )
-
-
-class VAELossParams(Section):
-    """Weights of the VAE objective: reconstruction + KL (+ optional 1 - SSIM)."""
-
-    reconstruction: Literal["l1", "l2"] = "l1"
-    kl_weight: float = Field(1e-6, ge=0, description="On the KL averaged per latent element.")
-    ssim_weight: float = Field(0.0, ge=0, description="Weight of 1 - SSIM; 0 skips it.")
 
 
 def vae_loss(
@@ -81,15 +55,6 @@ def vae_loss(
         logs["ssim"] = 1.0 - ssim_term.item()
     logs["loss"] = loss.item()
     return loss, logs
-
-
-class MCDMLossParams(Section):
-    """Conditioning regularisers of the diffusion objective."""
-
-    cond_dropout: Fraction = Field(0.1, description="P(motion dropped) per sample, for CFG.")
-    ref_noise_aug: float = Field(
-        0.0, ge=0, description="Max std of noise on the reference latent (uniform per sample)."
-    )
 
 
 def _check_mcdm_batch(unet: UNetSpatioTemporalConditionModel, batch: dict) -> None:

@@ -19,38 +19,10 @@ import torch.nn.functional as F
 from accelerate.utils import extract_model_from_parallel
 from diffusers import UNetSpatioTemporalConditionModel
 from einops import repeat
-from pydantic import Field, model_validator
 
 from echomotion.diffusion.conditioning import NUM_ADDED_TIME_IDS
-from echomotion.section import Section
 
-GROUPNORM_GROUPS = 32  # hard-coded in diffusers' spatio-temporal blocks: widths must divide by it
-
-
-class MCDMModelParams(Section):
-    """Size of the video UNet (the default is a tiny CPU model; the paper uses 128,256,256,512)."""
-
-    block_out_channels: tuple[int, ...] = Field(
-        (32, 64, 64), description="Channels per level, multiples of 32; >= 2 levels."
-    )
-    layers_per_block: int = Field(1, ge=1)
-    attention_head_dim: int = Field(32, ge=1, description="Channels per attention head.")
-    motion_dim: int = Field(128, ge=1, description="D of the motion vector (cross-attention).")
-    num_frames: int = Field(8, ge=1, description="Frames per training window.")
-    latent_channels: int = Field(4, ge=1)
-    addition_time_embed_dim: int = Field(32, ge=2, description="Sinusoid size per time id.")
-
-    @model_validator(mode="after")
-    def _check(self) -> MCDMModelParams:
-        if len(self.block_out_channels) < 2:
-            raise ValueError(f"block_out_channels needs >= 2 levels, got {self.block_out_channels}")
-        for c in self.block_out_channels:
-            if c % GROUPNORM_GROUPS or c % self.attention_head_dim:
-                raise ValueError(
-                    f"block_out_channels entry {c} must be a multiple of {GROUPNORM_GROUPS} "
-                    f"and of attention_head_dim ({self.attention_head_dim})"
-                )
-        return self
+from .params import MCDMModelParams
 
 
 def build_unet(params: MCDMModelParams) -> UNetSpatioTemporalConditionModel:

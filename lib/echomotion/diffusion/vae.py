@@ -12,39 +12,8 @@ import numpy as np
 import torch
 from accelerate.utils import extract_model_from_parallel
 from diffusers import AutoencoderKL
-from pydantic import Field, field_validator, model_validator
 
-from echomotion.section import Section
-
-
-class VAEModelParams(Section):
-    """Size of the latent autoencoder (the default is a tiny CPU model)."""
-
-    block_out_channels: tuple[int, ...] = Field(
-        (16, 32, 64, 64), description="Channels per level; 4 levels = 8x downsampling."
-    )
-    layers_per_block: int = Field(1, ge=1)
-    norm_num_groups: int = Field(16, ge=1, description="GroupNorm groups; divides every width.")
-    latent_channels: int = Field(4, ge=1)
-
-    @field_validator("block_out_channels")
-    @classmethod
-    def _four_levels(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if len(value) != 4:
-            raise ValueError(
-                f"block_out_channels needs 4 entries (8x downsampling, 112 -> 14), got {value}"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _groups_divide_widths(self) -> VAEModelParams:
-        bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
-        if bad:
-            raise ValueError(
-                f"norm_num_groups ({self.norm_num_groups}) must divide every block_out_channels "
-                f"entry, not {bad}"
-            )
-        return self
+from .params import VAEModelParams
 
 
 def build_vae(params: VAEModelParams) -> AutoencoderKL:

@@ -19,24 +19,13 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
-from pydantic import Field
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..data import VideoWindowDataset, to_tensor
-from ..section import Section
 from .extractors import batches
+from .params import EFRegressorParams
 from .videos import VideoSet, clip_frame_indices, gather_clips, spaced_clips
-
-
-class EFRegressorParams(Section):
-    """Architecture of the EF regressor."""
-
-    widths: tuple[int, ...] = Field((8, 16, 32), description="Channels of each (2+1)D block.")
-    feature_dim: int = Field(64, ge=2, description="Penultimate width (the FVD-style features).")
-    input_size: int = Field(48, ge=16, description="Frames are resized to this side first.")
-    ef_mean: float = Field(55.0, description="EF (%) the output is centred on.")
-    ef_std: float = Field(12.0, gt=0, description="EF (%) per unit of output.")
 
 
 def _norm(channels: int) -> nn.GroupNorm:

@@ -18,11 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
-from pydantic import Field
 from torch import Tensor, nn
 
 from ..data import to_tensor
-from ..section import Section
+from .params import TorchScriptExtractorParams
 
 Kind = Literal["frame", "clip"]
 
@@ -59,20 +58,6 @@ class EFClipFeatures:
     @torch.no_grad()
     def __call__(self, batch: Tensor) -> Tensor:
         return self.regressor(batch)["features"]
-
-
-class TorchScriptExtractorParams(Section):
-    """A local TorchScript feature network (e.g. StyleGAN-V's Inception or I3D detector)."""
-
-    path: str = Field(description="Local TorchScript file (torch.jit.save); a DVC dependency.")
-    size: int = Field(ge=8, description="Frames are resized to size x size (299 / 224).")
-    channels: Literal[1, 3] = Field(3, description="Gray frames are repeated to 3 channels.")
-    value_range: Literal["unit", "byte", "symmetric"] = Field(
-        "byte", description="Input scale: [0, 1], [0, 255] or [-1, 1]."
-    )
-    call_kwargs: dict[str, bool] = Field(
-        default_factory=dict, description="Keyword flags of the call, e.g. return_features."
-    )
 
 
 _SCALE = {"unit": (1.0, 0.0), "byte": (255.0, 0.0), "symmetric": (2.0, -1.0)}

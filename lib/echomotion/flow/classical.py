@@ -14,10 +14,9 @@ from typing import Literal, Protocol
 import cv2
 import numpy as np
 import torch
-from pydantic import Field
 from torch import nn
 
-from ..section import Section
+from .params import FlowProviderParams
 
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -30,14 +29,6 @@ class FlowProvider(Protocol):
     """``provider(frames_a, frames_b)``: uint8 (B, H, W) pairs -> float32 flow_ab (B, 2, H, W)."""
 
     def __call__(self, frames_a: np.ndarray, frames_b: np.ndarray) -> np.ndarray: ...
-
-
-class FlowProviderParams(Section):
-    """Which flow a consumer uses: the trained network or a classical method."""
-
-    method: Literal["network", "dis", "farneback"] = "network"
-    dis_preset: Literal["ultrafast", "fast", "medium"] = "medium"
-    batch_size: int = Field(64, ge=1, description="Frame pairs per network forward pass.")
 
 
 def check_frames(frames_a: np.ndarray, frames_b: np.ndarray) -> None:

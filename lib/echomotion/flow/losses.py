@@ -19,42 +19,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from ..section import Section
 from .ops import backward_warp, inside_frame, pixel_grid, resize_image
+from .params import FlowLossParams
 
 LossFn = Callable[[nn.Module, dict[str, Tensor]], tuple[Tensor, dict[str, float]]]
-
-
-class FlowLossParams(Section):
-    """Weights and constants of the unsupervised flow loss."""
-
-    w_census: float = Field(1.0, ge=0, description="Census (ternary) photometric term.")
-    w_l1: float = Field(0.15, ge=0, description="L1 photometric term.")
-    w_ssim: float = Field(0.85, ge=0, description="SSIM photometric term.")
-    census_patch: int = Field(7, ge=3, description="Odd side of the census window.")
-    pyramid_weights: tuple[float, ...] = Field(
-        (1.0, 1.0, 1.0, 0.5),
-        description="Photometric weight of flows[0] (full resolution), flows[1] (stride 2), ...",
-    )
-    occlusion: bool = Field(True, description="Mask forward-backward inconsistent pixels.")
-    occ_alpha1: float = Field(0.01, ge=0, description="UnFlow criterion, relative term.")
-    occ_alpha2: float = Field(0.5, ge=0, description="UnFlow criterion, absolute term (px^2).")
-    w_smooth: float = Field(2.0, ge=0, description="Edge-aware smoothness.")
-    smooth_order: Literal[1, 2] = Field(2, description="1: first-order, 2: second-order.")
-    edge_alpha: float = Field(10.0, ge=0, description="Edge weight exp(-alpha * |grad I|).")
-    w_segment: float = Field(0.05, ge=0, description="Segment-motion guidance.")
-    segment_model: Literal["affine", "homography"] = "affine"
-    segment_min_pixels: int = Field(16, ge=4, description="Smaller segments are not fitted.")
-
-    @field_validator("census_patch")
-    @classmethod
-    def _odd_patch(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError(f"census_patch must be odd, got {value}")
-        return value
 
 
 # ---------------------------------------------------------------- photometric

@@ -9,39 +9,19 @@ inside the sector, the tissue split on a coarse grid so each piece moves roughly
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
 import torch
-from pydantic import Field, model_validator
 
-from ..section import Section
+from .params import SegmentParams
 
 
 class SegmentProvider(Protocol):
     """``provider(frames)``: uint8 (B, H, W) -> int64 labels (B, H, W), 0 = ignore."""
 
     def __call__(self, frames: np.ndarray) -> np.ndarray: ...
-
-
-class SegmentParams(Section):
-    """Where the segments of the segment-guided flow loss come from."""
-
-    method: Literal["classical", "sam"] = "classical"
-    sam_checkpoint: str | None = Field(None, description="Local SAM weights; needed by 'sam'.")
-    sam_model_type: Literal["vit_b", "vit_l", "vit_h"] = "vit_b"
-    smooth_sigma: float = Field(2.0, gt=0, description="Gaussian blur before thresholding (px).")
-    threshold: Literal["otsu", "percentile"] = "otsu"
-    dark_percentile: float = Field(30.0, gt=0, lt=100, description="Used by 'percentile'.")
-    tissue_grid: int = Field(3, ge=1, description="Tissue is split into grid x grid cells.")
-    min_area: int = Field(20, ge=1, description="Smaller components are left unlabelled.")
-
-    @model_validator(mode="after")
-    def _check(self) -> SegmentParams:
-        if self.method == "sam" and not self.sam_checkpoint:
-            raise ValueError("segments.method 'sam' needs segments.sam_checkpoint (a local path)")
-        return self
 
 
 def sector_mask(frame: np.ndarray) -> np.ndarray:

@@ -19,21 +19,11 @@ transforms: they label the video's identity, which a flip or rotation does not c
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
-from echomotion.section import Fraction, Section
+from .params import MAFEAugmentParams
 
 IMAGE_KEYS = ("img0", "img1", "gt")
-
-
-class MAFEAugmentParams(Section):
-    """Probabilities of each augmentation, drawn independently per sample."""
-
-    hflip: Fraction = Field(0.5, description="Probability of a horizontal flip.")
-    vflip: Fraction = Field(0.5, description="Probability of a vertical flip.")
-    rot90: bool = Field(True, description="Rotate by a uniform multiple of 90 degrees.")
-    time_swap: Fraction = Field(0.5, description="Probability of swapping img0 and img1.")
 
 
 def _spatial(batch: dict, image_op, vector_op) -> dict:

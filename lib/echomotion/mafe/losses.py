@@ -14,27 +14,13 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor, nn
 
-from echomotion.section import Section
+from .params import MAFELossParams
 
 # Binomial 5-tap kernel of the Laplacian pyramid (outer product of [1, 4, 6, 4, 1] / 16).
 _TAPS = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 CHARBONNIER_EPS = 1e-3
-
-
-class MAFELossParams(Section):
-    """Weights and forms of the MAFE loss terms (paper: flow 0.01, reid 1)."""
-
-    flow_ratio: float = Field(0.01, ge=0, description="Weight of L_flow.")
-    reid_ratio: float = Field(1.0, ge=0, description="Weight of L_reid.")
-    coarse_ratio: float = Field(
-        0.5, ge=0, description="Weight of the Laplacian L1 of each coarse-to-fine blend."
-    )
-    flow_loss: Literal["l1", "charbonnier"] = "l1"
-    reid_loss: Literal["cosine", "mse"] = "cosine"
-    pyramid_levels: int = Field(5, ge=1)
 
 
 def _gauss(x: Tensor) -> Tensor:

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
-from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from echomotion.flow.ops import backward_warp
@@ -35,56 +34,8 @@ from echomotion.mafe.heads import (
     RefineNet,
     conv_act,
 )
-from echomotion.section import Section
 
-
-def check_architecture(
-    embed_dim: int,
-    depths: Sequence[int],
-    num_heads: Sequence[int],
-    motion_ratio: int,
-) -> None:
-    """Raise ValueError naming the value when the stage widths, heads and depths do not fit."""
-    if embed_dim < 1 or motion_ratio < 1:
-        raise ValueError(f"embed_dim ({embed_dim}) and motion_ratio ({motion_ratio}) must be >= 1")
-    if any(d < 1 for d in depths):
-        raise ValueError(f"every depth must be >= 1, got depths={list(depths)}")
-    if not 1 <= len(num_heads) < len(depths):
-        raise ValueError(
-            f"need 1 <= len(num_heads) < len(depths) (at least one conv stage), got "
-            f"num_heads={list(num_heads)}, depths={list(depths)}"
-        )
-    first = len(depths) - len(num_heads)
-    for i, heads in enumerate(num_heads, start=first):
-        dim, depth = embed_dim * 2**i, depths[i]
-        motion = motion_ratio * dim
-        if dim % heads or motion % depth or (motion // depth) % heads:
-            raise ValueError(
-                f"stage {i}: width {dim} and per-block motion width {motion}/{depth} must "
-                f"divide evenly by num_heads={heads}"
-            )
-
-
-class MAFEModelParams(Section):
-    """Architecture of MAFE; the defaults are the CPU-sized network."""
-
-    embed_dim: int = Field(8, ge=1, description="F: stage i has F * 2**i channels.")
-    depths: tuple[int, ...] = Field(
-        (1, 1, 1, 1, 1), description="Conv layers or transformer blocks per stage."
-    )
-    num_heads: tuple[int, ...] = Field(
-        (2, 4), description="Heads per transformer stage; the last len(num_heads) stages."
-    )
-    window_size: int = Field(7, ge=1, description="Attention window side, in tokens.")
-    mlp_ratio: float = Field(4.0, gt=0)
-    motion_ratio: int = Field(2, ge=1, description="Motion channels per stage channel.")
-    reid_dim: int = Field(128, ge=1, description="Width of the ReID embedding to regress.")
-
-    @model_validator(mode="after")
-    def _check(self) -> MAFEModelParams:
-        check_architecture(self.embed_dim, self.depths, self.num_heads, self.motion_ratio)
-        return self
-
+from .params import MAFEModelParams, check_architecture
 
 # The paper's configuration (EMA-VFI's F=32, depths [2,2,2,4,4]): 3072-d motion vectors.
 PAPER_MAFE = MAFEModelParams(embed_dim=32, depths=(2, 2, 2, 4, 4), num_heads=(8, 16))

@@ -11,9 +11,3 @@ configuration), motion (contraction, displacement fields, flow), render (B-mode
 image), tracings (EchoNet tracings, method of disks), simulate (one video), writer
 (files on disk).
 """
-
-from .anatomy import LABELS
-from .motion import flow_between
-from .writer import TRUTH_SCHEMA, generate_phantom
-
-__all__ = ["LABELS", "TRUTH_SCHEMA", "flow_between", "generate_phantom"]

@@ -8,26 +8,11 @@ anchor has positives and negatives in its batch.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor, nn
 
-from echomotion.section import Fraction, Section
-
-
-class ReIDLossParams(Section):
-    """Weights and hyper-parameters of the ReID training loss."""
-
-    id_weight: float = Field(1.0, ge=0, description="Weight of the identity cross-entropy.")
-    triplet_weight: float = Field(1.0, ge=0, description="Weight of the triplet loss.")
-    label_smoothing: Fraction = Field(0.1, description="Epsilon of the smoothed ID targets.")
-    triplet: Literal["margin", "soft"] = Field(
-        "margin", description="'margin': relu(d_ap - d_an + m); 'soft': softplus(d_ap - d_an)."
-    )
-    margin: float = Field(0.3, ge=0, description="Triplet margin (used by 'margin').")
+from .params import ReIDLossParams
 
 
 def label_smoothed_cross_entropy(logits: Tensor, targets: Tensor, epsilon: float) -> Tensor:

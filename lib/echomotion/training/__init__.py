@@ -19,7 +19,7 @@ Files (only rank 0 writes; all ranks read checkpoints, so they share a file syst
         step-0000100/            # after 100 optimizer steps
           model/                 # save_pretrained (diffusers ModelMixin) or model.safetensors
           ema.safetensors        # EMA weights, keyed like the parameters (with ema_decay)
-          training_state.pt      # step, data position, run config, optimizer, LR schedule,
+          training_state.json    # step, data position, run config, optimizer, LR schedule,
                                  # grad scaler and every rank's python/numpy/torch RNG states
         step-0000200/
       model/                     # final weights to use: the EMA when enabled
@@ -27,8 +27,8 @@ Files (only rank 0 writes; all ranks read checkpoints, so they share a file syst
     log_file (default out_dir/train.tsv): step, loss, loss_fn logs, grad_norm, lr
     eval.tsv beside it: step and eval_fn metrics, when an eval_fn is given
 
-``training_state.pt`` holds tensors and primitive containers only and is read with
-``torch.load(..., weights_only=True)``.
+``training_state.json`` (structure and primitives) and ``training_state.safetensors``
+(its tensors) are written with deterministic bytes and read without unpickling anything.
 
 Checkpoints and resume:
 
@@ -51,22 +51,3 @@ Checkpoints and resume:
   a warning and training starts from step 0.
 - Resuming on another number of processes works but is not exact (a warning says so).
 """
-
-from .data import BatchSamplerFactory, ShardedSampler
-from .ema import EMA
-from .loop import EvalFn, LossFn, TrainResult, lr_factor, make_accelerator, train, train_section
-from .params import TrainParams
-
-__all__ = [
-    "EMA",
-    "BatchSamplerFactory",
-    "EvalFn",
-    "LossFn",
-    "ShardedSampler",
-    "TrainParams",
-    "TrainResult",
-    "lr_factor",
-    "make_accelerator",
-    "train",
-    "train_section",
-]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -12,17 +13,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 logger = logging.getLogger(__name__)
 
 _COMPLETE = re.compile(r"^step-(\d+)$")
 TMP_PREFIX = ".tmp-"
-STATE_FILE = "training_state.pt"
+STATE_FILE = "training_state.json"  # with training_state.safetensors beside it
+_TENSOR, _TUPLE, _DICT = "__tensor__", "__tuple__", "__dict__"  # JSON tags of save_state
 EMA_FILE = "ema.safetensors"
 CURVES_DIR = "curves"  # copies of the TSV curves up to the checkpoint's step
 WEIGHTS_FILE = "model.safetensors"
+VERSION_KEY = "_diffusers_version"  # left out of saved configs (see save_pretrained)
 
 
 def checkpoint_name(step: int) -> str:
@@ -87,10 +90,22 @@ def has_save_pretrained(model: nn.Module) -> bool:
     return callable(getattr(model, "save_pretrained", None))
 
 
+def save_pretrained(obj: Any, directory: str | Path) -> None:
+    """``obj.save_pretrained`` (a diffusers model or pipeline) as safetensors, with the
+    library version taken out of every JSON config it writes: the folder's bytes depend on
+    the weights and the configuration alone, not on which diffusers release wrote them
+    (``from_pretrained`` does not need the version)."""
+    obj.save_pretrained(directory, safe_serialization=True)
+    for path in sorted(Path(directory).rglob("*.json")):
+        config = json.loads(path.read_text())
+        if isinstance(config, dict) and config.pop(VERSION_KEY, None) is not None:
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def save_weights(model: nn.Module, directory: Path) -> None:
-    """``save_pretrained`` (safetensors) when the model has it, else ``model.safetensors``."""
+    """:func:`save_pretrained` when the model has it, else ``model.safetensors``."""
     if has_save_pretrained(model):
-        model.save_pretrained(directory, safe_serialization=True)
+        save_pretrained(model, directory)
     else:
         directory.mkdir(parents=True, exist_ok=True)
         save_model(model, str(directory / WEIGHTS_FILE))
@@ -114,7 +129,7 @@ def _device_of(model: nn.Module) -> str:
 
 def rng_state() -> dict[str, Any]:
     """This process's python, numpy and torch (CPU, current CUDA device) RNG states,
-    as tensors and primitives only (loadable with ``weights_only=True``)."""
+    as tensors and primitives only (what :func:`save_state` stores)."""
     np_state = np.random.get_state(legacy=False)
     state = {
         "python": random.getstate(),
@@ -144,10 +159,46 @@ def _as_tuples(value: Any) -> Any:
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` of tensors and primitive containers only."""
-    torch.save(state, path)
+    """Write ``state`` (tensors inside dicts, lists, tuples and primitives) as two files
+    with deterministic bytes: ``path`` (JSON: the structure and every primitive) and
+    ``path`` with suffix ``.safetensors`` (the tensors, referenced from the JSON by key).
+    ``torch.save`` is not used: its zip carries a per-process random serialization id,
+    so identical states gave different bytes and DVC hashes."""
+    tensors: dict[str, torch.Tensor] = {}
+    tree = _encode(state, tensors)
+    save_file(tensors, str(path.with_suffix(".safetensors")))
+    path.write_text(json.dumps(tree, sort_keys=True, allow_nan=True) + "\n")
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """Load a :func:`save_state` file on the CPU, refusing anything but plain data."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a :func:`save_state` pair on the CPU: JSON and safetensors, nothing unpickled."""
+    tensors = load_file(str(path.with_suffix(".safetensors")), device="cpu")
+    return _decode(json.loads(path.read_text()), tensors)
+
+
+def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = value.detach().cpu().contiguous().clone()
+        return {_TENSOR: key}
+    if isinstance(value, dict):
+        return {_DICT: [[_encode(k, tensors), _encode(v, tensors)] for k, v in value.items()]}
+    if isinstance(value, tuple):
+        return {_TUPLE: [_encode(v, tensors) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v, tensors) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store {type(value).__name__} in a training state")
+
+
+def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, tensors) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if _TENSOR in value:
+        return tensors[value[_TENSOR]]
+    if _TUPLE in value:
+        return tuple(_decode(v, tensors) for v in value[_TUPLE])
+    return {_decode(k, tensors): _decode(v, tensors) for k, v in value[_DICT]}

@@ -92,6 +92,9 @@ def run_config(
     """What must match for a checkpoint to be continued (JSON-able)."""
     config = params.model_dump(mode="json", exclude=RESUMABLE_CHANGES)
     arch = dict(model.config) if isinstance(getattr(model, "config", None), Mapping) else {}
+    # diffusers' private keys are bookkeeping, not architecture; `_use_default_values` is
+    # even built from a set, so its order (and a resume's comparison) varied per process
+    arch = {k: v for k, v in arch.items() if not k.startswith("_")}
     config |= {"seed": seed, "model": type(model).__name__, "dataset_len": n_items, "arch": arch}
     config["run_key"] = dict(run_key or {})
     return json.loads(json.dumps(config, default=str))

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from echomotion.evaluation import SyntheticRecord, VideoSet, load_synthetic, source_index
+from echomotion.evaluation.synthetic import SyntheticRecord, load_synthetic, source_index
+from echomotion.evaluation.videos import VideoSet
 from echomotion.store import RaggedStore
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ class EvalData:
             raise ValueError(f"{self.store.path}: no {name} video{' with EF' * labelled}")
         return rows
 
+    def n_labelled(self, name: str) -> int:
+        """Videos of one split with an EF label."""
+        in_split = self.store.table["split"].astype(str) == name
+        return int((in_split & np.isfinite(self.store.table["ef"].astype(float))).sum())
+
     def split(self, name: str, labelled: bool = False) -> VideoSet:
         """Videos of one split of the real store."""
         return VideoSet.from_store(self.store, self.split_rows(name, labelled))
@@ -68,10 +74,10 @@ def load_data(paths: EvaluatePaths) -> EvalData:
     return EvalData(store, records, synthetic)
 
 
-def write_rows(path: Path, rows: list[dict]) -> None:
-    """A CSV table (header from the first row) for ``dvc plots``."""
+def write_rows(path: Path, rows: list[dict], columns: tuple[str, ...] = ()) -> None:
+    """A CSV table (header from the first row, else ``columns``) for ``dvc plots``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(columns))
         writer.writeheader()
         writer.writerows(rows)

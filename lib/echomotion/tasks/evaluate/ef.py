@@ -1,4 +1,12 @@
-"""The two EF regressors of the stage: trained on real TRAIN, and on synthetic videos only."""
+"""The two EF regressors of the stage: trained on real TRAIN, and on synthetic videos only.
+
+EF labels are optional. A regressor is trained only on the videos that have an EF label,
+and only when there are at least ``ef.min_labelled`` of them; a score is computed only
+when at least that many test videos have one. Whatever cannot be computed is reported as
+``{"skipped": reason}`` under its name, never as a number, and the declared outputs of an
+untrained regressor still exist (``model/SKIPPED.txt`` with the reason, an empty
+checkpoints folder, the curve's header).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from echomotion.evaluation import (
+from echomotion.evaluation.ef_regressor import (
     ArrayClipDataset,
     EFRegressor,
     LabelledWindowDataset,
@@ -18,8 +26,8 @@ from echomotion.evaluation import (
     predict_ef,
     regression_metrics,
 )
-from echomotion.training import train_section
-from echomotion.training.checkpoint import discard_other_inputs
+from echomotion.training.checkpoint import discard_other_inputs, write_dir_atomically
+from echomotion.training.loop import train_section
 
 from .data import EvalData, EvaluatePaths
 from .params import EFParams, EvaluateParams
@@ -32,6 +40,30 @@ def _fingerprint(*parts: np.ndarray) -> str:
     for p in parts:
         digest.update(np.ascontiguousarray(p).tobytes())
     return digest.hexdigest()
+
+
+def skipped(reason: str) -> dict[str, str]:
+    """The metrics entry of something not computed."""
+    return {"skipped": reason}
+
+
+def too_few_labels(n: int, what: str, minimum: int) -> str | None:
+    """Why ``n`` labelled videos of ``what`` are not enough (None when they are)."""
+    if n == 0:
+        return f"no EF labels in {what}"
+    if n < minimum:
+        return f"only {n} video(s) of {what} with an EF label (evaluate.ef.min_labelled={minimum})"
+    return None
+
+
+def write_skipped_regressor(out_dir: Path, log_file: Path, reason: str) -> None:
+    """The declared outputs of a regressor that was not trained: ``model/SKIPPED.txt``
+    (the reason), a checkpoints folder without checkpoints, a training curve of its header."""
+    log.warning("%s not trained: %s", out_dir, reason)
+    discard_other_inputs(out_dir / "checkpoints", "skipped", stamp="data_fingerprint.txt")
+    write_dir_atomically(out_dir / "model", lambda d: (d / "SKIPPED.txt").write_text(reason + "\n"))
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text("step\tloss\n")
 
 
 def train_ef(
@@ -63,8 +95,13 @@ def train_ef(
 
 def train_real_ef(
     data: EvalData, params: EvaluateParams, paths: EvaluatePaths, seed: int
-) -> EFRegressor:
-    """The EF regressor of real TRAIN videos (out_dir ``models/ef_regressor``)."""
+) -> tuple[EFRegressor | None, str | None]:
+    """The EF regressor of the labelled real TRAIN videos (out_dir ``models/ef_regressor``),
+    or (None, why not) with too few labels."""
+    reason = too_few_labels(data.n_labelled("TRAIN"), "TRAIN", params.ef.min_labelled)
+    if reason is not None:
+        write_skipped_regressor(paths.ef_real, paths.plots / "ef_train.tsv", reason)
+        return None, reason
     dataset = LabelledWindowDataset(data.store.path, params.clip_frames, ("TRAIN",), seed)
     t = data.store.table
     fingerprint = _fingerprint(
@@ -73,7 +110,7 @@ def train_real_ef(
         t["ef"].astype(float),
         np.array(t["file_name"].astype(str).tolist(), dtype="U"),
     )
-    return train_ef(
+    model = train_ef(
         dataset,
         fingerprint,
         params.ef,
@@ -82,22 +119,32 @@ def train_real_ef(
         seed,
         "ef_real",
     )
+    return model, None
 
 
 def train_synthetic_ef(
     data: EvalData, params: EvaluateParams, paths: EvaluatePaths, seed: int
-) -> EFRegressor | None:
-    """The EF regressor of synthetic videos only, labelled with their motion source's EF;
-    None when no synthetic video has a labelled source."""
+) -> tuple[EFRegressor | None, str | None]:
+    """The EF regressor of synthetic videos only, labelled with their motion source's EF,
+    or (None, why not): ``ef.downstream`` off, too few synthetic videos with a labelled
+    source, or too few labelled real TEST videos to test it on."""
     labels = data.source_ef()
     keep = np.flatnonzero(np.isfinite(labels))
-    if len(keep) == 0:
-        log.warning("no synthetic video has a motion source with EF: no downstream regressor")
-        return None
+    minimum = params.ef.min_labelled
+    reason = (
+        "evaluate.ef.downstream is false"
+        if not params.ef.downstream
+        else too_few_labels(len(keep), "the synthetic set (EF of the motion source)", minimum)
+        or too_few_labels(data.n_labelled("TEST"), "TEST", minimum)
+    )
+    if reason is not None:
+        out = paths.ef_synthetic
+        write_skipped_regressor(out, paths.plots / "ef_train_synthetic.tsv", reason)
+        return None, reason
     videos = [data.synthetic.read(int(k)) for k in keep]
     dataset = ArrayClipDataset(videos, labels[keep], params.clip_frames, seed)
     fingerprint = _fingerprint(labels[keep], *videos)
-    return train_ef(
+    model = train_ef(
         dataset,
         fingerprint,
         params.ef,
@@ -106,6 +153,7 @@ def train_synthetic_ef(
         seed,
         "ef_synthetic",
     )
+    return model, None
 
 
 def _scatter(kind: str, names: list[str], truth: np.ndarray, pred: np.ndarray) -> list[dict]:
@@ -119,32 +167,66 @@ def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in metrics.items()}
 
 
+SCATTER_COLUMNS = ("set", "file_name", "ef_true", "ef_pred")
+
+
 def ef_scores(
-    data: EvalData, real: EFRegressor, synthetic: EFRegressor | None, params: EvaluateParams
-) -> tuple[dict[str, float], list[dict]]:
+    data: EvalData,
+    real: EFRegressor | None,
+    synthetic: EFRegressor | None,
+    params: EvaluateParams,
+    why_not: dict[str, str] | None = None,
+) -> tuple[dict, list[dict]]:
     """EF metrics and the scatter rows (set, file_name, ef_true, ef_pred).
 
     ``real_test_*``: the real-trained regressor on real TEST; ``synthetic_*``: it on the
     synthetic videos against their motion source's EF; ``downstream_synthetic_*``: the
-    synthetic-trained regressor on real TEST (EchoNet-Synthetic protocol).
+    synthetic-trained regressor on real TEST (EchoNet-Synthetic protocol). A part that
+    cannot be computed is ``{"skipped": reason}`` under its name (``real_test``,
+    ``synthetic``, ``downstream_synthetic``); ``why_not`` gives the reason a regressor is
+    None (keys ``real``, ``synthetic``). ``n_labelled_train`` / ``n_labelled_test`` count
+    the real videos with an EF label.
     """
-    length, k, batch = params.clip_frames, params.ef.test_clips, params.batch_size
-    test_rows = data.split_rows("TEST", labelled=True)
-    test = data.split("TEST", labelled=True)
-    truth = data.store.table["ef"][test_rows].astype(float)
+    why_not = why_not or {}
+    length, k, batch, minimum = (
+        params.clip_frames, params.ef.test_clips, params.batch_size, params.ef.min_labelled
+    )  # fmt: skip
+    metrics: dict = {
+        "n_labelled_train": data.n_labelled("TRAIN"),
+        "n_labelled_test": data.n_labelled("TEST"),
+    }
+    rows: list[dict] = []
+    no_test = too_few_labels(metrics["n_labelled_test"], "TEST", minimum)
+    if no_test is None:
+        test_rows = data.split_rows("TEST", labelled=True)
+        test = data.split("TEST", labelled=True)
+        truth = data.store.table["ef"][test_rows].astype(float)
+    no_real = why_not.get("real", "no regressor trained on real videos") if real is None else None
     # 1. the real-trained regressor on real TEST
-    pred = predict_ef(real, test, length, k, batch)
-    metrics = _prefixed("real_test", regression_metrics(truth, pred))
-    rows = _scatter("real_test", test.names, truth, pred)
+    if no_real or no_test:
+        metrics["real_test"] = skipped(no_real or no_test)
+    else:
+        pred = predict_ef(real, test, length, k, batch)
+        metrics |= _prefixed("real_test", regression_metrics(truth, pred))
+        rows += _scatter("real_test", test.names, truth, pred)
     # 2. it on synthetic videos, against the EF of their motion source
     labels = data.source_ef()
     keep = np.flatnonzero(np.isfinite(labels))
-    syn = data.synthetic.subset(keep)
-    syn_pred = predict_ef(real, syn, length, k, batch) if len(keep) else np.zeros(0)
-    metrics |= _prefixed("synthetic", regression_metrics(labels[keep], syn_pred))
-    rows += _scatter("synthetic", syn.names, labels[keep], syn_pred)
+    no_syn = no_real or too_few_labels(
+        len(keep), "the synthetic set (EF of the motion source)", minimum
+    )
+    if no_syn:
+        metrics["synthetic"] = skipped(no_syn)
+    else:
+        syn = data.synthetic.subset(keep)
+        syn_pred = predict_ef(real, syn, length, k, batch)
+        metrics |= _prefixed("synthetic", regression_metrics(labels[keep], syn_pred))
+        rows += _scatter("synthetic", syn.names, labels[keep], syn_pred)
     # 3. downstream: trained on synthetic only, tested on real TEST
-    if synthetic is not None:
+    if synthetic is None or no_test:
+        reason = why_not.get("synthetic", "no regressor trained on synthetic videos")
+        metrics["downstream_synthetic"] = skipped(no_test or reason)
+    else:
         down = predict_ef(synthetic, test, length, k, batch)
         metrics |= _prefixed("downstream_synthetic", regression_metrics(truth, down))
         rows += _scatter("downstream_synthetic", test.names, truth, down)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from echomotion.evaluation import EFRegressorParams, TorchScriptExtractorParams
-from echomotion.flow import FlowProviderParams
+from echomotion.evaluation.params import EFRegressorParams, TorchScriptExtractorParams
+from echomotion.flow.params import FlowProviderParams
 from echomotion.section import Section, Split
-from echomotion.training import TrainParams
+from echomotion.training.params import TrainParams
 
 
 class RealismParams(Section):
@@ -47,6 +47,12 @@ class EFParams(Section):
     )
     test_clips: int = Field(4, ge=1, description="Evenly spaced clips averaged per video.")
     downstream: bool = Field(True, description="Also train on synthetic only, test on real.")
+    min_labelled: int = Field(
+        2,
+        ge=1,
+        description="Fewest videos with an EF label to train a regressor on or to score it on; "
+        "fewer: the EF metrics (and the EF-network clip distance) are reported as skipped.",
+    )
 
 
 class PrivacyParams(Section):

@@ -8,29 +8,32 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from echomotion.evaluation import (
-    FeatureExtractor,
-    VideoSet,
+from echomotion.evaluation.extractors import FeatureExtractor, extract
+from echomotion.evaluation.frechet import frechet_distance
+from echomotion.evaluation.motion_fidelity import (
     cosine_matrix,
-    draw_clips,
-    draw_frames,
     ed_es_or_detect,
     epe_matrix,
-    extract,
-    flag,
-    frechet_distance,
-    gather_clips,
-    gather_frames,
     matched_and_mismatched,
-    max_similarity,
     motion_vectors,
     pair_flows,
-    privacy_threshold,
     retrieval_top1,
-    similarity_histogram,
-    source_index,
     standardise,
+)
+from echomotion.evaluation.privacy import (
+    flag,
+    max_similarity,
+    privacy_threshold,
+    similarity_histogram,
     video_embeddings,
+)
+from echomotion.evaluation.synthetic import source_index
+from echomotion.evaluation.videos import (
+    VideoSet,
+    draw_clips,
+    draw_frames,
+    gather_clips,
+    gather_frames,
 )
 from echomotion.flow.classical import FlowProvider
 from echomotion.store import RaggedStore
@@ -73,9 +76,14 @@ def realism_scores(
     extractors: dict[str, FeatureExtractor],
     params: EvaluateParams,
     rng: np.random.Generator,
-) -> dict[str, float]:
+    skipped: dict[str, tuple[str, str]] | None = None,
+) -> dict:
     """FID-style (frame extractors) and FVD-style (clip extractors) distances of the
-    synthetic set and of the real baseline split to the real reference split."""
+    synthetic set and of the real baseline split to the real reference split.
+
+    ``skipped``: extractor name -> (kind "frame" | "clip", reason) of extractors that are
+    not available (e.g. the EF network without EF labels); their metric is
+    ``{"skipped": reason}`` under its usual name."""
     p, length = params.realism, params.clip_frames
     reference, baseline = data.split(p.reference_split), data.split(p.baseline_split)
     # 1. frames: as many for the synthetic as for the baseline set; clips likewise
@@ -105,12 +113,17 @@ def realism_scores(
         "n_reference_frames": len(frames["reference"]),
     }
     full = "_full" if p.max_reference_frames is None else ""  # every reference frame
+
+    def key_of(name: str, kind: str) -> str:
+        if kind == "frame":
+            return f"{name}_fid{count_name(p.n_frames)}{full}"
+        return f"{name}_fvd{count_name(p.n_clips)}_{length}f"
+
     for name, extractor in extractors.items():
-        if extractor.kind == "frame":
-            key, items = f"{name}_fid{count_name(p.n_frames)}{full}", frames
-        else:
-            key, items = f"{name}_fvd{count_name(p.n_clips)}_{length}f", clips
+        key, items = key_of(name, extractor.kind), frames if extractor.kind == "frame" else clips
         out[key], out[f"{key}_real_baseline"] = _frechet_pair(extractor, items, params.batch_size)
+    for name, (kind, reason) in (skipped or {}).items():
+        out[key_of(name, kind)] = {"skipped": reason}
     return out
 
 

@@ -6,7 +6,3 @@ Only the params sections are imported here (``echomotion.params`` imports this p
 to validate params.yaml); the stage code lives in the submodules ``train``, ``export``,
 ``pairs`` (the training dataset) and ``truth`` (ground truth and EPE tables).
 """
-
-from .params import FlowExportParams, FlowTrainParams, PWCLiteParams
-
-__all__ = ["FlowExportParams", "FlowTrainParams", "PWCLiteParams"]

@@ -14,15 +14,16 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ...data import TripletDataset, midway
-from ...flow import (
+from echomotion.flow.classical import (
     DISFlow,
     FarnebackFlow,
     FlowProvider,
     NetworkFlow,
-    PWCLite,
     make_flow_provider,
 )
+from echomotion.flow.pwc import PWCLite
+
+from ...data import TripletDataset, midway
 from ...store import RaggedStore, RaggedStoreWriter
 from .params import FlowExportParams
 from .truth import load_truth_pairs, score_provider

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ...flow.classical import FlowProviderParams
-from ...flow.losses import FlowLossParams
-from ...flow.segments import SegmentParams
+from ...flow.params import FlowLossParams, FlowProviderParams, SegmentParams
 from ...section import Section
 from ...training.params import TrainParams
 

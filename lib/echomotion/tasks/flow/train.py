@@ -9,8 +9,12 @@ from pathlib import Path
 
 import torch
 
-from ...flow import NetworkFlow, PWCLite, make_flow_loss, make_segment_provider
-from ...training import EvalFn, TrainResult, train_section
+from echomotion.flow.classical import NetworkFlow
+from echomotion.flow.losses import make_flow_loss
+from echomotion.flow.pwc import PWCLite
+from echomotion.flow.segments import make_segment_provider
+from echomotion.training.loop import EvalFn, TrainResult, train_section
+
 from .pairs import FlowPairDataset
 from .params import FlowTrainParams
 from .truth import TruthPairs, load_truth_pairs, score_provider

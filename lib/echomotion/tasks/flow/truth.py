@@ -16,9 +16,13 @@ import cv2
 import numpy as np
 import torch
 
+from echomotion.flow.classical import FlowProvider
+from echomotion.flow.metrics import end_point_error
+from echomotion.flow.ops import resize_flow
+from echomotion.phantom.anatomy import LABELS
+from echomotion.phantom.motion import flow_between
+
 from ...data import midway
-from ...flow import FlowProvider, end_point_error, resize_flow
-from ...phantom import LABELS, flow_between
 from ...prepare import resample_indices
 from ...store import RaggedStore
 

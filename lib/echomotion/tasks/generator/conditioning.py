@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, SchedulerMixin
 
-from echomotion.diffusion import MotionConditionedVideoPipeline
+from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
 
 from .params import SamplerName
 

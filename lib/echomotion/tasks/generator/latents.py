@@ -9,7 +9,7 @@ import numpy as np
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
-from echomotion.diffusion import encode_frames
+from echomotion.diffusion.vae import encode_frames
 from echomotion.store import RaggedStore, RaggedStoreWriter
 
 from .params import LatentsParams

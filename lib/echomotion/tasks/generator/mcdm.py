@@ -17,16 +17,13 @@ import torch
 from accelerate import PartialState
 from torch.utils.data import Dataset
 
-from echomotion.diffusion import (
-    MotionConditionedVideoPipeline,
-    build_scheduler,
-    build_unet,
-    mcdm_loss,
-)
+from echomotion.diffusion.losses import build_scheduler, mcdm_loss
+from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
+from echomotion.diffusion.unet import build_unet
 from echomotion.store import RaggedStore
 from echomotion.tasks.mafe.features import video_motion
-from echomotion.training import train_section
-from echomotion.training.checkpoint import write_dir_atomically
+from echomotion.training.checkpoint import save_pretrained, write_dir_atomically
+from echomotion.training.loop import train_section
 
 from .conditioning import MotionNormalizer
 from .latents import load_vae
@@ -137,7 +134,7 @@ def save_pipeline(pipe: MotionConditionedVideoPipeline, normalizer: MotionNormal
     """``save_pretrained`` plus ``conditioning.json``, written to a temporary folder and renamed."""
 
     def write(directory: Path) -> None:
-        pipe.save_pretrained(directory, safe_serialization=True)
+        save_pretrained(pipe, directory)
         normalizer.save(directory)
 
     write_dir_atomically(Path(path), write)

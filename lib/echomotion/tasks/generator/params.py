@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from echomotion.diffusion import (
+from echomotion.diffusion.params import (
     MCDMLossParams,
     MCDMModelParams,
     NoiseScheduleParams,
@@ -14,7 +14,7 @@ from echomotion.diffusion import (
     VAEModelParams,
 )
 from echomotion.section import Section, Split
-from echomotion.training import TrainParams
+from echomotion.training.params import TrainParams
 
 SamplerName = Literal["ddpm", "ddim", "dpmsolver++"]
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from echomotion.diffusion import MotionConditionedVideoPipeline
+from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
 from echomotion.echonet import FILE_LIST, FILE_LIST_COLUMNS, TRACING_COLUMNS, TRACINGS, VIDEOS
 from echomotion.store import RaggedStore
 from echomotion.tasks.mafe.features import video_motion

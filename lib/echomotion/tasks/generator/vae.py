@@ -13,15 +13,12 @@ from accelerate import PartialState
 from torch.utils.data import Dataset
 
 from echomotion.data import evenly_spaced
-from echomotion.diffusion import (
-    build_vae,
-    estimate_scaling_factor,
-    frames_to_images,
-    reconstruction_metrics,
-    vae_loss,
-)
+from echomotion.diffusion.losses import vae_loss
+from echomotion.diffusion.metrics import reconstruction_metrics
+from echomotion.diffusion.vae import build_vae, estimate_scaling_factor, frames_to_images
 from echomotion.store import RaggedStore
-from echomotion.training import train_section
+from echomotion.training.checkpoint import save_pretrained
+from echomotion.training.loop import train_section
 
 from .params import VAETrainParams
 
@@ -99,7 +96,7 @@ def train_vae(
     scale = estimate_scaling_factor(vae, sample, params.encode_batch_size)
     vae.register_to_config(scaling_factor=scale)
     if PartialState().is_main_process:
-        vae.save_pretrained(result.model_dir, safe_serialization=True)
+        save_pretrained(vae, result.model_dir)
     logger.info("scaling factor %.4f from %d TRAIN frames", scale, len(sample))
     # 4. reconstruction quality on VAL
     val = spread_frames(split_frames(store, ("VAL",)), params.eval_frames)

@@ -28,7 +28,8 @@ from torch.utils.data import Dataset
 
 from echomotion.data import TripletDataset, midway, to_tensor
 from echomotion.flow.classical import DISFlow
-from echomotion.mafe import MAFEAugmentParams, augment_batch
+from echomotion.mafe.augment import augment_batch
+from echomotion.mafe.params import MAFEAugmentParams
 from echomotion.store import RaggedStore
 
 AUGMENTED_KEYS = ("img0", "img1", "gt", "flow", "reid", "timestep")

@@ -26,8 +26,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from echomotion.data import TripletDataset, to_tensor
-from echomotion.mafe import MAFE
-from echomotion.reid import rank1_and_map
+from echomotion.mafe.model import MAFE
+from echomotion.reid.metrics import rank1_and_map
 from echomotion.store import RaggedStore, RaggedStoreWriter
 
 from .params import FeaturesParams
@@ -117,9 +117,16 @@ def ef_probe(
 ) -> dict[str, float]:
     """Ridge EF probe: alpha with the best VAL R-squared (fit on TRAIN), refit on
     TRAIN + VAL, R-squared on TEST. Videos without EF are left out; with fewer than two
-    VAL videos the median alpha is used."""
+    VAL videos the median alpha is used. Fewer than two labelled TRAIN or TEST videos:
+    ``{"skipped": reason}`` and the counts (no R-squared can be had)."""
     known = np.isfinite(ef)
     part = {s: known & (split == s) for s in ALL_SPLITS}
+    counts = {f"n_{s.lower()}": int(part[s].sum()) for s in ALL_SPLITS}
+    for s in ("TRAIN", "TEST"):
+        if part[s].sum() < 2:
+            n = int(part[s].sum())
+            why = f"no EF labels in {s}" if n == 0 else f"only {n} {s} video with an EF label"
+            return {"skipped": why, **counts}
     scores = {
         a: r_squared(
             ef[part["VAL"]], fit_ridge(x[part["TRAIN"]], ef[part["TRAIN"]], a)(x[part["VAL"]])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from echomotion.mafe import MAFEAugmentParams, MAFELossParams, MAFEModelParams
+from echomotion.mafe.params import MAFEAugmentParams, MAFELossParams, MAFEModelParams
 from echomotion.section import Section
-from echomotion.training import TrainParams
+from echomotion.training.params import TrainParams
 
 
 class MAFETrainParams(Section):

@@ -24,9 +24,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from echomotion.diffusion.metrics import psnr, ssim
-from echomotion.flow import end_point_error
-from echomotion.mafe import MAFE, mafe_loss
-from echomotion.training import train_section
+from echomotion.flow.metrics import end_point_error
+from echomotion.mafe.losses import mafe_loss
+from echomotion.mafe.model import MAFE
+from echomotion.training.loop import train_section
 
 from ..flow.truth import PAIRS, load_truth_pairs
 from .dataset import PseudoLabelTriplets

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from echomotion.data import TripletDataset, to_tensor
-from echomotion.reid import ReIDEncoder, rank1_and_map
+from echomotion.reid.metrics import rank1_and_map
+from echomotion.reid.model import ReIDEncoder
 from echomotion.store import RaggedStoreWriter
 
 from .params import ReIDExportParams

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from echomotion.reid import ReIDLossParams
+from echomotion.reid.params import ReIDLossParams
 from echomotion.section import Fraction, Section, Split
-from echomotion.training import TrainParams
+from echomotion.training.params import TrainParams
 
 
 class ReIDModelParams(Section):

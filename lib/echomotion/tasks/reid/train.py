@@ -14,9 +14,13 @@ import numpy as np
 import torch
 
 from echomotion.data import evenly_spaced
-from echomotion.reid import FrameIdentityDataset, PKBatchSampler, ReIDEncoder, reid_loss
+from echomotion.reid.dataset import FrameIdentityDataset
+from echomotion.reid.losses import reid_loss
+from echomotion.reid.model import ReIDEncoder
+from echomotion.reid.sampler import PKBatchSampler
 from echomotion.store import RaggedStore
-from echomotion.training import BatchSamplerFactory, TrainResult, train_section
+from echomotion.training.data import BatchSamplerFactory
+from echomotion.training.loop import TrainResult, train_section
 
 from .params import ReIDModelParams, ReIDTrainParams
 

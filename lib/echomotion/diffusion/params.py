@@ -1,0 +1,100 @@
+"""Params of the diffusion models: pydantic only (validating params.yaml loads no model)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from echomotion.section import Fraction, Section
+
+GROUPNORM_GROUPS = 32  # hard-coded in diffusers' spatio-temporal blocks: widths must divide by it
+
+
+class VAEModelParams(Section):
+    """Size of the latent autoencoder (the default is a tiny CPU model)."""
+
+    block_out_channels: tuple[int, ...] = Field(
+        (16, 32, 64, 64), description="Channels per level; 4 levels = 8x downsampling."
+    )
+    layers_per_block: int = Field(1, ge=1)
+    norm_num_groups: int = Field(16, ge=1, description="GroupNorm groups; divides every width.")
+    latent_channels: int = Field(4, ge=1)
+
+    @field_validator("block_out_channels")
+    @classmethod
+    def _four_levels(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(value) != 4:
+            raise ValueError(
+                f"block_out_channels needs 4 entries (8x downsampling, 112 -> 14), got {value}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _groups_divide_widths(self) -> VAEModelParams:
+        bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
+        if bad:
+            raise ValueError(
+                f"norm_num_groups ({self.norm_num_groups}) must divide every block_out_channels "
+                f"entry, not {bad}"
+            )
+        return self
+
+
+class MCDMModelParams(Section):
+    """Size of the video UNet (the default is a tiny CPU model; the paper uses 128,256,256,512)."""
+
+    block_out_channels: tuple[int, ...] = Field(
+        (32, 64, 64), description="Channels per level, multiples of 32; >= 2 levels."
+    )
+    layers_per_block: int = Field(1, ge=1)
+    attention_head_dim: int = Field(32, ge=1, description="Channels per attention head.")
+    motion_dim: int = Field(128, ge=1, description="D of the motion vector (cross-attention).")
+    num_frames: int = Field(8, ge=1, description="Frames per training window.")
+    latent_channels: int = Field(4, ge=1)
+    addition_time_embed_dim: int = Field(32, ge=2, description="Sinusoid size per time id.")
+
+    @model_validator(mode="after")
+    def _check(self) -> MCDMModelParams:
+        if len(self.block_out_channels) < 2:
+            raise ValueError(f"block_out_channels needs >= 2 levels, got {self.block_out_channels}")
+        for c in self.block_out_channels:
+            if c % GROUPNORM_GROUPS or c % self.attention_head_dim:
+                raise ValueError(
+                    f"block_out_channels entry {c} must be a multiple of {GROUPNORM_GROUPS} "
+                    f"and of attention_head_dim ({self.attention_head_dim})"
+                )
+        return self
+
+
+class NoiseScheduleParams(Section):
+    """The training noise schedule (saved with the pipeline as the DDPM scheduler config)."""
+
+    num_train_timesteps: int = Field(1000, ge=2)
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    beta_start: float = Field(1e-4, gt=0)
+    beta_end: float = Field(0.02, gt=0, lt=1)
+    prediction_type: Literal["v_prediction", "epsilon"] = "v_prediction"
+
+    @model_validator(mode="after")
+    def _check(self) -> NoiseScheduleParams:
+        if self.beta_start >= self.beta_end:
+            raise ValueError(f"beta_start ({self.beta_start}) must be < beta_end ({self.beta_end})")
+        return self
+
+
+class VAELossParams(Section):
+    """Weights of the VAE objective: reconstruction + KL (+ optional 1 - SSIM)."""
+
+    reconstruction: Literal["l1", "l2"] = "l1"
+    kl_weight: float = Field(1e-6, ge=0, description="On the KL averaged per latent element.")
+    ssim_weight: float = Field(0.0, ge=0, description="Weight of 1 - SSIM; 0 skips it.")
+
+
+class MCDMLossParams(Section):
+    """Conditioning regularisers of the diffusion objective."""
+
+    cond_dropout: Fraction = Field(0.1, description="P(motion dropped) per sample, for CFG.")
+    ref_noise_aug: float = Field(
+        0.0, ge=0, description="Max std of noise on the reference latent (uniform per sample)."
+    )

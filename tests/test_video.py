@@ -1,0 +1,20 @@
+"""Video files written by the project: bytes that depend on the frames alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from echomotion.video import read_video, write_video
+
+
+@pytest.mark.parametrize("codec", ["mjpeg", "ffv1"])
+def test_written_video_carries_no_ffmpeg_version_and_is_byte_identical(tmp_path, codec):
+    frames = (np.random.default_rng(0).random((6, 32, 40)) * 255).astype(np.uint8)
+    write_video(tmp_path / "a.avi", frames, fps=25, codec=codec)
+    write_video(tmp_path / "b.avi", frames, fps=25, codec=codec)
+    data = (tmp_path / "a.avi").read_bytes()
+    assert b"Lavf" not in data and b"Lavc" not in data, "FFmpeg version tag in the file"
+    assert data == (tmp_path / "b.avi").read_bytes()
+    back = read_video(tmp_path / "a.avi")
+    assert back.frames.shape == frames.shape
