@@ -18,3 +18,10 @@ def test_written_video_carries_no_ffmpeg_version_and_is_byte_identical(tmp_path,
     assert data == (tmp_path / "b.avi").read_bytes()
     back = read_video(tmp_path / "a.avi")
     assert back.frames.shape == frames.shape
+
+
+def test_a_fractional_frame_rate_is_written_exactly(tmp_path):
+    """8.33 fps (25/3) stays 25/3, not round(8.33) = 8: the clip keeps its duration."""
+    frames = np.zeros((4, 16, 16), np.uint8)
+    write_video(tmp_path / "slow.avi", frames, fps=25 / 3)
+    assert read_video(tmp_path / "slow.avi").fps == pytest.approx(25 / 3)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -118,7 +119,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    rate = round(fps)
+    rate = Fraction(fps).limit_denominator(1000)  # exact: 8.33 fps stays 25/3, not 8
     with av.open(str(tmp), mode="w", format="avi", options=BITEXACT_MUXER) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.height, stream.width = frames.shape[1:]
