@@ -25,3 +25,11 @@ def test_a_fractional_frame_rate_is_written_exactly(tmp_path):
     frames = np.zeros((4, 16, 16), np.uint8)
     write_video(tmp_path / "slow.avi", frames, fps=25 / 3)
     assert read_video(tmp_path / "slow.avi").fps == pytest.approx(25 / 3)
+
+
+def test_rgb_frames_are_written_as_they_are(tmp_path):
+    rgb = np.zeros((3, 16, 24, 3), np.uint8)
+    rgb[..., 0] = 200  # red: gray would give about 60
+    write_video(tmp_path / "rgb.avi", rgb, fps=25, codec="ffv1")
+    gray = read_video(tmp_path / "rgb.avi").frames
+    assert gray.shape == (3, 16, 24) and 40 < gray.mean() < 80

@@ -106,7 +106,8 @@ def _decode(path, container, stream, size, fps, target_fps, declared) -> Decoded
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "mjpeg") -> None:
-    """Write (T, H, W) uint8 grayscale frames as an AVI like EchoNet-Dynamic's (3-channel).
+    """Write uint8 frames, (T, H, W) grayscale or (T, H, W, 3) RGB, as an AVI like
+    EchoNet-Dynamic's (3-channel).
 
     ``codec`` is ``mjpeg`` (lossy, as the public archive) or ``ffv1`` (lossless).
     The file is written next to its final name and renamed, so a crash leaves no
@@ -114,15 +115,18 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
     file carries no library version tags and its bytes depend on the frames alone.
     """
     frames = np.asarray(frames)
-    if frames.ndim != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be (T, H, W) uint8, got {frames.shape} {frames.dtype}")
+    rgb_input = frames.ndim == 4 and frames.shape[-1] == 3
+    if not (frames.ndim == 3 or rgb_input) or frames.dtype != np.uint8:
+        raise ValueError(
+            f"frames must be (T, H, W) or (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     rate = Fraction(fps).limit_denominator(1000)  # exact: 8.33 fps stays 25/3, not 8
     with av.open(str(tmp), mode="w", format="avi", options=BITEXACT_MUXER) as container:
         stream = container.add_stream(codec, rate=rate)
-        stream.height, stream.width = frames.shape[1:]
+        stream.height, stream.width = frames.shape[1:3]
         stream.thread_count = 1  # identical bytes on every run
         stream.codec_context.options = dict(BITEXACT_ENCODER)
         if codec == "mjpeg":
@@ -130,8 +134,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
             stream.codec_context.qmin = stream.codec_context.qmax = 2
         else:
             stream.pix_fmt = "yuv420p" if codec != "ffv1" else "yuv444p"
-        for gray in frames:
-            rgb = np.repeat(gray[:, :, None], 3, axis=2)
+        for frame in frames:
+            rgb = frame if rgb_input else np.repeat(frame[:, :, None], 3, axis=2)
             for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():

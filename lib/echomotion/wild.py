@@ -21,17 +21,15 @@ import argparse
 import csv
 import math
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
 from .echonet import FILE_LIST, FILE_LIST_COLUMNS, TRACING_COLUMNS, TRACINGS, VIDEOS
-from .video import read_video, resample_indices
+from .video import read_video, resample_indices, write_video
 
-__all__ = ["VARIANTS", "Variant", "WildVideo", "make_wild", "write_rgb_video"]
+__all__ = ["VARIANTS", "Variant", "WildVideo", "make_wild"]
 
 LOW_FPS_FRAMES = 16
 LARGE = (600, 600)
@@ -81,30 +79,6 @@ class WildVideo:
     width: int
     colour: bool
     labelled: bool
-
-
-def _rate(fps: float) -> Fraction:
-    return Fraction(fps).limit_denominator(1000)
-
-
-def write_rgb_video(path: str | Path, frames: np.ndarray, fps: float) -> None:
-    """Write (T, H, W, 3) uint8 RGB frames as an MJPEG AVI at the exact (rational) rate."""
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w", format="avi") as container:
-        stream = container.add_stream("mjpeg", rate=_rate(fps))
-        stream.height, stream.width = frames.shape[1:3]
-        stream.thread_count = 1  # identical bytes on every run
-        stream.pix_fmt = "yuvj420p"
-        stream.codec_context.qmin = stream.codec_context.qmax = 2
-        for rgb in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 def _times(n: int, fps: float, variant: Variant) -> tuple[np.ndarray, float]:
@@ -222,7 +196,7 @@ def make_wild(
         else:
             rgb = np.repeat(frames[..., None], 3, axis=3)
         wild_name = f"WILD{i:04d}"
-        write_rgb_video(dst / VIDEOS / f"{wild_name}.avi", rgb, fps)
+        write_video(dst / VIDEOS / f"{wild_name}.avi", rgb, fps)
         h, w = frames.shape[1:]
         out_rows.append(
             {
