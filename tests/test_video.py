@@ -33,3 +33,14 @@ def test_rgb_frames_are_written_as_they_are(tmp_path):
     write_video(tmp_path / "rgb.avi", rgb, fps=25, codec="ffv1")
     gray = read_video(tmp_path / "rgb.avi").frames
     assert gray.shape == (3, 16, 24) and 40 < gray.mean() < 80
+
+
+def test_upsample_false_keeps_a_slow_video_at_its_rate_and_still_downsamples(tmp_path):
+    frames = (np.random.default_rng(1).random((10, 16, 16)) * 255).astype(np.uint8)
+    write_video(tmp_path / "slow.avi", frames, fps=10, codec="ffv1")
+    kept = read_video(tmp_path / "slow.avi", target_fps=25, upsample=False)
+    assert kept.target_fps is None and len(kept.frames) == 10 and kept.source_size == (16, 16)
+    repeated = read_video(tmp_path / "slow.avi", target_fps=25)
+    assert repeated.target_fps == 25 and len(repeated.frames) == 23
+    down = read_video(tmp_path / "slow.avi", target_fps=5, upsample=False)
+    assert down.target_fps == 5 and len(down.frames) == 5

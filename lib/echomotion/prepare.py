@@ -15,10 +15,10 @@ from __future__ import annotations
 import csv
 import logging
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import av
 import numpy as np
 from tqdm import tqdm
 
@@ -35,7 +35,6 @@ __all__ = [
     "prepare_dataset",
     "resample_indices",
     "source_histograms",
-    "stored_rate",
     "write_source_plots",
 ]
 
@@ -90,34 +89,9 @@ def source_histograms(
     by_fps = {_fps_bin(lo): 0 for lo in FPS_BINS[:-1]}
     for f in fps:
         by_fps[_fps_bin(f)] += 1
-    names = [f"{h}x{w}" if h and w else "unknown" for h, w in sizes]
-    counts: dict[str, int] = {}
-    for n in names:
-        counts[n] = counts.get(n, 0) + 1
+    counts = Counter(f"{h}x{w}" if h and w else "unknown" for h, w in sizes)
     by_size = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     return by_fps, by_size
-
-
-def stored_rate(source_fps: float, params: PrepareParams) -> float | None:
-    """The rate a video of ``source_fps`` is stored at; None keeps the source rate (no
-    target, or below the target under ``low_fps: native``)."""
-    target = params.target_fps
-    if target is None:
-        return None
-    below = source_fps < target and not math.isclose(source_fps, target)
-    return None if params.low_fps == "native" and below else target
-
-
-def _header(path: Path) -> tuple[float, int, int]:
-    """(container fps, height, width) read from the header only; zeros when unknown (an
-    unreadable file is reported by the decoder)."""
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            rate = float(stream.average_rate or stream.guessed_rate or 0.0)
-            return rate, int(stream.codec_context.height), int(stream.codec_context.width)
-    except (av.FFmpegError, IndexError, ValueError, OSError):
-        return 0.0, 0, 0
 
 
 def map_frame(index: int, source: np.ndarray) -> int:
@@ -138,11 +112,13 @@ class _Loaded:
 
 def _load(root: Path, record: VideoRecord, params: PrepareParams) -> _Loaded:
     """Decode, check and resample one video."""
-    path = root / VIDEOS / f"{record.file_name}.avi"
-    header_fps, height, width = _header(path)
-    known_fps = record.fps or header_fps
-    target = stored_rate(known_fps, params) if known_fps else params.target_fps
-    video = read_video(path, size=(params.size, params.size), target_fps=target, fps=record.fps)
+    video = read_video(
+        root / VIDEOS / f"{record.file_name}.avi",
+        size=(params.size, params.size),
+        target_fps=params.target_fps,
+        fps=record.fps,
+        upsample=params.low_fps == "repeat",
+    )
     n = video.decoded_frames
     if record.n_frames is not None and n < record.n_frames:
         raise VideoReadError(f"truncated: FileList declares {record.n_frames} frames, decoded {n}")
@@ -151,10 +127,10 @@ def _load(root: Path, record: VideoRecord, params: PrepareParams) -> _Loaded:
         raise VideoReadError("frame rate unknown (no FPS in FileList nor in the file)")
     if len(source) < params.min_frames:
         raise VideoReadError(
-            f"too few frames: {len(source)} after resampling to {target} fps "
+            f"too few frames: {len(source)} after resampling to {video.target_fps} fps "
             f"(minimum {params.min_frames})"
         )
-    return _Loaded(video.frames, fps, source, target, (height, width))
+    return _Loaded(video.frames, fps, source, video.target_fps, video.source_size)
 
 
 def _ed_es(frames: np.ndarray, fps: float, traced: TracedFrames, source: np.ndarray, mode: str):
@@ -260,8 +236,8 @@ def _resampling(
     kept = [src for src, stored in rates if math.isclose(stored, src)]
     target = params.target_fps
     native = [f for f in kept if target and f < target and not math.isclose(f, target)]
-    fps_hist, size_hist = source_histograms([src for src, _ in rates], shapes)
     sources = [src for src, _ in rates]
+    fps_hist, size_hist = source_histograms(sources, shapes)
     return {
         "upsampled": len(up),
         "downsampled": len(down),

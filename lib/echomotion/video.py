@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -35,6 +35,8 @@ class DecodedVideo:
     declared_frames: int  # frame count in the container header (0 if unknown)
     decoded_frames: int  # frames decoded from the file
     source_indices: np.ndarray  # (T,) index of each returned frame in the file
+    target_fps: float | None = None  # the rate of ``frames``; None: the source rate
+    source_size: tuple[int, int] = (0, 0)  # (height, width) of the frames in the file
 
 
 def resample_indices(n: int, fps: float, target_fps: float | None) -> np.ndarray:
@@ -50,8 +52,12 @@ def read_video(
     size: tuple[int, int] | None = None,
     target_fps: float | None = None,
     fps: float | None = None,
+    upsample: bool = True,
 ) -> DecodedVideo:
     """Decode ``path`` to grayscale uint8, resampled to ``target_fps`` if given.
+
+    ``upsample=False`` keeps a video slower than ``target_fps`` at its own rate (it is
+    still downsampled when faster); ``DecodedVideo.target_fps`` says which rate was used.
 
     ``size`` = (height, width) rescales while decoding (swscale, area filter). ``fps``
     overrides the container's frame rate (EchoNet's FileList states it). Every frame is
@@ -73,11 +79,19 @@ def read_video(
             declared = int(stream.frames or 0)
             if target_fps is not None and not fps:
                 raise VideoReadError(f"{path}: frame rate unknown, cannot resample")
-            return _decode(path, container, stream, size, fps, target_fps, declared)
+            if not upsample and target_fps is not None and _slower(fps, target_fps):
+                target_fps = None
+            video = _decode(path, container, stream, size, fps, target_fps, declared)
+            shape = (int(stream.codec_context.height), int(stream.codec_context.width))
+            return replace(video, target_fps=target_fps, source_size=shape)
     except VideoReadError:
         raise
     except (av.FFmpegError, ValueError, OSError) as err:
         raise VideoReadError(f"{path}: cannot decode ({err})") from err
+
+
+def _slower(fps: float, target_fps: float) -> bool:
+    return fps < target_fps and not math.isclose(fps, target_fps)
 
 
 def _decode(path, container, stream, size, fps, target_fps, declared) -> DecodedVideo:
