@@ -56,6 +56,18 @@ def too_few_labels(n: int, what: str, minimum: int) -> str | None:
     return None
 
 
+def synthetic_labels(data: EvalData) -> tuple[np.ndarray, np.ndarray]:
+    """Each synthetic video's label (its motion source's EF, NaN when unknown) and the
+    indices of the labelled ones."""
+    labels = data.source_ef()
+    return labels, np.flatnonzero(np.isfinite(labels))
+
+
+def too_few_synthetic(n: int, minimum: int) -> str | None:
+    """Why ``n`` synthetic videos with a labelled motion source are not enough."""
+    return too_few_labels(n, "the synthetic set (EF of the motion source)", minimum)
+
+
 def write_skipped_regressor(out_dir: Path, log_file: Path, reason: str) -> None:
     """The declared outputs of a regressor that was not trained: ``model/SKIPPED.txt``
     (the reason), a checkpoints folder without checkpoints, a training curve of its header."""
@@ -128,13 +140,12 @@ def train_synthetic_ef(
     """The EF regressor of synthetic videos only, labelled with their motion source's EF,
     or (None, why not): ``ef.downstream`` off, too few synthetic videos with a labelled
     source, or too few labelled real TEST videos to test it on."""
-    labels = data.source_ef()
-    keep = np.flatnonzero(np.isfinite(labels))
+    labels, keep = synthetic_labels(data)
     minimum = params.ef.min_labelled
     reason = (
         "evaluate.ef.downstream is false"
         if not params.ef.downstream
-        else too_few_labels(len(keep), "the synthetic set (EF of the motion source)", minimum)
+        else too_few_synthetic(len(keep), minimum)
         or too_few_labels(data.n_labelled("TEST"), "TEST", minimum)
     )
     if reason is not None:
@@ -210,11 +221,8 @@ def ef_scores(
         metrics |= _prefixed("real_test", regression_metrics(truth, pred))
         rows += _scatter("real_test", test.names, truth, pred)
     # 2. it on synthetic videos, against the EF of their motion source
-    labels = data.source_ef()
-    keep = np.flatnonzero(np.isfinite(labels))
-    no_syn = no_real or too_few_labels(
-        len(keep), "the synthetic set (EF of the motion source)", minimum
-    )
+    labels, keep = synthetic_labels(data)
+    no_syn = no_real or too_few_synthetic(len(keep), minimum)
     if no_syn:
         metrics["synthetic"] = skipped(no_syn)
     else:

@@ -141,7 +141,7 @@ def ef_probe(
         "r2_test": r_squared(ef[part["TEST"]], predict(x[part["TEST"]])),
         "r2_val": scores[alpha],
         "alpha": float(alpha),
-        **{f"n_{s.lower()}": int(part[s].sum()) for s in ALL_SPLITS},
+        **counts,
     }
 
 
