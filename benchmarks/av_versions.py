@@ -20,15 +20,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from echomotion.training.fingerprint import add_files
+
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "echomotion-av"
 
 
 def tree_digest(root: Path) -> str:
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    add_files(digest, root, root)
     return digest.hexdigest()
 
 

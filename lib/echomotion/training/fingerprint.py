@@ -23,6 +23,14 @@ def _files(path: Path) -> list[Path]:
     )
 
 
+def add_files(digest, path: Path, root: Path) -> None:
+    """Feed every file under ``path`` (its name relative to ``root``, then the SHA-256 of
+    its bytes; byte code left out) into ``digest``, in sorted order."""
+    for file in _files(path):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(file.read_bytes()).digest())
+
+
 def dependency_fingerprint(name: str, dvc_file: str | Path = "dvc.yaml") -> str:
     """SHA-256 over every file of stage ``name``'s ``deps`` in ``dvc_file`` (paths relative
     to its folder, and bytes): the code and data the stage runs on, as DVC sees them."""
@@ -35,9 +43,7 @@ def dependency_fingerprint(name: str, dvc_file: str | Path = "dvc.yaml") -> str:
         path = root / dep
         if not path.exists():
             raise FileNotFoundError(f"{dvc_file}: dependency {dep!r} of stage {name!r} is missing")
-        for file in _files(path):
-            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(hashlib.sha256(file.read_bytes()).digest())
+        add_files(digest, path, root)
     return digest.hexdigest()
 
 
