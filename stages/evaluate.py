@@ -1,4 +1,7 @@
-"""Stage `evaluate`: synthetic dataset + real videos + trained networks -> metrics/eval.json."""
+"""Stage `evaluate`: synthetic dataset + real videos (+ the EchoNet root's LV tracings) +
+trained networks -> metrics/eval.json."""
+
+from pathlib import Path
 
 from echomotion.config import write_used_params
 from echomotion.stage import start, write_json
@@ -8,7 +11,7 @@ from echomotion.tasks.evaluate.run import evaluate
 
 def main() -> None:
     params = start("evaluate")
-    paths = EvaluatePaths()
+    paths = EvaluatePaths(source_root=Path(params.data.root))
     metrics = evaluate(params.evaluate, paths, seed=params.shared.seed)
     write_used_params(params.evaluate, paths.plots / "params_used.json")
     write_json("metrics/eval.json", metrics)

@@ -16,6 +16,7 @@ def main() -> None:
         params.vae_train,
         out_dir=OUT,
         log_file="plots/vae_train/train.tsv",
+        figure="plots/vae_train/reconstruction.png",
         seed=params.vae_train.train.seed_or(params.shared.seed),
     )
     write_used_params(params.vae_train, f"{OUT}/params_used.json")

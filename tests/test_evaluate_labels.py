@@ -37,7 +37,7 @@ def run(request, tiny_dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"evaluate_{request.param}")
     torch.manual_seed(0)
     store = write_store(tiny_dataset, tmp / "videos.zarr", LABELLED[request.param])
-    paths, metrics = evaluate_on(store, tmp)
+    paths, metrics = evaluate_on(store, tmp, tiny_dataset["root"])
     return request.param, paths, metrics
 
 
@@ -77,6 +77,33 @@ def test_label_dependent_metrics_are_skipped_with_a_reason_or_computed(run):
         assert (paths.ef_real / "model" / "config.json").is_file()
         scatter = read_csv(paths.plots / "ef_scatter.csv")
         assert {r["set"] for r in scatter} == {"real_test", "synthetic", "downstream_synthetic"}
+
+
+def test_lv_segmenter_needs_tracings_only_and_its_ef_needs_labels(run):
+    labels, paths, metrics = run
+    lv = metrics["ef_lv"]
+    assert lv["n_traced_train"] == 4 and 0 <= lv["dice_test"] <= 1  # tracings, not EF
+    assert (paths.lv / "model" / "config.json").is_file()
+    assert read_csv(paths.plots / "lv_area.csv")
+    if labels == "none":
+        for part in ("real_val", "real_test", "transfer", "self"):
+            assert lv[part] == {"skipped": "no EF labels in TRAIN"}, part
+        assert not read_csv(paths.plots / "ef_lv_scatter.csv")
+    else:  # calibrated on the 2 labelled TRAIN videos, scored on the labelled rest
+        assert lv["real_train_n"] == 2 and lv["real_test_n"] == 2
+        assert lv["self_n"] == 2 and lv["transfer_n"] == 2
+        assert "skipped" in lv["real_val"]
+
+
+def test_without_tracings_the_lv_estimator_is_skipped(tiny_dataset, tmp_path):
+    torch.manual_seed(0)
+    store = write_store(tiny_dataset, tmp_path / "videos.zarr", set(range(8)))
+    paths, metrics = evaluate_on(store, tmp_path)  # no EchoNet root: no tracings
+    assert metrics["ef_lv"] == {"skipped": "no LV tracings of TRAIN videos (VolumeTracings.csv)"}
+    assert (paths.lv / "model" / "SKIPPED.txt").is_file() and (paths.lv / "checkpoints").is_dir()
+    assert (paths.plots / "lv_area.csv").read_text().strip() == "series,time_s,area_px"
+    assert (paths.plots / "lv_train.tsv").read_text() == "step\tloss\n"
+    assert metrics["ssim"]["self_n"] == 3 and metrics["appearance"]["transfer_n"] == 2
 
 
 def test_too_few_labels_reason():

@@ -198,3 +198,26 @@ def test_reference_latent_input_skips_the_vae(pipe):
 def test_check_inputs_names_the_bad_value(pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):
         pipe(reference=frames(2), **kwargs)
+
+
+def test_window_start_reference_pins_frame_0_and_follows_the_windows(pipe):
+    """Trained with reference = window start: the video starts at the reference latent and
+    each later window is conditioned on its own first (known) frame."""
+    reference = frames(1)
+    latent = encode_images(pipe.vae, frames_to_images(reference))
+    refs = []
+    hook = pipe.unet.register_forward_pre_hook(lambda _, args: refs.append(args[0][:, 0, 4:]))
+    pipe.register_to_config(reference="window_start")
+    try:
+        video = run(pipe, reference=reference, motion=motion(1), num_frames=5,
+                    window_overlap=1, output_type="latent")  # fmt: skip
+    finally:
+        pipe.register_to_config(reference="random")
+        hook.remove()
+    torch.testing.assert_close(video[:, 0], latent)  # pinned as a known frame
+    # 2 steps per window: windows [0, 3) and [2, 5); the second conditions on frame 2
+    assert window_starts(5, WINDOW, 1) == [0, 2]
+    torch.testing.assert_close(refs[0], latent.expand_as(refs[0]))
+    torch.testing.assert_close(refs[2], video[:, 2])
+    with pytest.raises(ValueError, match="reference must be"):
+        MotionConditionedVideoPipeline(pipe.vae, pipe.unet, pipe.scheduler, reference="first")

@@ -16,7 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from echomotion.evaluation.params import EFRegressorParams, TorchScriptExtractorParams
+from echomotion.evaluation.params import (
+    EFRegressorParams,
+    LVSegmenterParams,
+    TorchScriptExtractorParams,
+)
 from echomotion.flow.params import FlowProviderParams
 from echomotion.flow.pwc import PWCLite
 from echomotion.mafe.model import MAFE
@@ -28,6 +32,7 @@ from echomotion.tasks.evaluate.data import EvaluatePaths
 from echomotion.tasks.evaluate.params import (
     EFParams,
     EvaluateParams,
+    LVParams,
     MotionParams,
     PrivacyParams,
     RealismParams,
@@ -132,18 +137,24 @@ def tiny_params(tmp_path, steps: int = 4, flow: str = "dis") -> EvaluateParams:
             train=TrainParams(steps=steps, batch_size=4, lr=1e-3, checkpoint_every=2, log_every=1),
             test_clips=2,
         ),
+        lv=LVParams(
+            model=LVSegmenterParams(widths=(4, 8), input_size=32),
+            train=TrainParams(steps=steps, batch_size=4, lr=3e-3, checkpoint_every=2, log_every=1),
+        ),
         privacy=PrivacyParams(frames_per_video=4, histogram_bins=10),
     )  # fmt: skip
 
 
-def evaluate_on(store, tmp: Path):
+def evaluate_on(store, tmp: Path, source_root: Path | None = None):
     """Random tiny ReID / MAFE / flow networks, features and a synthetic set from ``store``,
-    then one evaluate() call; returns (paths, metrics)."""
+    then one evaluate() call (LV tracings from the EchoNet ``source_root``, if given);
+    returns (paths, metrics)."""
     mafe = MAFE.from_params(TINY_MAFE).eval()
     paths = EvaluatePaths(
         videos=tmp / "videos.zarr", synthetic=tmp / "synthetic", features=tmp / "features.zarr",
         reid=tmp / "reid", mafe=tmp / "mafe", flow=tmp / "flow", ef_real=tmp / "ef",
         ef_synthetic=tmp / "ef_syn", private=tmp / "private", plots=tmp / "plots",
+        lv=tmp / "lv", source_root=source_root,
     )  # fmt: skip
     mafe.save_pretrained(paths.mafe)
     ReIDEncoder(widths=(8, 16), blocks=(1, 1), embedding_dim=16).save_pretrained(paths.reid)
@@ -160,7 +171,8 @@ def run(tiny_dataset, tmp_path_factory):
     """Fake inputs, then one evaluate() call; returns (paths, metrics, tmp dir)."""
     tmp = tmp_path_factory.mktemp("evaluate")
     torch.manual_seed(0)
-    paths, metrics = evaluate_on(write_store(tiny_dataset, tmp / "videos.zarr"), tmp)
+    store = write_store(tiny_dataset, tmp / "videos.zarr")
+    paths, metrics = evaluate_on(store, tmp, tiny_dataset["root"])
     return paths, metrics, tmp
 
 
@@ -171,7 +183,7 @@ def read_csv(path):
 
 def test_metrics_groups_and_keys(run):
     _, metrics, tmp = run
-    assert set(metrics) == {"realism", "motion", "ef", "privacy"}
+    assert set(metrics) == {"realism", "motion", "appearance", "ssim", "ef", "ef_lv", "privacy"}
     realism = metrics["realism"]
     for key in ("reid_fid64", "efnet_fvd16_8f", "inception_fid64", "i3d_fvd16_8f"):
         assert np.isfinite(realism[key]) and realism[key] >= 0
@@ -238,3 +250,55 @@ def test_second_call_continues_the_real_regressor_with_the_flow_network(run):
     steps = [int(r["step"]) for r in read_csv_tsv(paths.plots / "ef_train.tsv")]
     assert steps == [1, 2, 3, 4, 5, 6]  # continued from step 4, not restarted
     assert (paths.ef_real / "checkpoints" / "step-0000006").is_dir()
+
+
+def test_motion_metrics_per_mode(run):
+    _, metrics, _ = run
+    motion = metrics["motion"]
+    assert motion["self_n_videos"] == 3 and motion["transfer_n_videos"] >= 1
+    assert motion["self_retrieval_top1"] == 1.0  # perfect copies find their own driver
+    assert motion["self_cosine_matched"] == pytest.approx(1.0, abs=1e-4)
+    assert motion["self_flow_epe_matched"] < motion["self_flow_epe_mismatched"]
+    rows = read_csv(run[0].plots / "motion.csv")
+    assert {r["mode"] for r in rows} <= {"self", "transfer"}
+
+
+def test_appearance_and_self_mode_ssim_of_copies(run):
+    _, metrics, _ = run
+    # copy_* are copies of their appearance source (TRAIN videos) driven by a TEST video
+    appearance = metrics["appearance"]
+    assert appearance["transfer_n"] == 2
+    assert appearance["transfer_nearer_appearance"] == 1.0
+    assert appearance["transfer_appearance_top1"] == 1.0
+    assert appearance["transfer_appearance_top1_chance"] == pytest.approx(1 / 5)  # 3 TEST + 2
+    assert appearance["transfer_similarity_appearance"] == pytest.approx(1.0, abs=1e-4)
+    # self_* are copies of their drivers: SSIM ~1 (the AVI round trip moves a few levels)
+    ssim = metrics["ssim"]
+    assert ssim["self_n"] == 3 and ssim["self_matched"] > 0.98
+    assert (
+        ssim["self_mismatched"] < ssim["self_matched"]
+        and ssim["self_matched_above_mismatched"] == 1
+    )
+
+
+def test_lv_ef_estimator_metrics_and_plots(run):
+    paths, metrics, _ = run
+    lv = metrics["ef_lv"]
+    assert lv["n_traced_train"] == 4 and lv["n_traced_test"] == 3
+    assert 0 <= lv["dice_val"] <= 1 and lv["real_test_n"] == 3
+    for key in ("real_test_r2", "real_test_mae", "real_test_train_mean_mae", "self_r2", "self_mae",
+                "self_mismatched_mae", "self_train_mean_mae", "calibration_b"):  # fmt: skip
+        assert key in lv, key
+    # both transfer videos share one driver: no mismatched pair
+    assert lv["self_n"] == 3 and lv["transfer_n"] == 2 and np.isnan(lv["transfer_mismatched_mae"])
+    scatter = read_csv(paths.plots / "ef_lv_scatter.csv")
+    assert {"real_train", "real_test", "self"} <= {r["set"] for r in scatter}
+    areas = read_csv(paths.plots / "lv_area.csv")
+    series = {r["series"] for r in areas}
+    names = RaggedStore(paths.videos).table["file_name"].astype(str)
+    test = [n for n, s in zip(names, SPLITS, strict=True) if s == "TEST"]
+    assert {f"{n}/driver" for n in test} | {f"{n}/self" for n in test} <= series
+    assert all(float(r["area_px"]) >= 0 and float(r["time_s"]) >= 0 for r in areas)
+    assert (paths.lv / "model" / "config.json").is_file()
+    steps = [int(r["step"]) for r in read_csv_tsv(paths.plots / "lv_train.tsv")]
+    assert steps[:4] == [1, 2, 3, 4]  # (6 steps once the resume test has run)

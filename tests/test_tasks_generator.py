@@ -1,5 +1,5 @@
 """Generator stages on the tiny dataset: vae_train, latents, mcdm_train (also on two
-processes), sample, and the `python -m echomotion.generate` command."""
+processes) and sample (the `generate` command: tests/test_generate_cli.py)."""
 
 from __future__ import annotations
 
@@ -21,23 +21,28 @@ from echomotion.data import TripletDataset
 from echomotion.diffusion.params import MCDMModelParams, VAEModelParams
 from echomotion.diffusion.vae import encode_frames
 from echomotion.echonet import read_file_list
-from echomotion.generate import main as generate_main
 from echomotion.mafe.model import MAFE
 from echomotion.mafe.params import MAFEModelParams
 from echomotion.store import RaggedStore, RaggedStoreWriter
 from echomotion.tasks.generator.conditioning import load_pipeline, sampling_scheduler
 from echomotion.tasks.generator.latents import encode_videos
-from echomotion.tasks.generator.mcdm import train_mcdm
+from echomotion.tasks.generator.mcdm import LatentClipDataset, train_mcdm
+from echomotion.tasks.generator.media import HEADER_HEIGHT, LABEL_WIDTH
 from echomotion.tasks.generator.params import (
     LatentsParams,
     MCDMTrainParams,
     SampleParams,
     VAETrainParams,
 )
-from echomotion.tasks.generator.sample import EXTRA_COLUMNS, generate_videos, sample_dataset
+from echomotion.tasks.generator.sample import (
+    EXTRA_COLUMNS,
+    generate_videos,
+    sample_dataset,
+    time_matched,
+)
 from echomotion.tasks.generator.vae import train_vae
 from echomotion.training.params import TrainParams
-from echomotion.video import read_video, write_video
+from echomotion.video import read_video
 
 HERE = Path(__file__).resolve().parent
 SEED = 5
@@ -67,6 +72,7 @@ def mcdm_params(motion_dim: int, steps: int = 2) -> MCDMTrainParams:
         train=TrainParams(
             steps=steps, batch_size=2, lr=1e-3, ema_decay=0.9, checkpoint_every=2, log_every=1
         ),
+        frame_stride=2,  # 25 fps store -> 12.5 fps windows and videos
     )  # fmt: skip
 
 
@@ -102,8 +108,9 @@ def work(tiny_dataset, tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("generator")
     paths = {"videos": tiny_dataset["videos"], "tmp": tmp}
     paths["vae_metrics"] = train_vae(
-        paths["videos"], VAE, out_dir=tmp / "vae", log_file=tmp / "vae.tsv", seed=SEED
-    )
+        paths["videos"], VAE, out_dir=tmp / "vae", log_file=tmp / "vae.tsv", seed=SEED,
+        figure=tmp / "vae_reconstruction.png",
+    )  # fmt: skip
     paths["latents_report"] = encode_videos(
         paths["videos"], tmp / "vae/model", tmp / "latents.zarr",
         LatentsParams(batch_size=32, shard_frames=256, chunk_frames=16),
@@ -133,6 +140,12 @@ def test_vae_train_records_the_scaling_factor_and_scores_val(work):
     assert np.isfinite(metrics["psnr"]) and 0 < metrics["ssim"] <= 1
     assert metrics["steps"] == 2 and metrics["val_frames"] == 8
     assert tsv_steps(work["tmp"] / "vae.tsv") == [1, 2]
+    # VAL frames, their reconstructions and the error, 4 columns of 64x64 frames
+    figure = np.asarray(Image.open(work["tmp"] / "vae_reconstruction.png"))
+    assert figure.shape == (3 * 64 + 2 * 2, 4 * 64 + 3 * 2)
+    videos = RaggedStore(work["videos"])
+    val = np.flatnonzero(videos.table["split"].astype(str) == "VAL")
+    assert any((figure[:64, :64] == f).all() for r in val for f in videos.video(int(r)))
 
 
 def test_latents_are_aligned_with_the_videos(work):
@@ -153,10 +166,10 @@ def test_latents_are_aligned_with_the_videos(work):
 def test_mcdm_train_saves_a_pipeline_with_the_motion_normalisation(work):
     metrics = work["mcdm_metrics"]
     assert metrics["steps"] == 2 and metrics["resumed_from"] == -1
-    assert metrics["motion_dim"] == work["dim"] and metrics["fps"] == 25.0
+    assert metrics["motion_dim"] == work["dim"] and metrics["fps"] == 12.5
     assert metrics["train_videos"] == len(TripletDataset(work["videos"]).videos)
     pipe, normalizer = load_pipeline(work["tmp"] / "mcdm/pipeline", "ddim")
-    assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.config.fps == 25.0
+    assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.config.fps == 12.5
     assert pipe.vae.config.scaling_factor == pytest.approx(work["vae_metrics"]["scaling_factor"])
     attrs = RaggedStore(work["tmp"] / "features.zarr").attrs
     np.testing.assert_allclose(normalizer.mean, attrs["motion_mean"], rtol=1e-6)
@@ -218,7 +231,14 @@ def sampled(work) -> dict:
         tmp / "mcdm/pipeline", work["videos"], tmp / "features.zarr", tmp / "synthetic/echonet",
         tmp / "plots", SAMPLE, seed=SEED,
     )  # fmt: skip
-    return {"report": report, "root": tmp / "synthetic/echonet", "plots": tmp / "plots"}
+    root = tmp / "synthetic/echonet"
+    with (root / "FileList.csv").open(newline="") as f:
+        first = next(csv.DictReader(f))["MotionSource"]
+    names = RaggedStore(work["videos"]).table["file_name"].astype(str).tolist()
+    return {
+        "report": report, "root": root, "plots": tmp / "plots", "videos": work["videos"],
+        "first_source": names.index(first),
+    }  # fmt: skip
 
 
 def test_sample_writes_a_valid_echonet_dataset(work, sampled):
@@ -238,7 +258,7 @@ def test_sample_writes_a_valid_echonet_dataset(work, sampled):
         assert same == (row["Mode"] == "self")
         video = read_video(root / "Videos" / f"{record.file_name}.avi")
         assert video.frames.shape == (SAMPLE.num_frames, 64, 64) == (record.n_frames, 64, 64)
-        assert video.fps == record.fps == 25.0
+        assert video.fps == record.fps == 12.5  # the store's 25 fps / frame_stride 2
     assert (root / "VolumeTracings.csv").read_text().startswith("FileName,X1")
 
 
@@ -246,10 +266,49 @@ def test_sample_writes_previews_and_metrics(sampled):
     report = sampled["report"]
     assert report["motion_sources"] == 2 and report["transfer"] == report["self"] == 2
     assert report["frames_per_video"] == SAMPLE.num_frames
-    grid = Image.open(sampled["plots"] / "grid.png")
-    assert grid.mode == "L" and grid.width == 4 * 64 + 3 * 2 and grid.height == 6 * 64 + 5 * 2
+    # per source a driver, a self and a transfer row; columns: label, reference, 4 frames
+    grid = np.asarray(Image.open(sampled["plots"] / "grid.png"))
+    assert grid.shape == (HEADER_HEIGHT + 6 * 64 + 5 * 2, LABEL_WIDTH + 5 * 64 + 5 * 2)
     gif = Image.open(sampled["plots"] / "samples.gif")
     assert gif.n_frames == SAMPLE.num_frames
+    assert gif.size == (LABEL_WIDTH + 2 * 64 + 2 * 2, 6 * 64 + 5 * 2)
+    # the driver row has no reference (blank); the self row's reference is the driver's frame 0
+    videos = RaggedStore(sampled["videos"])
+    ref_left, top = LABEL_WIDTH + 2, HEADER_HEIGHT
+    assert (grid[top : top + 64, ref_left : ref_left + 64] == 255).all()
+    self_ref = grid[top + 66 : top + 130, ref_left : ref_left + 64]
+    assert np.array_equal(self_ref, videos.video(sampled["first_source"])[0])
+
+
+def test_time_matched_driver_frames():
+    video = np.arange(10)[:, None, None] * np.ones((1, 2, 2), np.uint8)
+    assert time_matched(video, 25.0, 12.5, 4)[:, 0, 0].tolist() == [0, 2, 4, 6]
+    assert time_matched(video, 25.0, 12.5, 8)[:, 0, 0].tolist() == [0, 2, 4, 6, 8]
+    assert time_matched(video, 25.0, 0.0, 3)[:, 0, 0].tolist() == [0, 1, 2]
+
+
+def test_clip_windows_take_every_stride_frame_from_the_reference():
+    latents = np.arange(30, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 2, 2))
+    offsets = np.array([0, 12, 30])
+    motion = torch.zeros(2, 3)
+    data = LatentClipDataset(
+        latents, offsets, np.array([0, 1]), motion, np.array([25.0, 50.0]), 4, stride=3
+    )
+    torch.manual_seed(0)
+    for index, (first, end) in enumerate([(0, 12), (12, 30)]):
+        for _ in range(20):
+            item = data[index]
+            frames = item["latents"][:, 0, 0, 0]
+            assert (frames.diff() == 3).all() and first <= frames[0] and frames[-1] < end
+            assert item["ref_latent"][0, 0, 0] == frames[0]  # window_start
+    assert data[1]["fps"].item() == pytest.approx(50.0 / 3)
+    with pytest.raises(ValueError, match=r"videos \[0\] are < 13 frames"):
+        LatentClipDataset(latents, offsets, np.array([0]), motion[:1], np.array([25.0]), 5, 3)
+    anywhere = LatentClipDataset(
+        latents, offsets, np.array([1]), motion[:1], np.array([25.0]), 4, 3, "random"
+    )
+    refs = {int(anywhere[0]["ref_latent"][0, 0, 0]) for _ in range(60)}
+    assert len(refs) > 10 and min(refs) >= 12 and max(refs) < 30
 
 
 def test_sampling_is_seeded(work):
@@ -271,54 +330,6 @@ def test_sampling_scheduler_keeps_the_training_schedule():
     assert dpm.config.prediction_type == "v_prediction"
     with pytest.raises(ValueError, match="scheduler must be one of"):
         sampling_scheduler(config, "euler")
-
-
-@pytest.fixture(scope="module")
-def cli_inputs(work) -> dict:
-    videos, tmp = RaggedStore(work["videos"]), work["tmp"]
-    write_video(tmp / "a.avi", videos.video(0), 25.0)
-    write_video(tmp / "b.avi", videos.video(1), 25.0)
-    (tmp / "broken.avi").write_bytes(b"RIFF not a video at all" * 10)
-    base = ["--pipeline", str(tmp / "mcdm/pipeline"), "--mafe", str(tmp / "mafe")]
-    return {"tmp": tmp, "base": base}
-
-
-def test_generate_command_writes_a_video(cli_inputs):
-    tmp, out = cli_inputs["tmp"], cli_inputs["tmp"] / "out.avi"
-    argv = ["--motion", str(tmp / "a.avi"), "--appearance", str(tmp / "b.avi"), "--out", str(out),
-            "--frames", "5", "--steps", "2", *cli_inputs["base"]]  # fmt: skip
-    assert generate_main(argv) == 0
-    video = read_video(out)
-    assert video.frames.shape == (5, 64, 64) and video.fps == 25.0
-
-
-@pytest.mark.parametrize(
-    ("motion", "appearance", "extra", "message"),
-    [
-        ("missing.avi", "b.avi", [], "missing.avi: file not found"),
-        ("a.avi", "broken.avi", [], "broken.avi: cannot decode"),
-        ("a.avi", "b.avi", ["--appearance-frame", "999"], "--appearance-frame 999"),
-        ("a.avi", "b.avi", ["--ed", "3", "--es", "3"], "--ed 3 / --es 3"),
-        ("a.avi", "b.avi", ["--mafe", "nowhere"], "nowhere: no saved MAFE"),
-        ("a.avi", "b.avi", ["--pipeline", "nowhere"], "nowhere: not a saved pipeline"),
-    ],
-)
-def test_generate_command_rejects_bad_input(cli_inputs, capsys, motion, appearance, extra, message):
-    tmp = cli_inputs["tmp"]
-    argv = ["--motion", str(tmp / motion), "--appearance", str(tmp / appearance),
-            "--out", str(tmp / "bad.avi"), *cli_inputs["base"], *extra]  # fmt: skip
-    assert generate_main(argv) == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp / "bad.avi").exists()
-
-
-def test_generate_runs_as_a_module(cli_inputs):
-    tmp = cli_inputs["tmp"]
-    args = ["--motion", str(tmp / "missing.avi"), "--appearance", str(tmp / "b.avi"),
-            "--out", str(tmp / "x.avi"), *cli_inputs["base"]]  # fmt: skip
-    cmd = [sys.executable, "-m", "echomotion.generate", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "missing.avi: file not found" in done.stderr
 
 
 def folder_bytes(root: Path) -> dict[str, bytes]:

@@ -10,11 +10,13 @@ from echomotion.diffusion.params import VAELossParams, VAEModelParams
 from echomotion.diffusion.vae import (
     build_vae,
     decode_latents,
+    downsampling,
     encode_frames,
     estimate_scaling_factor,
     frames_to_images,
     images_to_frames,
 )
+from echomotion.tasks.generator.params import VAETrainParams
 
 TINY = VAEModelParams(block_out_channels=(8, 8, 16, 16), norm_num_groups=8)
 
@@ -33,10 +35,24 @@ def smooth_frames(n: int, size: int = 112) -> np.ndarray:
 
 
 def test_params_reject_bad_sizes():
-    with pytest.raises(ValueError, match="4 entries"):
-        VAEModelParams(block_out_channels=(8, 8, 16))
+    with pytest.raises(ValueError, match="2 to 4 entries"):
+        VAEModelParams(block_out_channels=(8,))
+    with pytest.raises(ValueError, match="2 to 4 entries"):
+        VAEModelParams(block_out_channels=(8, 8, 16, 16, 16))
+    assert VAEModelParams(block_out_channels=(8, 8, 16), norm_num_groups=8).downsampling == 4
+    with pytest.raises(ValueError, match="multiple of 4"):
+        VAETrainParams(
+            model=VAEModelParams(block_out_channels=(8, 8, 16), norm_num_groups=8), crop_size=38
+        )
     with pytest.raises(ValueError, match="must divide"):
         VAEModelParams(block_out_channels=(8, 12, 16, 16), norm_num_groups=8)
+
+
+def test_three_levels_give_28x28_latents():
+    vae = build_vae(VAEModelParams(block_out_channels=(8, 8, 16), norm_num_groups=8)).eval()
+    latents = encode_frames(vae, smooth_frames(2), batch_size=2)
+    assert latents.shape == (2, 4, 28, 28) and downsampling(vae) == 4
+    assert decode_latents(vae, latents).shape == (2, 112, 112)
 
 
 def test_vae_shapes_112_to_14_and_back(vae):

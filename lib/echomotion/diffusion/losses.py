@@ -8,7 +8,6 @@ Bind the extra arguments with ``functools.partial`` to get ``loss_fn(model, batc
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from accelerate.utils import extract_model_from_parallel
 from diffusers import AutoencoderKL, DDPMScheduler, UNetSpatioTemporalConditionModel
 
@@ -82,6 +81,20 @@ def _diffusion_target(
     return noise
 
 
+def snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float | None) -> torch.Tensor:
+    """Per-sample loss weights ``(B,)`` of min-SNR-gamma (Hang et al. 2023); ones when None.
+
+    The weight makes every timestep's loss an x0-space error clipped at SNR ``gamma``:
+    ``min(SNR, gamma) / SNR`` for epsilon and ``min(SNR, gamma) / (SNR + 1)`` for v.
+    """
+    if gamma is None:
+        return torch.ones(t.shape, device=t.device)
+    alphas = scheduler.alphas_cumprod.to(t.device)[t]
+    snr = alphas / (1.0 - alphas)
+    denominator = snr + 1.0 if scheduler.config.prediction_type == "v_prediction" else snr
+    return snr.clamp(max=gamma) / denominator
+
+
 def mcdm_loss(
     unet: UNetSpatioTemporalConditionModel,
     batch: dict[str, torch.Tensor],
@@ -103,12 +116,17 @@ def mcdm_loss(
     strength = torch.rand(b, device=device) * params.ref_noise_aug
     if params.ref_noise_aug > 0:
         ref = augment_reference(ref, strength)
-    # 3. forward diffusion
+    # 3. forward diffusion (noise offset: a constant per sample and channel, over T, h, w)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), device=device)
     noise = torch.randn_like(latents)
+    if params.noise_offset > 0:
+        offset = torch.randn(b, 1, latents.shape[2], 1, 1, device=device)
+        noise = noise + params.noise_offset * offset
     noisy = scheduler.add_noise(latents, noise, t)
-    # 4. prediction and loss
+    # 4. prediction and (min-SNR weighted) loss
     ids = added_time_ids(fps, strength, dropped).to(device)
     pred = unet_predict(unet, noisy, ref, motion, ids, t)
-    loss = F.mse_loss(pred.float(), _diffusion_target(scheduler, latents, noise, t).float())
+    target = _diffusion_target(scheduler, latents, noise, t).float()
+    per_sample = (pred.float() - target).pow(2).flatten(1).mean(1)  # (B,)
+    loss = (snr_weights(scheduler, t, params.snr_gamma) * per_sample).mean()
     return loss, {"loss": loss.item(), "motion_dropped": dropped.mean().item()}

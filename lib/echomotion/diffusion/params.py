@@ -15,7 +15,8 @@ class VAEModelParams(Section):
     """Size of the latent autoencoder (the default is a tiny CPU model)."""
 
     block_out_channels: tuple[int, ...] = Field(
-        (16, 32, 64, 64), description="Channels per level; 4 levels = 8x downsampling."
+        (16, 32, 64, 64),
+        description="Channels per level; L levels downsample 2**(L-1)x (4 levels: 112 -> 14).",
     )
     layers_per_block: int = Field(1, ge=1)
     norm_num_groups: int = Field(16, ge=1, description="GroupNorm groups; divides every width.")
@@ -23,12 +24,17 @@ class VAEModelParams(Section):
 
     @field_validator("block_out_channels")
     @classmethod
-    def _four_levels(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if len(value) != 4:
+    def _levels(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not 2 <= len(value) <= 4:
             raise ValueError(
-                f"block_out_channels needs 4 entries (8x downsampling, 112 -> 14), got {value}"
+                f"block_out_channels needs 2 to 4 entries (2x to 8x downsampling), got {value}"
             )
         return value
+
+    @property
+    def downsampling(self) -> int:
+        """Frame side / latent side."""
+        return 2 ** (len(self.block_out_channels) - 1)
 
     @model_validator(mode="after")
     def _groups_divide_widths(self) -> VAEModelParams:
@@ -53,11 +59,31 @@ class MCDMModelParams(Section):
     num_frames: int = Field(8, ge=1, description="Frames per training window.")
     latent_channels: int = Field(4, ge=1)
     addition_time_embed_dim: int = Field(32, ge=2, description="Sinusoid size per time id.")
+    attention: tuple[bool, ...] | None = Field(
+        None,
+        description="Per level: spatial and temporal attention with the motion token "
+        "(cross-attention); None: every level but the deepest, as SVD. Attention at 28x28 "
+        "latents costs ~9x the rest of a CPU step.",
+    )
+
+    @property
+    def attention_levels(self) -> tuple[bool, ...]:
+        """Whether each level has attention (the resolved ``attention``)."""
+        if self.attention is not None:
+            return self.attention
+        return (True,) * (len(self.block_out_channels) - 1) + (False,)
 
     @model_validator(mode="after")
     def _check(self) -> MCDMModelParams:
         if len(self.block_out_channels) < 2:
             raise ValueError(f"block_out_channels needs >= 2 levels, got {self.block_out_channels}")
+        if self.attention is not None and (
+            len(self.attention) != len(self.block_out_channels) or not any(self.attention)
+        ):
+            raise ValueError(
+                f"attention needs one entry per level ({len(self.block_out_channels)}), at least "
+                f"one true (the motion token enters through attention), got {self.attention}"
+            )
         for c in self.block_out_channels:
             if c % GROUPNORM_GROUPS or c % self.attention_head_dim:
                 raise ValueError(
@@ -92,9 +118,15 @@ class VAELossParams(Section):
 
 
 class MCDMLossParams(Section):
-    """Conditioning regularisers of the diffusion objective."""
+    """Conditioning regularisers and weighting of the diffusion objective."""
 
     cond_dropout: Fraction = Field(0.1, description="P(motion dropped) per sample, for CFG.")
     ref_noise_aug: float = Field(
         0.0, ge=0, description="Max std of noise on the reference latent (uniform per sample)."
+    )
+    snr_gamma: float | None = Field(
+        None, gt=0, description="Min-SNR-gamma loss weighting (Hang et al. 2023); None: uniform."
+    )
+    noise_offset: float = Field(
+        0.0, ge=0, description="Std of a per-sample, per-channel constant added to the noise."
     )

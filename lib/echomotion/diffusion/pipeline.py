@@ -7,11 +7,17 @@ ends; those already generated frames are *known*: before every denoising step th
 frames of the current window are replaced by the clean known latents noised to the current
 timestep (``scheduler.add_noise``, fresh noise each step, as in RePaint), so temporal
 attention continues the motion from them, and after the last step they are set back to
-their clean values. Every window uses the same reference latent (appearance) and motion.
+their clean values. Every window uses the same motion. The reference latent (appearance)
+depends on how the model was trained (``reference`` in the pipeline config):
+``"window_start"`` (the training window started at its reference frame): the first window
+starts at the reference (its frame 0 is pinned to it as a known frame) and each later window
+takes its first known frame as its reference; ``"random"`` (any frame of the video was the
+reference): every window uses the given reference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,7 +40,7 @@ from echomotion.diffusion.conditioning import (
 )
 from echomotion.diffusion.unet import unet_predict
 from echomotion.diffusion.vae import decode_latents as decode_latent_frames
-from echomotion.diffusion.vae import encode_images, frames_to_images
+from echomotion.diffusion.vae import downsampling, encode_images, frames_to_images
 
 Frames = np.ndarray | torch.Tensor
 
@@ -60,8 +66,9 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
     ``scheduler`` (any diffusers scheduler with the training ``prediction_type``) and the
     optional ``mafe`` (a ``ModelMixin`` with ``motion_vector(img0, img1) -> (1, D)``) that
     extracts motion from a driving video. ``fps`` is the frame rate the model was trained at
-    (the ``fps`` time id; ``None`` = unknown = 0). To reload a pipeline with a ``mafe``, its
-    class must be importable from the module recorded in ``model_index.json``.
+    (the ``fps`` time id; ``None`` = unknown = 0); ``reference`` how the training windows
+    related to their reference frame (see the module docstring). To reload a pipeline with a
+    ``mafe``, its class must be importable from the module recorded in ``model_index.json``.
     """
 
     model_cpu_offload_seq = "mafe->vae->unet"
@@ -74,10 +81,13 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         scheduler: SchedulerMixin,
         mafe: ModelMixin | None = None,
         fps: float | None = None,
+        reference: str = "random",  # "window_start" | "random" (diffusers needs a plain type)
     ):
         super().__init__()
+        if reference not in ("window_start", "random"):
+            raise ValueError(f"reference must be 'window_start' or 'random', got {reference!r}")
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler, mafe=mafe)
-        self.register_to_config(fps=fps)
+        self.register_to_config(fps=fps, reference=reference)
 
     # ---- input checks -------------------------------------------------------------------
 
@@ -96,8 +106,12 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
                 "reference must be uint8 (H, W) or (B, H, W) frames or a float latent, got "
                 f"{reference.dtype} {tuple(reference.shape)}"
             )
-        if any(s % 8 for s in reference.shape[-2:]):
-            raise ValueError(f"frame size {tuple(reference.shape[-2:])} must be a multiple of 8")
+        factor = downsampling(self.vae)
+        if any(s % factor for s in reference.shape[-2:]):
+            raise ValueError(
+                f"frame size {tuple(reference.shape[-2:])} must be a multiple of {factor} "
+                "(the VAE's downsampling)"
+            )
         return 1 if reference.ndim == 2 else reference.shape[0]
 
     def _check_motion(
@@ -241,25 +255,33 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
 
     def generate_windows(
         self,
-        batch_size: int,
+        ref_latent: torch.Tensor,
         num_frames: int,
         window_overlap: int,
-        latent_shape: tuple[int, int, int],
+        conditions_for: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
         denoise_kwargs: dict,
     ) -> torch.Tensor:
-        """Latent video ``(B, num_frames, C, h, w)`` stitched from overlapping windows."""
+        """Latent video ``(B, num_frames, C, h, w)`` stitched from overlapping windows.
+
+        ``conditions_for(reference latent)`` gives a window's conditions (see :meth:`predict`).
+        """
         window = self.unet.config.num_frames
+        from_start = self.config.reference == "window_start"
+        batch_size, latent_shape = ref_latent.shape[0], tuple(ref_latent.shape[1:])
         video = None
         for start in window_starts(num_frames, window, window_overlap):
             end = min(start + window, num_frames)
             latents = self.prepare_latents(
                 batch_size, end - start, latent_shape, denoise_kwargs["generator"]
             )
-            if video is None:
-                video = self.denoise(latents, **denoise_kwargs)
+            if video is None:  # first window: starts at the reference when trained so
+                known = ref_latent[:, None] if from_start else None
+                conditions = conditions_for(ref_latent)
+                video = self.denoise(latents, conditions, known=known, **denoise_kwargs)
                 continue
             known = video[:, start:]  # (B, k, C, h, w): frames already generated
-            window_latents = self.denoise(latents, known=known, **denoise_kwargs)
+            conditions = conditions_for(known[:, 0] if from_start else ref_latent)
+            window_latents = self.denoise(latents, conditions, known=known, **denoise_kwargs)
             video = torch.cat([video, window_latents[:, known.shape[1] :]], dim=1)
         return video
 
@@ -323,16 +345,17 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         strength = torch.full((batch_size,), float(noise_aug_strength), device=ref_latent.device)
         if noise_aug_strength > 0:
             ref_latent = augment_reference(ref_latent, strength, generator)
-        conditions = self._conditions(ref_latent, motion, strength, fps or 0.0, guidance_scale)
+
+        def conditions_for(reference_latent: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return self._conditions(reference_latent, motion, strength, fps or 0.0, guidance_scale)
 
         # 3. denoise window by window
         latents = self.generate_windows(
-            batch_size,
+            ref_latent,
             num_frames,
             window_overlap,
-            tuple(ref_latent.shape[1:]),
+            conditions_for,
             {
-                "conditions": conditions,
                 "num_inference_steps": num_inference_steps,
                 "guidance_scale": guidance_scale,
                 "generator": generator,

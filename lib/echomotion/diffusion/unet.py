@@ -5,11 +5,11 @@ reference repeated over time), so ``in_channels = 8``. The motion vector ``(B, D
 single cross-attention token (``cross_attention_dim = D``). The three ``added_time_ids`` are
 described in :mod:`echomotion.diffusion.conditioning`.
 
-Latents are 14x14; the UNet halves the size ``len(block_out_channels) - 1`` times, so
-:func:`unet_predict` reflect-pads H and W up to a multiple of ``2 ** num_upsamplers``
-(14 -> 16 for 3 or 4 levels) and crops the prediction back. Reflection keeps the padded
-border noise-like at every noise level, where zeros would be a constant frame the model never
-sees in the interior.
+Latents are 28x28 (or 14x14); the UNet halves the size ``len(block_out_channels) - 1``
+times, so :func:`unet_predict` reflect-pads H and W up to a multiple of
+``2 ** num_upsamplers`` (14 -> 16 for 3 or 4 levels, 28 -> 32 for 4 levels) and crops the
+prediction back. Reflection keeps the padded border noise-like at every noise level, where
+zeros would be a constant frame the model never sees in the interior.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from .params import MCDMModelParams
 
 
 def build_unet(params: MCDMModelParams) -> UNetSpatioTemporalConditionModel:
-    """A freshly initialised video UNet; every level but the deepest has cross-attention."""
-    levels = len(params.block_out_channels)
-    down = ("CrossAttnDownBlockSpatioTemporal",) * (levels - 1) + ("DownBlockSpatioTemporal",)
-    up = ("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * (levels - 1)
+    """A freshly initialised video UNet; the levels of ``params.attention_levels`` have
+    spatial/temporal self-attention and cross-attention to the motion token."""
+    attention = params.attention_levels
+    down = tuple(f"{'CrossAttn' if a else ''}DownBlockSpatioTemporal" for a in attention)
+    up = tuple(f"{'CrossAttn' if a else ''}UpBlockSpatioTemporal" for a in reversed(attention))
     return UNetSpatioTemporalConditionModel(
         in_channels=2 * params.latent_channels,
         out_channels=params.latent_channels,

@@ -1,9 +1,10 @@
 """The grayscale latent autoencoder: a diffusers ``AutoencoderKL`` with 1 channel in and out.
 
-Four resolution levels (three downsamplings) give an 8x smaller latent: a 112x112 frame
-becomes a 4x14x14 latent. Images enter the VAE as float ``(N, 1, H, W)`` in [-1, 1]; frames
-on disk are uint8 ``(N, H, W)``. Stored latents are the posterior mode times
-``vae.config.scaling_factor`` (deterministic), in float16.
+L resolution levels (L - 1 downsamplings) give a ``2 ** (L - 1)`` times smaller latent:
+with 3 levels a 112x112 frame becomes a C x 28 x 28 latent (4 levels: 14 x 14). Images
+enter the VAE as float ``(N, 1, H, W)`` in [-1, 1]; frames on disk are uint8 ``(N, H, W)``.
+Stored latents are the posterior mode times ``vae.config.scaling_factor`` (deterministic),
+in float16.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ def build_vae(params: VAEModelParams) -> AutoencoderKL:
         scaling_factor=1.0,
         force_upcast=False,
     )
+
+
+def downsampling(vae: AutoencoderKL) -> int:
+    """Frame side / latent side of ``vae`` (possibly wrapped)."""
+    return 2 ** (len(extract_model_from_parallel(vae).config.block_out_channels) - 1)
 
 
 def frames_to_images(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -62,7 +68,8 @@ def _batches(n: int, batch_size: int) -> range:
 
 
 def encode_frames(vae: AutoencoderKL, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Encode uint8 frames ``(N, H, W)`` to float16 latents ``(N, C, H/8, W/8)``.
+    """Encode uint8 frames ``(N, H, W)`` to float16 latents ``(N, C, H/f, W/f)``, f the
+    :func:`downsampling`.
 
     The latents are the posterior mode (no sampling) times ``vae.config.scaling_factor``.
     """
@@ -77,7 +84,7 @@ def encode_frames(vae: AutoencoderKL, frames: np.ndarray, batch_size: int = 64) 
 def decode_latents(
     vae: AutoencoderKL, latents: np.ndarray | torch.Tensor, batch_size: int = 64
 ) -> np.ndarray:
-    """Decode scaled latents ``(N, C, h, w)`` to uint8 frames ``(N, 8h, 8w)``."""
+    """Decode scaled latents ``(N, C, h, w)`` to uint8 frames ``(N, f h, f w)``."""
     model = extract_model_from_parallel(vae)
     latents = torch.as_tensor(latents)
     frames = []

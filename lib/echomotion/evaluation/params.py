@@ -31,3 +31,12 @@ class EFRegressorParams(Section):
     input_size: int = Field(48, ge=16, description="Frames are resized to this side first.")
     ef_mean: float = Field(55.0, description="EF (%) the output is centred on.")
     ef_std: float = Field(12.0, gt=0, description="EF (%) per unit of output.")
+
+
+class LVSegmenterParams(Section):
+    """Architecture of the LV segmenter (a tiny U-Net) of the LV-area EF estimator."""
+
+    widths: tuple[int, ...] = Field((8, 16, 32), description="Channels per U-Net level.")
+    input_size: int | None = Field(
+        None, ge=16, description="Frames resized to this side inside the model; None: as given."
+    )

@@ -28,8 +28,12 @@ class EvaluatePaths:
     flow: Path = Path("models/flow/model")
     ef_real: Path = Path("models/ef_regressor")
     ef_synthetic: Path = Path("models/ef_regressor_synthetic")
+    lv: Path = Path("models/lv_segmenter")
     private: Path = Path("data/synthetic_private")
     plots: Path = Path("plots/evaluate")
+    # the EchoNet root (params ``data.root``) whose VolumeTracings.csv trains the LV
+    # segmenter; None: no tracings (the LV-area EF estimator is skipped)
+    source_root: Path | None = None
 
 
 @dataclass

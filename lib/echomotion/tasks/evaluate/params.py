@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from echomotion.evaluation.params import EFRegressorParams, TorchScriptExtractorParams
+from echomotion.evaluation.params import (
+    EFRegressorParams,
+    LVSegmenterParams,
+    TorchScriptExtractorParams,
+)
 from echomotion.flow.params import FlowProviderParams
 from echomotion.section import Section, Split
 from echomotion.training.params import TrainParams
@@ -55,6 +59,38 @@ class EFParams(Section):
     )
 
 
+class LVParams(Section):
+    """The LV-area EF estimator: a segmenter trained on the traced frames of real TRAIN
+    videos, EF from the area curve, calibrated on TRAIN EF labels."""
+
+    model: LVSegmenterParams = LVSegmenterParams()
+    train: TrainParams = TrainParams(
+        steps=300,
+        batch_size=8,
+        lr=3e-3,
+        weight_decay=1e-4,
+        warmup_steps=10,
+        lr_schedule="cosine",
+        checkpoint_every=150,
+        log_every=25,
+    )
+    augment: bool = Field(True, description="Shift, blur and gamma/gain jitter of the frames.")
+    area_power: float = Field(
+        1.5, gt=0, description="EF_raw = 1 - (A_min / A_max)^power (volume ~ area^1.5)."
+    )
+    min_traced: int = Field(
+        2, ge=1, description="Fewest TRAIN videos with tracings to train on; fewer: skipped."
+    )
+
+
+class TransferParams(Section):
+    """Appearance kept (ReID) and self-mode reconstruction (SSIM) of the synthetic videos."""
+
+    frames_per_video: int = Field(
+        16, ge=1, description="Evenly spaced frames averaged into a ReID video embedding."
+    )
+
+
 class PrivacyParams(Section):
     """ReID nearest-neighbour privacy check (EchoNet-Synthetic's rule)."""
 
@@ -72,4 +108,6 @@ class EvaluateParams(Section):
     realism: RealismParams = RealismParams()
     motion: MotionParams = MotionParams()
     ef: EFParams = EFParams()
+    lv: LVParams = LVParams()
+    transfer: TransferParams = TransferParams()
     privacy: PrivacyParams = PrivacyParams()

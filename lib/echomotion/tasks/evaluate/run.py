@@ -1,17 +1,24 @@
 """Stage ``evaluate``: score the synthetic dataset for realism, motion fidelity, EF and privacy.
 
 Inputs: the prepared real videos, the synthetic EchoNet-layout dataset of ``sample``, the
-motion vectors of ``features``, and the trained ReID, MAFE and (for flow EPE) flow models.
-It trains two small EF regressors with the shared loop (on real TRAIN, and on synthetic
-videos only, for the EchoNet-Synthetic downstream protocol) and writes:
+motion vectors of ``features``, the trained ReID, MAFE and (for flow EPE) flow models, and
+the LV tracings of the EchoNet root (``paths.source_root``). It trains two small EF
+regressors with the shared loop (on real TRAIN, and on synthetic videos only, for the
+EchoNet-Synthetic downstream protocol) and an LV segmenter (on the traced TRAIN frames)
+and writes:
 
-- the metrics (``metrics/eval.json``, by the stage script): groups ``realism``, ``motion``,
-  ``ef``, ``privacy``;
+- the metrics (``metrics/eval.json``, by the stage script): groups ``realism``, ``motion``
+  (also per mode: ``transfer_*``, ``self_*``), ``appearance`` (ReID: nearer to the
+  appearance than to the motion source), ``ssim`` (self mode vs its driver, time-matched),
+  ``ef``, ``ef_lv`` (EF by LV-area tracking, see :mod:`.lv`), ``privacy``;
 - ``plots/evaluate/``: ``ef_scatter.csv`` (EF truth vs prediction per set),
   ``privacy.csv`` (per synthetic video: nearest TRAIN video, similarity, flag),
   ``privacy_hist.csv`` (similarity histogram, synthetic vs real TEST), ``motion.csv`` (per
-  synthetic video: cosine, EPE, ED/ES used), ``ef_train.tsv`` / ``ef_train_synthetic.tsv``;
-- ``models/ef_regressor`` and ``models/ef_regressor_synthetic`` (training out_dirs);
+  synthetic video: cosine, EPE, ED/ES used), ``ef_train.tsv`` / ``ef_train_synthetic.tsv``,
+  ``ef_lv_scatter.csv`` (LV-area EF per set), ``lv_area.csv`` (LV area over time of each
+  driver and its generated videos, long format), ``lv_train.tsv``;
+- ``models/ef_regressor``, ``models/ef_regressor_synthetic`` and ``models/lv_segmenter``
+  (training out_dirs);
 - ``data/synthetic_private/``: the synthetic dataset in EchoNet layout without the videos
   the privacy rule flags (every video when ``privacy.filter_flagged`` is false).
 
@@ -49,10 +56,13 @@ from echomotion.flow.pwc import PWCLite
 from echomotion.mafe.model import MAFE
 from echomotion.reid.model import ReIDEncoder
 
-from .data import EvaluatePaths, load_data, write_rows
-from .ef import SCATTER_COLUMNS, ef_scores, train_real_ef, train_synthetic_ef
+from .data import EvalData, EvaluatePaths, load_data, write_rows
+from .ef import SCATTER_COLUMNS, ef_scores, skipped, train_real_ef, train_synthetic_ef
+from .figures import save_lv_area_figure
+from .lv import AREA_COLUMNS, lv_scores, segmentation_scores, traced_sets, train_lv
 from .params import EvaluateParams, MotionParams, RealismParams
 from .scores import motion_scores, privacy_scores, realism_scores, unflagged
+from .transfer import appearance_scores, ssim_scores
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +88,19 @@ def _flow_provider(params: MotionParams, paths: EvaluatePaths):
     return make_flow_provider(params.flow, model)
 
 
+def ef_lv_scores(
+    data: EvalData, params: EvaluateParams, paths: EvaluatePaths, seed: int
+) -> tuple[dict, list[dict], list[dict]]:
+    """The LV-area EF estimator: segmenter trained on the TRAIN tracings, then its metrics
+    (``{"skipped": reason}`` without tracings), EF scatter rows and LV-area rows."""
+    traced = traced_sets(data.store, paths.source_root)
+    model, reason = train_lv(traced, params, paths, params.lv.train.seed_or(seed))
+    if model is None:
+        return skipped(reason), [], []
+    metrics, scatter, areas = lv_scores(data, model, params)
+    return segmentation_scores(model, traced, params.batch_size) | metrics, scatter, areas
+
+
 def evaluate(params: EvaluateParams, paths: EvaluatePaths, seed: int) -> dict[str, dict]:
     """Run every evaluation, write the plots and the private copy; return the metrics."""
     # 1. inputs and trained networks
@@ -94,11 +117,14 @@ def evaluate(params: EvaluateParams, paths: EvaluatePaths, seed: int) -> dict[st
     extractors = extractors_for(params.realism, reid, ef_real)
     unavailable = {} if ef_real is not None else {"efnet": ("clip", no_real)}
     realism = realism_scores(data, extractors, params, rng, unavailable)
-    # 4. motion fidelity
+    # 4. motion fidelity, appearance kept, self-mode reconstruction
     provider = _flow_provider(params.motion, paths)
     motion, motion_rows = motion_scores(data, paths.features, mafe, provider, params.batch_size)
-    # 5. EF
+    appearance = appearance_scores(data, reid, params)
+    ssim = ssim_scores(data)
+    # 5. EF: the (2+1)D regressors, and LV-area tracking
     ef, scatter = ef_scores(data, ef_real, ef_syn, params, {"real": no_real, "synthetic": no_syn})
+    ef_lv, lv_scatter, lv_area = ef_lv_scores(data, params, paths, seed)
     # 6. privacy, and the synthetic set without flagged videos
     privacy, privacy_rows, hist = privacy_scores(data, reid, params.privacy, params.batch_size)
     keep = unflagged(privacy_rows, params.privacy.filter_flagged)
@@ -107,8 +133,19 @@ def evaluate(params: EvaluateParams, paths: EvaluatePaths, seed: int) -> dict[st
     for name, rows, columns in [
         ("motion.csv", motion_rows, ()),
         ("ef_scatter.csv", scatter, SCATTER_COLUMNS),
+        ("ef_lv_scatter.csv", lv_scatter, SCATTER_COLUMNS),
+        ("lv_area.csv", lv_area, AREA_COLUMNS),
         ("privacy.csv", privacy_rows, ()),
         ("privacy_hist.csv", hist, ()),
     ]:
         write_rows(paths.plots / name, rows, columns)
-    return {"realism": realism, "motion": motion, "ef": ef, "privacy": privacy}
+    save_lv_area_figure(lv_area, paths.plots / "lv_area.png")
+    return {
+        "realism": realism,
+        "motion": motion,
+        "appearance": appearance,
+        "ssim": ssim,
+        "ef": ef,
+        "ef_lv": ef_lv,
+        "privacy": privacy,
+    }

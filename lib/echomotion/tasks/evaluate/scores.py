@@ -173,10 +173,25 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if len(finite) else float("nan")
 
 
+def _motion_summary(cos: np.ndarray, epe: np.ndarray, sources: list[str]) -> dict[str, float]:
+    """Matched and mismatched cosine and flow EPE, and driver retrieval, of square
+    (generated x conditioning) matrices."""
+    cos_matched, cos_other = matched_and_mismatched(cos, sources)
+    epe_matched, epe_other = matched_and_mismatched(epe, sources)
+    return {
+        "cosine_matched": float(cos_matched.mean()),
+        "cosine_mismatched": _nanmean(cos_other),
+        "retrieval_top1": retrieval_top1(cos, sources),
+        "flow_epe_matched": float(epe_matched.mean()),
+        "flow_epe_mismatched": _nanmean(epe_other),
+    }
+
+
 def motion_scores(
     data: EvalData, features_path: Path, mafe: nn.Module, provider: FlowProvider, batch: int
 ) -> tuple[dict[str, float], list[dict]]:
-    """MAFE cosine and ED->ES flow EPE, matched vs mismatched, and per-video rows."""
+    """MAFE cosine and ED->ES flow EPE, matched vs mismatched, and driver retrieval, over
+    all videos and per mode (``transfer_*``, ``self_*``), and per-video rows."""
     features = RaggedStore(features_path)
     items = _motion_items(data, features)
     out = {"n_videos": len(items), "n_skipped": len(data.records) - len(items)}
@@ -192,18 +207,19 @@ def motion_scores(
         standardise(motion_vectors(mafe, gen_ed, gen_es, batch), mean, std),
         standardise(cond, mean, std),
     )
-    cos_matched, cos_other = matched_and_mismatched(cos, sources)
     # 2. ED->ES flow of the generated vs the driving video
     drive_ed, drive_es = _pairs([it["driving"] for it in items], [it["drive_pair"] for it in items])
     epe = epe_matrix(pair_flows(provider, gen_ed, gen_es), pair_flows(provider, drive_ed, drive_es))
-    epe_matched, epe_other = matched_and_mismatched(epe, sources)
-    out |= {
-        "cosine_matched": float(cos_matched.mean()),
-        "cosine_mismatched": _nanmean(cos_other),
-        "retrieval_top1": retrieval_top1(cos, sources),
-        "flow_epe_matched": float(epe_matched.mean()),
-        "flow_epe_mismatched": _nanmean(epe_other),
-    }
+    out |= _motion_summary(cos, epe, sources)
+    # 3. the same within each mode (rows and columns of that mode's videos only)
+    modes = np.array([data.records[it["index"]].mode for it in items])
+    for mode in ("transfer", "self"):
+        sub = np.flatnonzero(modes == mode)
+        if len(sub):
+            summary = _motion_summary(
+                cos[np.ix_(sub, sub)], epe[np.ix_(sub, sub)], [sources[k] for k in sub]
+            )
+            out |= {f"{mode}_{k}": v for k, v in summary.items()} | {f"{mode}_n_videos": len(sub)}
     rows = [
         {
             "file_name": data.records[it["index"]].file_name,
@@ -212,8 +228,9 @@ def motion_scores(
             "flow_epe": float(e),
             "gen_ed": it["gen_pair"][0],
             "gen_es": it["gen_pair"][1],
+            "mode": data.records[it["index"]].mode,
         }
-        for it, src, c, e in zip(items, sources, cos_matched, epe_matched, strict=True)
+        for it, src, c, e in zip(items, sources, np.diagonal(cos), np.diagonal(epe), strict=True)
     ]
     return out, rows
 

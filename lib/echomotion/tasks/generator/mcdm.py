@@ -27,18 +27,19 @@ from echomotion.training.loop import train_section
 
 from .conditioning import MotionNormalizer
 from .latents import load_vae
-from .params import MCDMTrainParams
+from .params import MCDMTrainParams, ReferenceFrame
 
 logger = logging.getLogger(__name__)
 
 
 class LatentClipDataset(Dataset):
-    """Random windows of ``n_frames`` latents, one item per video.
+    """Random windows of ``n_frames`` latents taken every ``stride`` frames, one item per video.
 
     Item: ``latents`` ``(T, C, h, w)`` float32 (a random window), ``ref_latent``
-    ``(C, h, w)`` (a random frame of the same video), ``motion`` ``(D,)`` (the video's
-    normalised motion vector) and ``fps`` ``()``. Randomness comes from the global torch
-    generator, which the training loop seeds per item.
+    ``(C, h, w)`` (the window's first frame when ``reference`` is ``"window_start"``, else a
+    random frame of the same video), ``motion`` ``(D,)`` (the video's normalised motion
+    vector) and ``fps`` ``()`` (the window's frame rate: the video's fps / ``stride``).
+    Randomness comes from the global torch generator, which the training loop seeds per item.
     """
 
     def __init__(
@@ -49,16 +50,18 @@ class LatentClipDataset(Dataset):
         motion: torch.Tensor,
         fps: np.ndarray,
         n_frames: int,
+        stride: int = 1,
+        reference: ReferenceFrame = "window_start",
     ):
+        span = window_span(n_frames, stride)
         lengths = offsets[videos + 1] - offsets[videos]
-        if (lengths < n_frames).any():
-            raise ValueError(
-                f"videos {videos[lengths < n_frames].tolist()} are < {n_frames} frames"
-            )
+        if (lengths < span).any():
+            raise ValueError(f"videos {videos[lengths < span].tolist()} are < {span} frames")
         if not len(videos) == len(motion) == len(fps):
             raise ValueError(f"{len(videos)} videos, {len(motion)} motions, {len(fps)} fps")
         self.latents, self.offsets, self.videos = latents, offsets, videos
         self.motion, self.fps, self.n_frames = motion, fps, n_frames
+        self.stride, self.reference = stride, reference
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -66,14 +69,22 @@ class LatentClipDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         video = self.videos[index]
         first, length = int(self.offsets[video]), int(np.diff(self.offsets[video : video + 2])[0])
-        start = first + int(torch.randint(0, length - self.n_frames + 1, ()))
+        span = window_span(self.n_frames, self.stride)
+        start = first + int(torch.randint(0, length - span + 1, ()))
         ref = first + int(torch.randint(0, length, ()))
+        if self.reference == "window_start":
+            ref = start
         return {
-            "latents": torch.from_numpy(self.latents[start : start + self.n_frames]).float(),
+            "latents": torch.from_numpy(self.latents[start : start + span : self.stride]).float(),
             "ref_latent": torch.from_numpy(self.latents[ref]).float(),
             "motion": self.motion[index],
-            "fps": torch.tensor(float(self.fps[index])),
+            "fps": torch.tensor(float(self.fps[index]) / self.stride),
         }
+
+
+def window_span(n_frames: int, stride: int) -> int:
+    """Stored frames a window of ``n_frames`` taken every ``stride`` frames covers."""
+    return (n_frames - 1) * stride + 1
 
 
 @dataclass(frozen=True)
@@ -104,18 +115,22 @@ def load_clip_data(
     features_path: str | Path,
     n_frames: int,
     splits: tuple[str, ...] = ("TRAIN",),
+    stride: int = 1,
+    reference: ReferenceFrame = "window_start",
 ) -> ClipData:
-    """Latent windows of the videos of ``splits`` that have a motion vector and at least
-    ``n_frames`` frames; motion normalised with the features store's TRAIN statistics."""
+    """Latent windows (``n_frames`` every ``stride`` frames) of the videos of ``splits``
+    that have a motion vector and are long enough; motion normalised with the features
+    store's TRAIN statistics. ``ClipData.fps`` is the windows' median frame rate."""
     latents = RaggedStore(latents_path).load("latents")
     features = RaggedStore(features_path).load("motion")
     rows, videos = _feature_rows(features, latents, splits)
-    long_enough = latents.lengths()[videos] >= n_frames
+    span = window_span(n_frames, stride)
+    long_enough = latents.lengths()[videos] >= span
     if not long_enough.all():
-        logger.warning("%d videos shorter than %d frames left out", (~long_enough).sum(), n_frames)
+        logger.warning("%d videos shorter than %d frames left out", (~long_enough).sum(), span)
     rows, videos = rows[long_enough], videos[long_enough]
     if len(rows) == 0:
-        raise ValueError(f"{features_path}: no {splits} video with motion and >= {n_frames} frames")
+        raise ValueError(f"{features_path}: no {splits} video with motion and >= {span} frames")
     normalizer = MotionNormalizer.from_attrs(features.attrs, latents.attrs["frame_size"])
     motion = normalizer(video_motion(features)[rows])  # (n, D)
     fps = latents.table["fps"][videos]
@@ -126,8 +141,10 @@ def load_clip_data(
         motion,
         fps,
         n_frames,
+        stride,
+        reference,
     )
-    return ClipData(dataset, normalizer, float(np.median(fps)))
+    return ClipData(dataset, normalizer, float(np.median(fps)) / stride)
 
 
 def save_pipeline(pipe: MotionConditionedVideoPipeline, normalizer: MotionNormalizer, path: Path):
@@ -156,7 +173,13 @@ def train_mcdm(
     ``loss`` (NaN when no step was run), ``train_videos``, ``motion_dim``, ``fps``.
     """
     # 1. data and a check of the conditioning width
-    data = load_clip_data(latents_path, features_path, params.model.num_frames)
+    data = load_clip_data(
+        latents_path,
+        features_path,
+        params.model.num_frames,
+        stride=params.frame_stride,
+        reference=params.reference,
+    )
     if data.normalizer.dim != params.model.motion_dim:
         raise ValueError(
             f"mcdm_train.model.motion_dim ({params.model.motion_dim}) must equal the motion_dim "
@@ -179,7 +202,11 @@ def train_mcdm(
     # 3. the sampling pipeline, from the final (EMA) weights
     if PartialState().is_main_process:
         pipe = MotionConditionedVideoPipeline(
-            vae=load_vae(vae_dir), unet=unet.eval(), scheduler=scheduler, fps=data.fps
+            vae=load_vae(vae_dir),
+            unet=unet.eval(),
+            scheduler=scheduler,
+            fps=data.fps,
+            reference=params.reference,
         )
         save_pipeline(pipe, data.normalizer, Path(out_dir) / "pipeline")
     PartialState().wait_for_everyone()

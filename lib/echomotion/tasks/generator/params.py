@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from echomotion.diffusion.params import (
     MCDMLossParams,
@@ -17,6 +17,7 @@ from echomotion.section import Section, Split
 from echomotion.training.params import TrainParams
 
 SamplerName = Literal["ddpm", "ddim", "dpmsolver++"]
+ReferenceFrame = Literal["window_start", "random"]
 
 
 class VAETrainParams(Section):
@@ -38,12 +39,15 @@ class VAETrainParams(Section):
     )
     encode_batch_size: int = Field(64, ge=1, description="Frames per VAE call outside training.")
 
-    @field_validator("crop_size")
-    @classmethod
-    def _multiple_of_8(cls, value: int | None) -> int | None:
-        if value is not None and value % 8:
-            raise ValueError(f"crop_size must be a multiple of 8 (the VAE's stride), got {value}")
-        return value
+    @model_validator(mode="after")
+    def _crop_fits_the_stride(self) -> VAETrainParams:
+        factor = self.model.downsampling
+        if self.crop_size is not None and self.crop_size % factor:
+            raise ValueError(
+                f"crop_size must be a multiple of {factor} (the VAE's downsampling), "
+                f"got {self.crop_size}"
+            )
+        return self
 
 
 class LatentsParams(Section):
@@ -81,6 +85,17 @@ class MCDMTrainParams(Section):
         ema_decay=0.95,
         checkpoint_every=40,
         log_every=10,
+    )
+    frame_stride: int = Field(
+        1,
+        ge=1,
+        description="Window frames are every stride-th stored frame: fps / stride, "
+        "num_frames * stride / fps seconds per window.",
+    )
+    reference: ReferenceFrame = Field(
+        "window_start",
+        description="Reference frame: the window's first frame (the video starts at the "
+        "reference) or a random frame of the same video.",
     )
 
 

@@ -24,10 +24,10 @@ from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
 from echomotion.echonet import FILE_LIST, FILE_LIST_COLUMNS, TRACING_COLUMNS, TRACINGS, VIDEOS
 from echomotion.store import RaggedStore
 from echomotion.tasks.mafe.features import video_motion
-from echomotion.video import write_video
+from echomotion.video import resample_indices, write_video
 
 from .conditioning import load_pipeline
-from .media import frame_grid, save_gif, save_png, tiled_video
+from .media import PreviewRow, labelled_grid, labelled_video, save_gif, save_png
 from .params import SampleParams
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def plan_sources(
         if features.table["file_name"][row] != videos.table["file_name"][video]:
             raise ValueError(f"features row {row} does not match videos.zarr video {video}")
         following = pool[(pool.index(video) + 1) % len(pool)]
-        modes = {"transfer": following, "self": video} if following != video else {"self": video}
+        modes = {"self": video, "transfer": following} if following != video else {"self": video}
         sources.append(Source(video, int(row), modes))
     if len(pool) == 1:
         logger.warning("one video in %s: no other appearance, transfer mode skipped", splits)
@@ -120,15 +120,30 @@ def write_tables(root: Path, rows: list[dict]) -> None:
         csv.writer(f).writerow(TRACING_COLUMNS)
 
 
-def write_previews(previews: list[list[np.ndarray]], plots_dir: Path, params, fps: float):
-    """``grid.png`` (a row of frames per video) and ``samples.gif`` (one row per source:
-    driving video, then its synthetic videos)."""
-    width = max(len(row) for row in previews)
-    rows = [row + [np.zeros_like(row[0])] * (width - len(row)) for row in previews]
-    save_png(
-        frame_grid([v for row in rows for v in row], params.preview_frames), plots_dir / "grid.png"
-    )
-    save_gif(tiled_video(rows), plots_dir / "samples.gif", fps)
+def time_matched(video: np.ndarray, fps: float, target_fps: float, n: int) -> np.ndarray:
+    """At most ``n`` frames of ``video`` (at ``fps``) resampled to ``target_fps`` from its
+    first frame (the first ``n`` frames if either rate is unknown)."""
+    if fps <= 0 or target_fps <= 0:
+        return video[:n]
+    return video[resample_indices(len(video), fps, target_fps)[:n]]
+
+
+def preview_rows(
+    driver: np.ndarray, driver_name: str, synthetic: dict[str, tuple[np.ndarray, np.ndarray, str]]
+) -> list[PreviewRow]:
+    """Rows of one motion source: the driving video, then each mode's video with its
+    reference frame; ``synthetic``: mode -> (video, reference, appearance file name)."""
+    rows = [PreviewRow(f"driver\n{driver_name[:14]}", driver)]
+    for mode, (video, reference, appearance) in synthetic.items():
+        rows.append(PreviewRow(f"{mode}\nref {appearance[:14]}", video, reference))
+    return rows
+
+
+def write_previews(rows: list[PreviewRow], plots_dir: Path, params, fps: float):
+    """``grid.png`` (label, reference and frames per row) and ``samples.gif`` (the same
+    rows animated), one block of rows per motion source."""
+    save_png(labelled_grid(rows, params.preview_frames, fps), plots_dir / "grid.png")
+    save_gif(labelled_video(rows), plots_dir / "samples.gif", fps if fps > 0 else 25.0)
 
 
 def _check_frame_size(videos: RaggedStore, frame_size: tuple[int, int]) -> None:
@@ -173,14 +188,17 @@ def sample_dataset(
             appearance = str(videos.table["file_name"][source.appearance[mode]])
             rows.append(file_list_row(name, video, fps or info["fps"], info, appearance, mode))
         if len(previews) < params.preview_sources:
-            previews.append([videos.video(source.video)[: params.num_frames], *synthetic])
+            driver = time_matched(videos.video(source.video), info["fps"], fps, params.num_frames)
+            names = [str(videos.table["file_name"][source.appearance[m]]) for m in modes]
+            shown = {m: (v, r, n) for m, v, r, n in zip(modes, synthetic, refs, names, strict=True)}
+            previews.append(preview_rows(driver, str(info["file_name"]), shown))
     seconds = time.perf_counter() - start
     # 3. tables, then the dataset replaces any previous one at once
     write_tables(tmp, rows)
     shutil.rmtree(out_root, ignore_errors=True)
     tmp.rename(out_root)
     if previews:
-        write_previews(previews, plots_dir, params, fps or 25.0)
+        write_previews([row for rows in previews for row in rows], plots_dir, params, fps)
     logger.info("wrote %d synthetic videos to %s in %.1f s", len(rows), out_root, seconds)
     return {
         "motion_sources": len(sources),

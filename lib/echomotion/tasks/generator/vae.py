@@ -15,11 +15,18 @@ from torch.utils.data import Dataset
 from echomotion.data import evenly_spaced
 from echomotion.diffusion.losses import vae_loss
 from echomotion.diffusion.metrics import reconstruction_metrics
-from echomotion.diffusion.vae import build_vae, estimate_scaling_factor, frames_to_images
+from echomotion.diffusion.vae import (
+    build_vae,
+    decode_latents,
+    encode_frames,
+    estimate_scaling_factor,
+    frames_to_images,
+)
 from echomotion.store import RaggedStore
 from echomotion.training.checkpoint import save_pretrained
 from echomotion.training.loop import train_section
 
+from .media import save_png
 from .params import VAETrainParams
 
 logger = logging.getLogger(__name__)
@@ -66,8 +73,10 @@ def train_vae(
     out_dir: str | Path,
     log_file: str | Path,
     seed: int,
+    figure: str | Path | None = None,
 ) -> dict[str, float]:
-    """Train the VAE on TRAIN frames, record its scaling factor in ``out_dir/model``.
+    """Train the VAE on TRAIN frames, record its scaling factor in ``out_dir/model``;
+    ``figure``: a PNG of VAL reconstructions (:func:`reconstruction_figure`).
 
     Returns the metrics: reconstruction ``psnr`` (dB) and ``ssim`` of VAL frames
     (NaN without VAL videos), ``scaling_factor``, ``steps``.
@@ -98,11 +107,26 @@ def train_vae(
     if PartialState().is_main_process:
         save_pretrained(vae, result.model_dir)
     logger.info("scaling factor %.4f from %d TRAIN frames", scale, len(sample))
-    # 4. reconstruction quality on VAL
+    # 4. reconstruction quality on VAL, and a figure of it
     val = spread_frames(split_frames(store, ("VAL",)), params.eval_frames)
     scores = (
         reconstruction_metrics(vae, val, params.encode_batch_size)
         if len(val)
         else {"psnr": math.nan, "ssim": math.nan}
     )
+    if figure is not None and len(val) and PartialState().is_main_process:
+        save_png(reconstruction_figure(vae, spread_frames(val, 4)), figure)
     return {**scores, "scaling_factor": scale, "steps": result.step, "val_frames": len(val)}
+
+
+def reconstruction_figure(vae, frames: np.ndarray, gap: int = 2) -> np.ndarray:
+    """uint8 image: ``frames`` ``(N, H, W)`` in the top row, their round trip through the
+    stored-latent path below, the absolute error x4 in the bottom row."""
+    recon = decode_latents(vae, encode_frames(vae, frames))
+    error = np.clip(np.abs(recon.astype(np.int16) - frames) * 4, 0, 255).astype(np.uint8)
+    rows = []
+    for images in (frames, recon, error):
+        sep = np.full((images.shape[1], gap), 255, dtype=np.uint8)
+        rows.append(np.concatenate([p for im in images for p in (im, sep)][:-1], axis=1))
+    sep = np.full((gap, rows[0].shape[1]), 255, dtype=np.uint8)
+    return np.concatenate([rows[0], sep, rows[1], sep, rows[2]])

@@ -1,0 +1,183 @@
+"""The `python -m echomotion.generate` command on a tiny untrained pipeline: duration at the
+pipeline's frame rate, the container each suffix names, one-line errors, help text."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO, moving_blob_video
+from echomotion.diffusion.losses import build_scheduler
+from echomotion.diffusion.params import MCDMModelParams, NoiseScheduleParams, VAEModelParams
+from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
+from echomotion.diffusion.unet import build_unet
+from echomotion.diffusion.vae import build_vae
+from echomotion.generate import build_parser, main
+from echomotion.mafe.model import MAFE
+from echomotion.mafe.params import MAFEModelParams
+from echomotion.tasks.generator.conditioning import MotionNormalizer
+from echomotion.video import read_video, write_video
+
+PIPELINE_FPS, SIZE = 12.5, 32
+TINY_MAFE = MAFEModelParams(
+    embed_dim=2, depths=(1, 1, 1), num_heads=(1, 1), window_size=4, motion_ratio=1, reid_dim=4
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory) -> dict:
+    """A saved tiny pipeline (12.5 fps, 32x32, window 4) and MAFE, and input videos."""
+    tmp = tmp_path_factory.mktemp("generate")
+    torch.manual_seed(0)
+    mafe = MAFE.from_params(TINY_MAFE).eval()
+    mafe.save_pretrained(tmp / "mafe")
+    dim = mafe.motion_vector_dim
+    unet = build_unet(MCDMModelParams(block_out_channels=(32, 32), motion_dim=dim, num_frames=4))
+    vae = build_vae(VAEModelParams(block_out_channels=(8, 8, 16, 16), norm_num_groups=8))
+    scheduler = build_scheduler(NoiseScheduleParams())
+    pipe = MotionConditionedVideoPipeline(vae, unet.eval(), scheduler, fps=PIPELINE_FPS)
+    pipe.save_pretrained(tmp / "pipeline")
+    MotionNormalizer(np.zeros(dim, np.float32), np.ones(dim, np.float32), (SIZE, SIZE)).save(
+        tmp / "pipeline"
+    )
+    write_video(tmp / "a50.avi", moving_blob_video(50, seed=1, size=48), 50.0)  # 1 s at 50 fps
+    write_video(tmp / "a8.avi", moving_blob_video(8, seed=2, size=48), 8.0)  # 1 s at 8 fps
+    write_video(tmp / "a30.avi", moving_blob_video(21, seed=3, size=48), 30.0)  # 0.7 s
+    write_video(tmp / "b.avi", moving_blob_video(3, seed=3), 25.0)
+    write_video(tmp / "wide.avi", np.zeros((3, 32, 64), np.uint8), 25.0)
+    (tmp / "broken.avi").write_bytes(b"RIFF not a video at all" * 10)
+    base = ["--pipeline", str(tmp / "pipeline"), "--mafe", str(tmp / "mafe"), "--device", "cpu"]
+    return {"tmp": tmp, "base": base}
+
+
+def run(cli, out: str, motion="a50.avi", appearance="b.avi", extra=()) -> int:
+    tmp = cli["tmp"]
+    argv = ["--motion", str(tmp / motion), "--appearance", str(tmp / appearance),
+            "--out", str(tmp / out), "--steps", "1", *cli["base"], *extra]  # fmt: skip
+    return main(argv)
+
+
+@pytest.mark.parametrize(("driver", "expected"), [("a50.avi", 13), ("a8.avi", 13), ("a30.avi", 9)])
+def test_output_lasts_as_long_as_the_driver(cli, capsys, driver, expected):
+    out = f"{driver}.out.avi"
+    assert run(cli, out, motion=driver, extra=["--ed", "0", "--es", "3"]) == 0
+    video = read_video(cli["tmp"] / out)
+    assert video.fps == PIPELINE_FPS and video.frames.shape[1:] == (SIZE, SIZE)
+    assert len(video.frames) == expected  # n / fps seconds, to half a frame
+    assert "denoising" in capsys.readouterr().err  # the progress bar
+
+
+def test_detected_ed_es_and_frames_option(cli):
+    assert run(cli, "five.avi", extra=["--frames", "5"]) == 0
+    assert read_video(cli["tmp"] / "five.avi").frames.shape == (5, SIZE, SIZE)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "container", "codec"),
+    [(".avi", "avi", "mjpeg"), (".mp4", "mov,mp4,m4a,3gp,3g2,mj2", "h264"),
+     (".mkv", "matroska,webm", "ffv1")],
+)  # fmt: skip
+def test_each_suffix_writes_its_container(cli, suffix, container, codec):
+    assert run(cli, f"c{suffix}", extra=["--frames", "3", "--ed", "0", "--es", "3"]) == 0
+    with av.open(str(cli["tmp"] / f"c{suffix}")) as file:
+        stream = file.streams.video[0]
+        assert file.format.name == container and stream.codec_context.name == codec
+        assert stream.average_rate == PIPELINE_FPS
+        assert len(list(file.decode(stream))) == 3
+    assert not list(cli["tmp"].glob(".*partial*"))
+
+
+def test_gif_suffix_writes_a_gif(cli):
+    assert run(cli, "c.gif", extra=["--frames", "3", "--ed", "0", "--es", "3"]) == 0
+    gif = Image.open(cli["tmp"] / "c.gif")
+    assert gif.format == "GIF" and gif.n_frames == 3 and gif.size == (SIZE, SIZE)
+    assert gif.info["duration"] == 80  # ms per frame at 12.5 fps
+
+
+def test_mp4_without_an_h264_encoder_fails_before_any_work(cli, capsys, monkeypatch):
+    monkeypatch.setattr(av, "codecs_available", {"mjpeg"})
+    assert run(cli, "none.mp4", motion="missing.avi") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "libx264" in err[0] and "write .avi" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("motion", "appearance", "out", "extra", "message"),
+    [
+        ("missing.avi", "b.avi", "x.avi", [], "--motion " + "{tmp}/missing.avi: file not found"),
+        ("a50.avi", "gone.avi", "x.avi", [], "--appearance {tmp}/gone.avi: file not found"),
+        ("a50.avi", "broken.avi", "x.avi", [], "broken.avi: cannot decode"),
+        ("wide.avi", "b.avi", "x.avi", [], "frames are 32x64 (HxW), the pipeline takes 32x32"),
+        ("a50.avi", "b.avi", "x.mov", [], "unknown suffix '.mov'"),
+        ("a50.avi", "b.avi", "x.avi", ["--ed", "3"], "--ed needs its partner"),
+        ("a50.avi", "b.avi", "x.avi", ["--es", "3"], "--es needs its partner"),
+        ("a50.avi", "b.avi", "x.avi", ["--ed", "3", "--es", "3"], "--ed 3 / --es 3"),
+        ("a50.avi", "b.avi", "x.avi", ["--ed", "0", "--es", "50"], "--es 50: not a frame"),
+        ("a50.avi", "b.avi", "x.avi", ["--ed", "-1", "--es", "3"], "--ed -1: not a frame"),
+        ("a50.avi", "b.avi", "x.avi", ["--ed", "3", "--es", "4"], "ED 3 and ES 4 fall on one"),
+        ("a50.avi", "b.avi", "x.avi", ["--appearance-frame", "9"], "--appearance-frame 9"),
+        ("a50.avi", "b.avi", "x.avi", ["--guidance", "-1"], "--guidance: must be a finite"),
+        ("a50.avi", "b.avi", "x.avi", ["--steps", "0"], "--steps: must be >= 1, got 0"),
+        ("a50.avi", "b.avi", "x.avi", ["--frames", "0"], "--frames: must be >= 1, got 0"),
+        ("a50.avi", "b.avi", "x.avi", ["--frames", "two"], "got 'two'"),
+        ("a50.avi", "b.avi", "x.avi", ["--device", "gpu9"], "not a torch device: 'gpu9'"),
+        ("a50.avi", "b.avi", "x.avi", ["--mafe", "nowhere"], "--mafe nowhere: no saved MAFE"),
+        (
+            "a50.avi",
+            "b.avi",
+            "x.avi",
+            ["--pipeline", "nowhere"],
+            "--pipeline nowhere: not a saved pipeline",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(cli, capsys, motion, appearance, out, extra, message):
+    assert run(cli, out, motion, appearance, extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("python -m echomotion.generate: error: ")
+    assert message.format(tmp=cli["tmp"]) in err[0]
+    assert not (cli["tmp"] / out).exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_exits_2(cli, capsys):
+    assert run(cli, "x.avi", extra=["--device", "cuda"]) == 2
+    assert "--device cuda: CUDA is not available" in capsys.readouterr().err
+
+
+def test_help_lists_every_option_with_help_and_defaults(capsys):
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help and action.option_strings[0] in text
+        assert " ".join(action.help.split()) in text, action.option_strings
+        if action.default is not None:
+            assert f"(default: {action.default})" in text, action.option_strings
+
+
+def test_console_script_points_at_main():
+    scripts = (REPO / "pyproject.toml").read_text().split("[project.scripts]\n")[1]
+    assert scripts.split("\n[")[0].strip() == 'echomotion-generate = "echomotion.generate:main"'
+
+
+def test_generate_runs_as_a_module(cli):
+    tmp = cli["tmp"]
+    args = ["--motion", str(tmp / "missing.avi"), "--appearance", str(tmp / "b.avi"),
+            "--out", str(tmp / "x.avi"), *cli["base"]]  # fmt: skip
+    cmd = [sys.executable, "-m", "echomotion.generate", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=Path(tmp))
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
+    assert "missing.avi: file not found" in done.stderr
