@@ -71,11 +71,18 @@ def lv_area_figure(rows: list[dict], max_panels: int = 8, columns: int = 4) -> n
     return np.concatenate([legend, grid])
 
 
+def no_curves_figure(reason: str) -> np.ndarray:
+    """BGR image that states why there are no LV-area curves (the plot is a declared output)."""
+    image = np.full((40, 4 * PANEL[1], 3), 255, dtype=np.uint8)
+    _text(image, f"No LV-area curves: {reason}", 6, 24)
+    return image
+
+
 def save_lv_area_figure(rows: list[dict], path: str | Path) -> None:
-    """Write :func:`lv_area_figure` as a PNG (nothing, and any old file removed, without rows)."""
+    """Write :func:`lv_area_figure` as a PNG; without rows, :func:`no_curves_figure`."""
     path = Path(path)
     image = lv_area_figure(rows)
-    path.unlink(missing_ok=True)
-    if image is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), image)
+    if image is None:
+        image = no_curves_figure("no LV segmenter (no TRAIN tracings) or no synthetic video")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), image)
