@@ -167,14 +167,16 @@ def train_synthetic_ef(
     return model, None
 
 
-def _scatter(kind: str, names: list[str], truth: np.ndarray, pred: np.ndarray) -> list[dict]:
+def scatter_rows(kind: str, names, truth: np.ndarray, pred: np.ndarray) -> list[dict]:
+    """Rows of an EF scatter plot (:data:`SCATTER_COLUMNS`), one per video of set ``kind``."""
     return [
-        {"set": kind, "file_name": n, "ef_true": float(t), "ef_pred": float(p)}
+        {"set": kind, "file_name": str(n), "ef_true": float(t), "ef_pred": float(p)}
         for n, t, p in zip(names, truth, pred, strict=True)
     ]
 
 
-def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` with keys ``<prefix>_<key>``."""
     return {f"{prefix}_{k}": v for k, v in metrics.items()}
 
 
@@ -218,8 +220,8 @@ def ef_scores(
         metrics["real_test"] = skipped(no_real or no_test)
     else:
         pred = predict_ef(real, test, length, k, batch)
-        metrics |= _prefixed("real_test", regression_metrics(truth, pred))
-        rows += _scatter("real_test", test.names, truth, pred)
+        metrics |= prefixed("real_test", regression_metrics(truth, pred))
+        rows += scatter_rows("real_test", test.names, truth, pred)
     # 2. it on synthetic videos, against the EF of their motion source
     labels, keep = synthetic_labels(data)
     no_syn = no_real or too_few_synthetic(len(keep), minimum)
@@ -228,14 +230,14 @@ def ef_scores(
     else:
         syn = data.synthetic.subset(keep)
         syn_pred = predict_ef(real, syn, length, k, batch)
-        metrics |= _prefixed("synthetic", regression_metrics(labels[keep], syn_pred))
-        rows += _scatter("synthetic", syn.names, labels[keep], syn_pred)
+        metrics |= prefixed("synthetic", regression_metrics(labels[keep], syn_pred))
+        rows += scatter_rows("synthetic", syn.names, labels[keep], syn_pred)
     # 3. downstream: trained on synthetic only, tested on real TEST
     if synthetic is None or no_test:
         reason = why_not.get("synthetic", "no regressor trained on synthetic videos")
         metrics["downstream_synthetic"] = skipped(no_test or reason)
     else:
         down = predict_ef(synthetic, test, length, k, batch)
-        metrics |= _prefixed("downstream_synthetic", regression_metrics(truth, down))
-        rows += _scatter("downstream_synthetic", test.names, truth, down)
+        metrics |= prefixed("downstream_synthetic", regression_metrics(truth, down))
+        rows += scatter_rows("downstream_synthetic", test.names, truth, down)
     return metrics, rows

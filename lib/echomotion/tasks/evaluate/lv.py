@@ -44,7 +44,7 @@ from echomotion.training.checkpoint import discard_other_inputs
 from echomotion.training.loop import train
 
 from .data import EvalData, EvaluatePaths
-from .ef import skipped, too_few_labels, write_skipped_regressor
+from .ef import prefixed, scatter_rows, skipped, too_few_labels, write_skipped_regressor
 from .params import EvaluateParams
 
 log = logging.getLogger(__name__)
@@ -146,17 +146,6 @@ class _Areas:
         return self.synthetic[i]
 
 
-def _prefixed(prefix: str, metrics: dict) -> dict:
-    return {f"{prefix}_{k}": v for k, v in metrics.items()}
-
-
-def _scatter(kind: str, names, truth, pred) -> list[dict]:
-    return [
-        {"set": kind, "file_name": str(n), "ef_true": float(t), "ef_pred": float(p)}
-        for n, t, p in zip(names, truth, pred, strict=True)
-    ]
-
-
 def _mismatched(sources: list[str], labels: np.ndarray) -> np.ndarray:
     """Per video, the EF of the next video in order (cyclically) with another driver
     (NaN when every video shares one driver)."""
@@ -199,8 +188,8 @@ def lv_scores(
     a, b = fit_calibration(train_raw, ef[train_rows])
     train_mean = float(ef[train_rows].mean())
     out |= {"calibration_a": a, "calibration_b": b, "train_mean_ef": train_mean}
-    out |= _prefixed("real_train", regression_metrics(ef[train_rows], a + b * train_raw))
-    scatter = _scatter("real_train", names[train_rows], ef[train_rows], a + b * train_raw)
+    out |= prefixed("real_train", regression_metrics(ef[train_rows], a + b * train_raw))
+    scatter = scatter_rows("real_train", names[train_rows], ef[train_rows], a + b * train_raw)
     # 2. real VAL and TEST against their EF, beside the TRAIN-mean predictor
     for split in ("VAL", "TEST"):
         key = f"real_{split.lower()}"
@@ -210,9 +199,9 @@ def lv_scores(
             continue
         rows = data.split_rows(split, labelled=True)
         pred = a + b * np.array([raw_ef(areas.of_real(int(r)), power) for r in rows])
-        out |= _prefixed(key, regression_metrics(ef[rows], pred))
+        out |= prefixed(key, regression_metrics(ef[rows], pred))
         out[f"{key}_train_mean_mae"] = float(np.abs(ef[rows] - train_mean).mean())
-        scatter += _scatter(key, names[rows], ef[rows], pred)
+        scatter += scatter_rows(key, names[rows], ef[rows], pred)
     # 3. synthetic videos of each mode against their driver's EF
     labels = data.source_ef()
     for mode in MODES:
@@ -224,12 +213,12 @@ def lv_scores(
         truth = labels[keep]
         pred = a + b * np.array([raw_ef(areas.of_synthetic(i), power) for i in keep])
         other = _mismatched([data.records[i].motion_source for i in keep], truth)
-        out |= _prefixed(mode, regression_metrics(truth, pred))
+        out |= prefixed(mode, regression_metrics(truth, pred))
         finite = np.isfinite(other)
         mismatched = regression_metrics(other[finite], pred[finite])
         out |= {f"{mode}_mismatched_{k}": mismatched[k] for k in ("mae", "r2")}
         out[f"{mode}_train_mean_mae"] = float(np.abs(truth - train_mean).mean())
-        scatter += _scatter(mode, [data.records[i].file_name for i in keep], truth, pred)
+        scatter += scatter_rows(mode, [data.records[i].file_name for i in keep], truth, pred)
     return out, scatter, area_rows
 
 
