@@ -69,8 +69,8 @@ def main() -> None:
     frames = args.frames or sample.num_frames
     guidance = sample.guidance_scale if args.guidance is None else args.guidance
     if args.pipeline is not None and args.pipeline.is_dir():
-        pipe, normalizer = load_pipeline(args.pipeline, "ddpm")
-        size = normalizer.frame_size
+        pipe = load_pipeline(args.pipeline, "ddpm")
+        size = tuple(pipe.config.frame_size)
     else:
         pipe, size = random_pipeline(args.preset), (112, 112)
     pipe.to(args.device)

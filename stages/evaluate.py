@@ -4,6 +4,7 @@ trained networks -> metrics/eval.json."""
 from pathlib import Path
 
 from echomotion.config import write_used_params
+from echomotion.device import resolve_device
 from echomotion.stage import start, write_json
 from echomotion.tasks.evaluate.data import EvaluatePaths
 from echomotion.tasks.evaluate.run import evaluate
@@ -12,7 +13,12 @@ from echomotion.tasks.evaluate.run import evaluate
 def main() -> None:
     params = start("evaluate")
     paths = EvaluatePaths(source_root=Path(params.data.root))
-    metrics = evaluate(params.evaluate, paths, seed=params.shared.seed)
+    metrics = evaluate(
+        params.evaluate,
+        paths,
+        seed=params.shared.seed,
+        device=resolve_device(params.shared.device),
+    )
     write_used_params(params.evaluate, paths.plots / "params_used.json")
     write_json("metrics/eval.json", metrics)
 

@@ -1,6 +1,7 @@
 """Stage `features`: the trained MAFE -> motion/appearance vectors in data/features.zarr."""
 
 from echomotion.config import write_used_params
+from echomotion.device import resolve_device
 from echomotion.stage import start, write_json
 from echomotion.tasks.mafe.features import export_features
 
@@ -10,7 +11,11 @@ OUT = "data/features.zarr"
 def main() -> None:
     params = start("features")
     metrics = export_features(
-        "data/prepared/videos.zarr", "models/mafe/model", OUT, params.features
+        "data/prepared/videos.zarr",
+        "models/mafe/model",
+        OUT,
+        params.features,
+        device=resolve_device(params.shared.device),
     )
     write_used_params(params.features, "data/features_params_used.json")
     write_json("metrics/features.json", metrics)

@@ -1,6 +1,7 @@
 """Stage `flow_export`: models/flow + videos.zarr -> data/pseudo/flow.zarr, metrics/flow.json."""
 
 from echomotion.config import write_used_params
+from echomotion.device import resolve_device
 from echomotion.stage import start, write_json
 from echomotion.tasks.flow.export import export_flow
 
@@ -15,6 +16,7 @@ def main() -> None:
         "data/phantom/truth.zarr",
         params.flow_export,
         f"{OUT}/flow.zarr",
+        device=resolve_device(params.shared.device),
     )
     write_used_params(params.flow_export, f"{OUT}/flow_params_used.json")
     write_json("metrics/flow.json", metrics)

@@ -1,7 +1,6 @@
 """Stage `flow_train`: data/prepared/videos.zarr -> models/flow (PWCLite, no labels)."""
 
-from echomotion.config import write_used_params
-from echomotion.stage import start, write_json
+from echomotion.stage import finish_training, start
 from echomotion.tasks.flow.train import train_flow
 from echomotion.training.fingerprint import fresh_checkpoints
 
@@ -19,8 +18,9 @@ def main() -> None:
         log_file="plots/flow_train/train.tsv",
         seed=params.flow_train.train.seed_or(params.shared.seed),
     )
-    write_used_params(params.flow_train, f"{OUT}/params_used.json")
-    write_json("metrics/flow_train.json", report.as_dict())
+    finish_training(
+        params.flow_train, f"{OUT}/params_used.json", "metrics/flow_train.json", report.as_dict()
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """Stage `mafe_train`: ED/mid/ES triplets + pseudo flow and ReID labels -> models/mafe/."""
 
-from echomotion.config import write_used_params
-from echomotion.stage import start, write_json
+from echomotion.stage import finish_training, start
 from echomotion.tasks.mafe.train import train_mafe
 from echomotion.training.fingerprint import fresh_checkpoints
 
@@ -21,8 +20,7 @@ def main() -> None:
         log_file="plots/mafe_train/train.tsv",
         truth_path="data/phantom/truth.zarr",
     )
-    write_used_params(params.mafe_train, f"{OUT}/params_used.json")
-    write_json("metrics/mafe.json", metrics)
+    finish_training(params.mafe_train, f"{OUT}/params_used.json", "metrics/mafe.json", metrics)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,10 @@
 """Stage `mcdm_train`: latents + motion vectors -> models/mcdm/model and models/mcdm/pipeline.
 
-One process: `python stages/mcdm_train.py`; several: `accelerate launch --multi_gpu
---num_processes N stages/mcdm_train.py` (CPU: gloo). Rank 0 writes every file.
+Several processes (GPUs, or gloo on a CPU): `dvc exp run -S mcdm_train.launch.num_processes=N`
+(dvc.yaml starts it with `python -m echomotion.launch`). Rank 0 writes every file.
 """
 
-from accelerate import PartialState
-
-from echomotion.config import write_used_params
-from echomotion.stage import start, write_json
+from echomotion.stage import finish_training, start
 from echomotion.tasks.generator.mcdm import train_mcdm
 from echomotion.training.fingerprint import fresh_checkpoints
 
@@ -26,9 +23,9 @@ def main() -> None:
         log_file="plots/mcdm_train/train.tsv",
         seed=params.mcdm_train.train.seed_or(params.shared.seed),
     )
-    if PartialState().is_main_process:
-        write_used_params(params.mcdm_train, f"{OUT}/params_used.json")
-        write_json("metrics/mcdm_train.json", metrics)
+    finish_training(
+        params.mcdm_train, f"{OUT}/params_used.json", "metrics/mcdm_train.json", metrics
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 held-out retrieval metrics (metrics/reid.json)."""
 
 from echomotion.config import write_used_params
+from echomotion.device import resolve_device
 from echomotion.stage import start, write_json
 from echomotion.tasks.reid.export import export_reid
 
@@ -16,6 +17,7 @@ def main() -> None:
         OUT,
         params.reid_export,
         seed=params.shared.seed,
+        device=resolve_device(params.shared.device),
     )
     write_used_params(params.reid_export, "data/pseudo/reid_params_used.json")
     write_json("metrics/reid.json", metrics)

@@ -1,7 +1,6 @@
 """Stage `reid_train`: data/prepared/videos.zarr -> models/reid (identity = TRAIN video)."""
 
-from echomotion.config import write_used_params
-from echomotion.stage import start, write_json
+from echomotion.stage import finish_training, start
 from echomotion.tasks.reid.train import train_reid
 from echomotion.training.fingerprint import fresh_checkpoints
 
@@ -18,8 +17,9 @@ def main() -> None:
         seed=params.reid_train.train.seed_or(params.shared.seed),
         log_file="plots/reid_train/train.tsv",
     )
-    write_used_params(params.reid_train, f"{OUT}/params_used.json")
-    write_json("metrics/reid_train.json", report.as_dict())
+    finish_training(
+        params.reid_train, f"{OUT}/params_used.json", "metrics/reid_train.json", report.as_dict()
+    )
 
 
 if __name__ == "__main__":

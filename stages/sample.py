@@ -1,6 +1,7 @@
 """Stage `sample`: models/mcdm/pipeline + motion vectors -> data/synthetic/echonet."""
 
 from echomotion.config import write_used_params
+from echomotion.device import resolve_device
 from echomotion.stage import start, write_json
 from echomotion.tasks.generator.sample import sample_dataset
 
@@ -17,6 +18,7 @@ def main() -> None:
         "plots/sample",
         params.sample,
         seed=params.shared.seed,
+        device=resolve_device(params.shared.device),
     )
     write_used_params(params.sample, f"{OUT}/params_used.json")
     write_json("metrics/sample.json", report)

@@ -1,7 +1,6 @@
 """Stage `vae_train`: data/prepared/videos.zarr (TRAIN frames) -> models/vae/model."""
 
-from echomotion.config import write_used_params
-from echomotion.stage import start, write_json
+from echomotion.stage import finish_training, start
 from echomotion.tasks.generator.vae import train_vae
 from echomotion.training.fingerprint import fresh_checkpoints
 
@@ -19,8 +18,7 @@ def main() -> None:
         figure="plots/vae_train/reconstruction.png",
         seed=params.vae_train.train.seed_or(params.shared.seed),
     )
-    write_used_params(params.vae_train, f"{OUT}/params_used.json")
-    write_json("metrics/vae.json", metrics)
+    finish_training(params.vae_train, f"{OUT}/params_used.json", "metrics/vae.json", metrics)
 
 
 if __name__ == "__main__":

@@ -93,8 +93,13 @@ def needed(stage: str, dvc_yaml: Path = REPO / "dvc.yaml") -> set[Path]:
     """Project files stage ``stage`` runs: its script and every module it imports, less
     the docstring-only package ``__init__`` files."""
     stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
-    script = REPO / stages[stage]["cmd"].split()[-1]
+    words = stages[stage]["cmd"].split()
+    script = REPO / words[-1]
     files = {script, *project_imports(script)}
+    if "-m" in words:  # a launcher module (python -m echomotion.launch ... SCRIPT) runs too
+        launcher = module_file(words[words.index("-m") + 1])
+        if launcher is not None:
+            files |= {launcher, *project_imports(launcher)}
     return {f for f in files if not (f.name == "__init__.py" and is_docstring_only(f))}
 
 

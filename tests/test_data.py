@@ -1,13 +1,17 @@
 """Datasets over the store: windows, triplets, workers, determinism."""
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
+import echomotion.store
 from echomotion.config import PrepareParams
 from echomotion.data import TripletDataset, VideoWindowDataset, midway
 from echomotion.prepare import prepare_dataset
+from echomotion.store import MappedArray
 
 
 @pytest.fixture
@@ -62,3 +66,16 @@ def test_triplets_are_ed_mid_es(store):
 def test_too_long_windows_are_refused(store):
     with pytest.raises(ValueError, match="no video of"):
         VideoWindowDataset(store, length=10_000)
+
+
+def test_mapped_store_gives_the_same_windows_to_workers(store, tmp_path, monkeypatch):
+    ds = VideoWindowDataset(store, 16, seed=0)
+    plain = [b["frames"] for b in DataLoader(ds, batch_size=2)]
+    monkeypatch.setenv("ECHOMOTION_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(echomotion.store, "MAP_ABOVE_BYTES", 0)  # map even this small store
+    mapped = VideoWindowDataset(store, 16, seed=0)
+    assert isinstance(mapped.store.frames("frames", 0, 1), MappedArray)
+    assert len(pickle.dumps(mapped)) < 10_000  # workers get the file's name, not its frames
+    workers = [b["frames"] for b in DataLoader(mapped, batch_size=2, num_workers=2)]
+    assert all(torch.equal(x, y) for x, y in zip(plain, workers, strict=True))
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1  # one copy for all of them

@@ -5,12 +5,15 @@ frame rate), appearance nearest-source fractions."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import cv2
 import numpy as np
 import pytest
 import torch
 import zarr
 
+from device_check import assert_runs_on, assert_runs_on_meta
 from echomotion.echonet import read_file_list
 from echomotion.evaluation.lv import (
     LVSegmenter,
@@ -131,9 +134,18 @@ def test_segmenter_shapes_round_trip_and_loss(tmp_path):
     assert f[m].mean() > 0.5 > 0.1 > f[~m].mean() and not (m == m[0]).all()
     loss, logs = lv_loss(model.train(), batch)
     assert loss.ndim == 0 and torch.isfinite(loss) and 0 <= logs["dice"] <= 1
-    areas = lv_areas(model, (masks * 200).astype(np.uint8), batch_size=2)
+    areas = lv_areas(model, (masks * 200).astype(np.uint8), batch_size=2, device="cpu")
     assert areas.shape == (3,) and (areas >= 0).all()
     assert dice(masks, masks).tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("check", [partial(assert_runs_on, "cpu"), assert_runs_on_meta])
+def test_lv_areas_run_on_the_given_device(check):
+    """On the CPU to the end, on the meta device until the areas are needed on the host
+    (tests/device_check.py); a new segmenter per run (the meta device drops weights)."""
+    frames = np.random.default_rng(0).integers(0, 256, (3, 32, 32), dtype=np.uint8)
+    segmenter = partial(LVSegmenter, widths=(4, 8), input_size=32)
+    check(lambda d: lv_areas(segmenter(), frames, batch_size=2, device=d))
 
 
 def test_time_matched_frames_across_frame_rates():
@@ -179,7 +191,7 @@ def test_a_briefly_trained_segmenter_finds_the_lv_of_unseen_videos(tiny_dataset,
         out_dir=tmp_path,
         seed=0,
     )
-    scores = dice(predict_masks(model, frames[held]) > 0.5, masks[held])
+    scores = dice(predict_masks(model, frames[held], 32, device="cpu") > 0.5, masks[held])
     assert held.sum() == 4 and scores.mean() > 0.85, scores
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import special_ortho_group
 
+from device_check import assert_runs_on, assert_runs_on_meta
 from echomotion.echonet import TableError
 from echomotion.evaluation.ef_regressor import (
     ArrayClipDataset,
@@ -19,6 +21,7 @@ from echomotion.evaluation.ef_regressor import (
 )
 from echomotion.evaluation.extractors import (
     EFClipFeatures,
+    FeatureExtractor,
     ReIDFrameFeatures,
     TorchScriptFeatures,
     extract,
@@ -29,6 +32,7 @@ from echomotion.evaluation.motion_fidelity import (
     ed_es_or_detect,
     epe_matrix,
     matched_and_mismatched,
+    motion_vectors,
     retrieval_top1,
     standardise,
 )
@@ -50,11 +54,23 @@ from echomotion.evaluation.videos import (
     gather_clips,
     gather_frames,
 )
+from echomotion.mafe.model import MAFE
+from echomotion.mafe.params import MAFEModelParams
 from echomotion.reid.model import ReIDEncoder
 from echomotion.video import write_video
 
 TINY_REID = {"widths": (8, 16), "blocks": (1, 1), "stem_stride": 2, "embedding_dim": 16}
 TINY_EF = {"widths": (4, 8), "feature_dim": 8, "input_size": 32}
+TINY_MAFE = MAFEModelParams(
+    embed_dim=4, depths=(1, 1, 2, 2), num_heads=(1, 2), window_size=4, reid_dim=8
+)
+# an inference path run on the CPU to the end, and on the meta device until it needs data
+# on the host: every module call had its weights and inputs on the device given
+# (tests/device_check.py); each run builds its own model, since the meta device drops weights
+ON_DEVICE = [
+    pytest.param(partial(assert_runs_on, "cpu"), id="cpu"),
+    pytest.param(assert_runs_on_meta, id="meta"),
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -152,26 +168,45 @@ def test_torchscript_extractor_frames_and_clips(tmp_path):
     params = TorchScriptExtractorParams(
         path=str(path), size=20, value_range="byte", call_kwargs={"return_features": True}
     )
-    frames = TorchScriptFeatures(params, "frame")
+    frames = TorchScriptFeatures(params, "frame", "cpu")
     assert frames.preprocess(torch.ones(2, 1, 8, 8)).shape == (2, 3, 20, 20)
     out = frames(torch.ones(2, 1, 8, 8))
     assert out.shape == (2, 9) and torch.allclose(out[:, :3], torch.full((2, 3), 255.0))
-    clips = TorchScriptFeatures(params.model_copy(update={"value_range": "symmetric"}), "clip")
+    symmetric = params.model_copy(update={"value_range": "symmetric"})
+    clips = TorchScriptFeatures(symmetric, "clip", "cpu")
     assert clips.preprocess(torch.zeros(2, 5, 1, 8, 8)).shape == (2, 3, 5, 20, 20)
     assert torch.allclose(clips(torch.zeros(2, 5, 1, 8, 8))[:, :3], -torch.ones(2, 3))
     with pytest.raises(FileNotFoundError):
-        TorchScriptFeatures(params.model_copy(update={"path": str(tmp_path / "no.pt")}), "clip")
+        missing = params.model_copy(update={"path": str(tmp_path / "no.pt")})
+        TorchScriptFeatures(missing, "clip", "cpu")
 
 
 def test_default_extractors_give_features_per_item():
     torch.manual_seed(0)
-    reid = ReIDFrameFeatures(ReIDEncoder(**TINY_REID))
+    reid = ReIDFrameFeatures(ReIDEncoder(**TINY_REID), "cpu")
     feats = extract(reid, np.zeros((5, 32, 32), np.uint8), batch_size=2)
     assert feats.shape == (5, 16) and np.allclose(np.linalg.norm(feats, axis=1), 1, atol=1e-5)
-    clip = EFClipFeatures(EFRegressor(**TINY_EF))
-    assert extract(clip, np.zeros((3, 6, 32, 32), np.uint8)).shape == (3, 8)
+    clip = EFClipFeatures(EFRegressor(**TINY_EF), "cpu")
+    assert extract(clip, np.zeros((3, 6, 32, 32), np.uint8), batch_size=2).shape == (3, 8)
     with pytest.raises(ValueError, match="clip extractor"):
-        extract(clip, np.zeros((3, 32, 32), np.uint8))
+        extract(clip, np.zeros((3, 32, 32), np.uint8), batch_size=2)
+
+
+def extractor_of(kind: str, device: str, tmp_path) -> FeatureExtractor:
+    if kind == "reid":
+        return ReIDFrameFeatures(ReIDEncoder(**TINY_REID), device)
+    if kind == "efnet":
+        return EFClipFeatures(EFRegressor(**TINY_EF), device)
+    path = tmp_path / "standin.pt"
+    torch.jit.save(torch.jit.script(StandIn(3)), str(path))
+    return TorchScriptFeatures(TorchScriptExtractorParams(path=str(path), size=20), "clip", device)
+
+
+@pytest.mark.parametrize("check", ON_DEVICE)
+@pytest.mark.parametrize("kind", ["reid", "efnet", "torchscript"])
+def test_extract_runs_on_the_extractors_device(check, kind, tmp_path):
+    items = np.zeros((3, 32, 32) if kind == "reid" else (3, 6, 32, 32), np.uint8)
+    check(lambda d: extract(extractor_of(kind, d, tmp_path), items, batch_size=2))
 
 
 # ------------------------------------------------------------------------------ sampling
@@ -233,10 +268,16 @@ def test_predict_ef_averages_clips_per_video():
     torch.manual_seed(0)
     model = EFRegressor(**TINY_EF)
     vs = videos(n=3, length=20)
-    pred = predict_ef(model, vs, length=8, clips_per_video=2, batch_size=4)
+    pred = predict_ef(model, vs, length=8, clips_per_video=2, batch_size=4, device="cpu")
     first = gather_clips(vs, np.array([[0, 0], [0, 12]]), 8)
     direct = model(torch.from_numpy(first).float().div(255).unsqueeze(2))["ef"].mean()
     assert pred.shape == (3,) and pred[0] == pytest.approx(float(direct), rel=1e-5)
+
+
+@pytest.mark.parametrize("check", ON_DEVICE)
+def test_predict_ef_runs_on_the_given_device(check):
+    vs = videos(n=2, length=10)
+    check(lambda d: predict_ef(EFRegressor(**TINY_EF), vs, 8, 2, batch_size=2, device=d))
 
 
 def test_regression_metrics():
@@ -286,6 +327,13 @@ def test_ed_es_given_or_detected(tiny_dataset):
     assert ed_es_or_detect(frames, 2, len(frames) + 5, fps) == got  # out of range: detected
 
 
+@pytest.mark.parametrize("check", ON_DEVICE)
+def test_motion_vectors_run_on_the_given_device(check):
+    frames = videos(n=1, length=4).read(0)  # (4, 32, 32)
+    mafe = partial(MAFE.from_params, TINY_MAFE)
+    check(lambda d: motion_vectors(mafe(), frames[:3], frames[1:], batch_size=2, device=d))
+
+
 # --------------------------------------------------------------------------------- privacy
 
 
@@ -307,11 +355,17 @@ def test_video_embeddings_are_unit_means():
     torch.manual_seed(0)
     encoder = ReIDEncoder(**TINY_REID).eval()
     vs = videos(n=2, length=6)
-    emb = video_embeddings(encoder, vs, frames_per_video=3)
+    emb = video_embeddings(encoder, vs, frames_per_video=3, batch_size=2, device="cpu")
     assert emb.shape == (2, 16) and np.allclose(np.linalg.norm(emb, axis=1), 1)
     frames = torch.from_numpy(vs.read(0)[[0, 2, 5]]).float().div(255)[:, None]
     mean = encoder.embed(frames).mean(0)
     assert np.allclose(emb[0], (mean / mean.norm()).detach().numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("check", ON_DEVICE)
+def test_video_embeddings_run_on_the_given_device(check):
+    vs = videos(n=2, length=6)
+    check(lambda d: video_embeddings(ReIDEncoder(**TINY_REID), vs, 3, batch_size=2, device=d))
 
 
 def test_similarity_histogram_counts_every_value():

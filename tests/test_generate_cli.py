@@ -23,7 +23,6 @@ from echomotion.diffusion.vae import build_vae
 from echomotion.generate import build_parser, main
 from echomotion.mafe.model import MAFE
 from echomotion.mafe.params import MAFEModelParams
-from echomotion.tasks.generator.conditioning import MotionNormalizer
 from echomotion.video import read_video, write_video
 
 PIPELINE_FPS, SIZE = 12.5, 32
@@ -45,11 +44,11 @@ def cli(tmp_path_factory) -> dict:
     unet = build_unet(MCDMModelParams(block_out_channels=(32, 32), motion_dim=dim, num_frames=4))
     vae = build_vae(VAEModelParams(block_out_channels=(8, 8, 16, 16), norm_num_groups=8))
     scheduler = build_scheduler(NoiseScheduleParams())
-    pipe = MotionConditionedVideoPipeline(vae, unet.eval(), scheduler, fps=PIPELINE_FPS)
+    pipe = MotionConditionedVideoPipeline(
+        vae, unet.eval(), scheduler, fps=PIPELINE_FPS,
+        motion_mean=[0.0] * dim, motion_std=[1.0] * dim, frame_size=[SIZE, SIZE],
+    )  # fmt: skip
     pipe.save_pretrained(tmp / "pipeline")
-    MotionNormalizer(np.zeros(dim, np.float32), np.ones(dim, np.float32), (SIZE, SIZE)).save(
-        tmp / "pipeline"
-    )
     write_video(tmp / "a50.avi", moving_blob_video(50, seed=1, size=48), 50.0)  # 1 s at 50 fps
     write_video(tmp / "a8.avi", moving_blob_video(8, seed=2, size=48), 8.0)  # 1 s at 8 fps
     write_video(tmp / "a30.avi", moving_blob_video(21, seed=3, size=48), 30.0)  # 0.7 s

@@ -40,6 +40,25 @@ def test_preset_states_the_paper_configuration(paper):
     assert paper.shared.seed == yaml.safe_load((REPO / "params.yaml").read_text())["shared"]["seed"]
 
 
+def test_preset_follows_the_official_code_where_a_param_exists(paper):
+    """Values read in ZheLi2020/LabelfreeMCDM (configs/default_uncondition.yaml,
+    MAFE/train_echo_flow.py) and the EchoNet-Synthetic VAE config; README fidelity table."""
+    mcdm = paper.mcdm_train
+    heads = [c // mcdm.model.attention_head_dim for c in mcdm.model.block_out_channels]
+    assert heads == [8, 16, 16, 32]
+    assert (mcdm.train.lr, mcdm.train.lr_schedule, mcdm.train.warmup_steps) == (
+        1e-4,
+        "constant",
+        500,
+    )
+    assert (mcdm.train.weight_decay, mcdm.train.mixed_precision) == (0.01, "fp16")
+    assert (mcdm.loss.noise_offset, mcdm.loss.cond_dropout, mcdm.loss.snr_gamma) == (0.1, 0.0, None)
+    mafe = paper.mafe_train
+    assert (mafe.train.batch_size, mafe.train.steps, mafe.loss.pyramid_levels) == (8, 93000, 4)
+    assert (mafe.train.lr, mafe.train.weight_decay, mafe.train.warmup_steps) == (2e-4, 1e-4, 2000)
+    assert list(paper.vae_train.model.block_out_channels) == [128, 256, 256, 512]
+
+
 def test_preset_command_prints_dvc_set_params():
     out = subprocess.run(
         [sys.executable, "-m", "echomotion.preset", "paper"],

@@ -28,12 +28,30 @@ IGNORE = shutil.ignore_patterns(
     ".venv", ".git", "data", "models", "plots", "cache", "tmp", "__pycache__",
     "*.egg-info", ".pytest_cache", ".ruff_cache",
 )  # fmt: skip
+TRAINING = {  # stage: the name its training loop logs under
+    "flow_train": "flow_train", "reid_train": "reid_train", "mafe_train": "mafe_train",
+    "vae_train": "vae", "mcdm_train": "mcdm",
+}  # fmt: skip
+# Imported by every Python process started with PYTHONPATH=<its folder>: on ranks other
+# than 0 it records every file write under the working directory (tests/_write_spy.py)
+# and saves the list at exit.
+SPY = """
+import atexit, json, os, sys
+from pathlib import Path
+if os.environ.get("RANK", "0") != "0":
+    sys.path.insert(0, os.environ["SPY_TESTS"])
+    from _write_spy import spy_on_writes
+    writes = spy_on_writes(Path.cwd().resolve(), int(os.environ["RANK"]))
+    record = Path(os.environ["SPY_RECORD"]) / f"{os.getpid()}.json"
+    atexit.register(lambda: record.write_text(json.dumps({"argv": sys.argv, "writes": writes})))
+"""
 UPSTREAM_OF_MCDM = ("phantom", "prepare", "flow_train", "reid_train", "mafe_train", "vae_train")
 MCDM_AND_AFTER = ("mcdm_train", "sample", "evaluate")
 
 
-def sh(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+def sh(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path, **(env or {})}
     env["OMP_NUM_THREADS"] = "1"  # tiny models: threads only add overhead
     out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     assert out.returncode == 0, (
@@ -122,3 +140,27 @@ def test_exp_run_on_a_prepare_param_skips_the_phantom(repo):
     assert ran(log) == {"prepare"}, log[-2000:]
     shown = sh(repo, "dvc", "exp", "show", "--json")
     assert "fps20" in shown
+
+
+def test_training_stages_train_on_two_ranks_through_dvc(repo, tmp_path):
+    """`dvc exp run -S <stage>.launch.num_processes=2`: each training stage runs as 2 gloo
+    ranks (dvc.yaml's `python -m echomotion.launch ${<stage>.launch}`), the pipeline
+    completes, and rank 1 writes no file."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SPY)
+    (record := tmp_path / "record").mkdir()
+    env = {"PYTHONPATH": str(tmp_path / "site"), "SPY_TESTS": str(REPO / "tests"),
+           "SPY_RECORD": str(record)}  # fmt: skip
+    # 2 more steps than the committed run: each stage resumes its checkpoint (on another
+    # process count, which the loop allows) and trains on 2 ranks
+    changes = ("launch.num_processes=2", "train.steps=6")
+    sets = [arg for stage in TRAINING for change in changes for arg in ("-S", f"{stage}.{change}")]
+    log = sh(repo, "dvc", "exp", "run", "-n", "ranks2", *sets, env=env)
+    back_to_head(repo)
+    assert set(TRAINING) <= ran(log), log[-2000:]
+    for stage, name in TRAINING.items():
+        assert f"{name}: 2 processes on cpu" in log, f"{name} did not train on 2 ranks"
+        assert re.search(rf"{name} step=6 ", log), f"{stage} did not train up to step 6"
+    spied = [json.loads(p.read_text()) for p in record.glob("*.json")]
+    assert sum("stages/" in " ".join(s["argv"]) for s in spied) >= len(TRAINING)
+    assert [s for s in spied if s["writes"]] == []

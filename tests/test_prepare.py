@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -152,6 +153,33 @@ def test_interrupted_prepare_leaves_no_store(echonet_root, tmp_path, monkeypatch
         run(root, tmp_path)
     assert not (tmp_path / "videos.zarr").exists()
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def _files(store) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()
+    }
+
+
+def test_several_workers_write_the_same_bytes_as_one(echonet_root, tmp_path):
+    r = echonet_root.add("a", n_frames=40).add("b", n_frames=50, fps=30.0).add("short", n_frames=6)
+    r.add("junk", write=False)
+    (r.root / "Videos" / "junk.avi").write_bytes(b"not a video at all" * 50)
+    r.add("absent", write=False).add("c", n_frames=45, Split="VAL")
+    root = r.trace("a", ed=10, es=20).write()
+    one, two = tmp_path / "one", tmp_path / "two"
+    report1, store1, rejects1 = run(root, one, PARAMS)
+    report2, store2, rejects2 = run(root, two, PARAMS.model_copy(update={"workers": 2}))
+    assert list(store2.table["file_name"]) == ["a", "b", "c"]
+    assert set(rejects2) == {"short", "junk", "absent"} and rejects2 == rejects1
+    assert (two / "rejects.csv").read_bytes() == (one / "rejects.csv").read_bytes()
+    assert store2.table.keys() == store1.table.keys()
+    for column, values in store1.table.items():
+        np.testing.assert_array_equal(store2.table[column], values, err_msg=column)
+    for i in range(len(store1)):
+        np.testing.assert_array_equal(store2.video(i), store1.video(i))
+    assert _files(two / "videos.zarr") == _files(one / "videos.zarr")  # shards, table, attrs
+    assert json.dumps(report2.as_dict()) == json.dumps(report1.as_dict())
 
 
 def test_resample_indices_and_frame_mapping():

@@ -1,9 +1,11 @@
 """The ragged sharded Zarr store: round trip, sharding, atomic writes."""
 
+import pickle
+
 import numpy as np
 import pytest
 
-from echomotion.store import RaggedStore, RaggedStoreWriter
+from echomotion.store import MappedArray, RaggedStore, RaggedStoreWriter
 
 
 def videos(n=12, seed=0):
@@ -63,3 +65,47 @@ def test_mismatched_arrays_are_refused(tmp_path):
             w.append({"a": np.zeros((3, 2)), "b": np.zeros(4)}, name="x")
         with pytest.raises(ValueError, match="frame shape"):
             w.append({"a": np.zeros((3, 5)), "b": np.zeros(3)}, name="x")
+
+
+def test_mapped_frames_equal_the_in_memory_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECHOMOTION_CACHE", str(tmp_path / "cache"))
+    vids = videos(30)
+    write(tmp_path / "s.zarr", vids)
+    memory = RaggedStore(tmp_path / "s.zarr").load("frames", map_above=1 << 40)
+    mapped = RaggedStore(tmp_path / "s.zarr").load("frames", map_above=0)
+    assert isinstance(mapped.frames("frames", 0, 1), MappedArray)
+    for i in range(len(vids)):
+        np.testing.assert_array_equal(mapped.video(i), memory.video(i))
+    rows = mapped.rows_of(np.array([4, 1]))
+    np.testing.assert_array_equal(np.asarray(rows), np.concatenate([vids[4], vids[1]]))
+    np.testing.assert_array_equal(rows[len(vids[4])], vids[1][0])
+
+
+def test_mapped_arrays_pickle_by_file_not_by_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECHOMOTION_CACHE", str(tmp_path / "cache"))
+    write(tmp_path / "s.zarr", videos(30))
+    frames = RaggedStore(tmp_path / "s.zarr").map("frames")
+    for view in [frames, frames[10:400], frames[5:300:3], frames[7, 2]]:
+        data = pickle.dumps(view)
+        assert len(data) < 1000 < view.nbytes or view.nbytes < 1000
+        np.testing.assert_array_equal(pickle.loads(data), view)
+    copy = frames[[1, 2]]  # not a view of the file: pickled as data
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(copy)), copy)
+
+
+def test_map_cache_is_reused_and_follows_the_content(tmp_path):
+    write(tmp_path / "s.zarr", videos(30))
+    cache = tmp_path / "cache"
+    RaggedStore(tmp_path / "s.zarr").map("frames", cache)
+    (first,) = cache.glob("*.npy")
+    mtime = first.stat().st_mtime_ns
+    RaggedStore(tmp_path / "s.zarr").map("frames", cache)
+    assert list(cache.glob("*.npy")) == [first] and first.stat().st_mtime_ns == mtime
+    assert not list(cache.glob(".*"))  # written under a temporary name, then renamed
+    vids = videos(30, seed=1)
+    write(tmp_path / "s.zarr", vids)  # new content: a new file replaces the old one
+    store = RaggedStore(tmp_path / "s.zarr")
+    frames = store.map("frames", cache)
+    assert [p.name for p in cache.glob("*.npy")] != [first.name]
+    assert len(list(cache.glob("*.npy"))) == 1
+    np.testing.assert_array_equal(frames[: len(vids[0])], vids[0])

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import csv
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from device_check import assert_runs_on, assert_runs_on_meta
+from echomotion.evaluation.ef_regressor import EFRegressor
+from echomotion.evaluation.lv import LVSegmenter
+from echomotion.evaluation.motion_fidelity import pair_flows
 from echomotion.evaluation.params import (
     EFRegressorParams,
     LVSegmenterParams,
@@ -28,7 +33,9 @@ from echomotion.mafe.params import MAFEModelParams
 from echomotion.reid.model import ReIDEncoder
 from echomotion.stage import write_json
 from echomotion.store import RaggedStore, RaggedStoreWriter
-from echomotion.tasks.evaluate.data import EvaluatePaths
+from echomotion.tasks.evaluate.data import EvaluatePaths, load_data
+from echomotion.tasks.evaluate.ef import ef_scores
+from echomotion.tasks.evaluate.lv import lv_scores, segmentation_scores, traced_sets
 from echomotion.tasks.evaluate.params import (
     EFParams,
     EvaluateParams,
@@ -37,7 +44,9 @@ from echomotion.tasks.evaluate.params import (
     PrivacyParams,
     RealismParams,
 )
-from echomotion.tasks.evaluate.run import evaluate
+from echomotion.tasks.evaluate.run import evaluate, extractors_for, flow_provider
+from echomotion.tasks.evaluate.scores import motion_scores, privacy_scores, realism_scores
+from echomotion.tasks.evaluate.transfer import appearance_scores
 from echomotion.training.params import TrainParams
 from echomotion.video import write_video
 
@@ -161,7 +170,7 @@ def evaluate_on(store, tmp: Path, source_root: Path | None = None):
     PWCLite().save_pretrained(paths.flow)
     write_features(store, mafe, paths.features)
     write_synthetic(store, paths.synthetic)
-    metrics = evaluate(tiny_params(tmp), paths, seed=0)
+    metrics = evaluate(tiny_params(tmp), paths, seed=0, device="cpu")
     write_json(tmp / "eval.json", metrics)  # valid metrics JSON, skipped entries included
     return paths, metrics
 
@@ -246,7 +255,7 @@ def read_csv_tsv(path):
 
 def test_second_call_continues_the_real_regressor_with_the_flow_network(run):
     paths, _, tmp = run
-    evaluate(tiny_params(tmp, steps=6, flow="network"), paths, seed=0)
+    evaluate(tiny_params(tmp, steps=6, flow="network"), paths, seed=0, device="cpu")
     steps = [int(r["step"]) for r in read_csv_tsv(paths.plots / "ef_train.tsv")]
     assert steps == [1, 2, 3, 4, 5, 6]  # continued from step 4, not restarted
     assert (paths.ef_real / "checkpoints" / "step-0000006").is_dir()
@@ -302,3 +311,69 @@ def test_lv_ef_estimator_metrics_and_plots(run):
     assert (paths.lv / "model" / "config.json").is_file()
     steps = [int(r["step"]) for r in read_csv_tsv(paths.plots / "lv_train.tsv")]
     assert steps[:4] == [1, 2, 3, 4]  # (6 steps once the resume test has run)
+
+
+# ------------------------------------------------------------------------------- devices
+# each inference path on the CPU to the end, and on the meta device until it needs data on
+# the host: every module call had its weights and inputs on the device given
+# (tests/device_check.py); each run loads or builds its own networks (meta drops weights)
+ON_DEVICE = [
+    pytest.param(partial(assert_runs_on, "cpu"), id="cpu"),
+    pytest.param(assert_runs_on_meta, id="meta"),
+]
+
+
+@pytest.mark.parametrize("check", ON_DEVICE)
+def test_flow_network_runs_on_the_given_device(check, tmp_path):
+    PWCLite().save_pretrained(tmp_path / "flow")
+    params = MotionParams(flow=FlowProviderParams(method="network", batch_size=2))
+    paths = EvaluatePaths(flow=tmp_path / "flow")
+    frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    check(lambda d: pair_flows(flow_provider(params, paths, d), frames, frames[::-1]))
+
+
+def _ef(params: EvaluateParams) -> EFRegressor:
+    return EFRegressor.from_params(params.ef.model)
+
+
+def _lv(params: EvaluateParams) -> LVSegmenter:
+    return LVSegmenter.from_params(params.lv.model)
+
+
+TASK_PATHS = {
+    "realism": lambda data, paths, p, d: realism_scores(
+        data,
+        extractors_for(p.realism, ReIDEncoder.from_pretrained(paths.reid), _ef(p), d),
+        p,
+        np.random.default_rng(0),
+    ),
+    "motion": lambda data, paths, p, d: motion_scores(
+        data,
+        paths.features,
+        MAFE.from_pretrained(paths.mafe),
+        flow_provider(p.motion, paths, d),
+        p.batch_size,
+        d,
+    ),
+    "appearance": lambda data, paths, p, d: appearance_scores(
+        data, ReIDEncoder.from_pretrained(paths.reid), p, d
+    ),
+    "ef": lambda data, paths, p, d: ef_scores(data, _ef(p), _ef(p), p, device=d),
+    "ef_lv": lambda data, paths, p, d: lv_scores(data, _lv(p), p, d),
+    "lv_dice": lambda data, paths, p, d: segmentation_scores(
+        _lv(p), traced_sets(data.store, paths.source_root), p.batch_size, d
+    ),
+    "privacy": lambda data, paths, p, d: privacy_scores(
+        data, ReIDEncoder.from_pretrained(paths.reid), p.privacy, p.batch_size, d
+    ),
+}
+
+
+@pytest.mark.parametrize("check", ON_DEVICE)
+@pytest.mark.parametrize("name", list(TASK_PATHS))
+def test_stage_inference_runs_on_the_given_device(run, name, check):
+    """Each of the stage's inference calls, on the fixture's inputs and networks (the flow
+    network for motion), with untrained EF regressors and LV segmenter."""
+    paths, _, tmp = run
+    data, params = load_data(paths), tiny_params(tmp, flow="network")
+    check(lambda d: TASK_PATHS[name](data, paths, params, d))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO
+from device_check import assert_runs_on, assert_runs_on_meta
 from echomotion.config import load_params
 from echomotion.data import TripletDataset, midway
 from echomotion.flow.classical import NetworkFlow
@@ -173,11 +174,11 @@ def gt_magnitude(tiny_dataset, kind: int) -> float:
     return float(torch.cat(mags).mean())
 
 
-def export(tiny_dataset, tmp_path, model_dir, method="dis", truth=None) -> dict:
+def export(tiny_dataset, tmp_path, model_dir, method="dis", truth=None, device="cpu") -> dict:
     params = FlowExportParams(provider=FlowProviderParams(method=method, batch_size=3))
     truth = tiny_dataset["truth"] if truth is None else truth
     out = tmp_path / "flow.zarr"
-    return export_flow(tiny_dataset["videos"], model_dir, truth, params, out)
+    return export_flow(tiny_dataset["videos"], model_dir, truth, params, out, device)
 
 
 def test_classical_export_schema_and_metrics_without_a_model(tiny_dataset, tmp_path):
@@ -230,3 +231,16 @@ def test_real_data_without_ground_truth(tiny_dataset, tmp_path):
         metrics = export(tiny_dataset, tmp_path, tmp_path / "no_model", truth=truth)
         assert metrics["ground_truth"] is False and "epe" not in metrics
         assert metrics["n_videos"] > 0
+
+
+def test_network_export_runs_on_the_given_device(tiny_dataset, trained, tmp_path):
+    """The flow network and every frame batch on the stage's device (meta: nothing left on
+    the CPU)."""
+    model_dir = trained["out"] / "model"
+
+    def run(device):
+        (out := tmp_path / device).mkdir(exist_ok=True)
+        return export(tiny_dataset, out, model_dir, method="network", device=device)
+
+    assert assert_runs_on("cpu", run)["provider"] == "network"
+    assert_runs_on_meta(run)

@@ -17,6 +17,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler
 from PIL import Image
 
+from device_check import assert_runs_on, assert_runs_on_meta
 from echomotion.data import TripletDataset
 from echomotion.diffusion.params import MCDMModelParams, VAEModelParams
 from echomotion.diffusion.vae import encode_frames
@@ -168,12 +169,13 @@ def test_mcdm_train_saves_a_pipeline_with_the_motion_normalisation(work):
     assert metrics["steps"] == 2 and metrics["resumed_from"] == -1
     assert metrics["motion_dim"] == work["dim"] and metrics["fps"] == 12.5
     assert metrics["train_videos"] == len(TripletDataset(work["videos"]).videos)
-    pipe, normalizer = load_pipeline(work["tmp"] / "mcdm/pipeline", "ddim")
+    pipe = load_pipeline(work["tmp"] / "mcdm/pipeline", "ddim")
     assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.config.fps == 12.5
     assert pipe.vae.config.scaling_factor == pytest.approx(work["vae_metrics"]["scaling_factor"])
     attrs = RaggedStore(work["tmp"] / "features.zarr").attrs
-    np.testing.assert_allclose(normalizer.mean, attrs["motion_mean"], rtol=1e-6)
-    assert normalizer.frame_size == (64, 64)
+    np.testing.assert_array_equal(pipe.config.motion_mean, np.float32(attrs["motion_mean"]))
+    np.testing.assert_array_equal(pipe.config.motion_std, np.float32(attrs["motion_std"]))
+    assert pipe.config.frame_size == [64, 64]
     saved = type(pipe.unet).from_pretrained(work["tmp"] / "mcdm/model")  # the EMA weights
     for a, b in zip(saved.parameters(), pipe.unet.parameters(), strict=True):
         assert torch.equal(a, b)
@@ -312,10 +314,10 @@ def test_clip_windows_take_every_stride_frame_from_the_reference():
 
 
 def test_sampling_is_seeded(work):
-    pipe, normalizer = load_pipeline(work["tmp"] / "mcdm/pipeline", "dpmsolver++")
+    pipe = load_pipeline(work["tmp"] / "mcdm/pipeline", "dpmsolver++")
     assert isinstance(pipe.scheduler, DPMSolverMultistepScheduler)
     refs = RaggedStore(work["videos"]).video(0)[:2]
-    motion = normalizer(torch.ones(1, work["dim"]))
+    motion = torch.ones(1, work["dim"])  # raw: the pipeline normalises it
     params = SampleParams(num_inference_steps=2, num_frames=4)
     first, again = (generate_videos(pipe, refs, motion, params, seed=1) for _ in range(2))
     other = generate_videos(pipe, refs, motion, params, seed=2)
@@ -351,3 +353,36 @@ def test_vae_and_mcdm_folders_are_byte_identical_when_trained_again(work, tmp_pa
         assert sorted(first) == sorted(second)
         differ = [k for k in first if first[k] != second[k]]
         assert not differ, f"{name}: files differ between two identical runs: {differ}"
+
+
+def test_latents_encode_on_the_given_device(work, tmp_path):
+    """The VAE and every frame batch on the stage's device (meta: nothing left on the CPU)."""
+    params = LatentsParams(batch_size=32, shard_frames=256, chunk_frames=16)
+
+    def run(device):
+        out = tmp_path / f"{device}.zarr"
+        return encode_videos(work["videos"], work["tmp"] / "vae/model", out, params, device)
+
+    report = assert_runs_on("cpu", run)
+    assert report == work["latents_report"]
+    assert_runs_on_meta(run)
+
+
+def test_sample_runs_the_pipeline_on_the_given_device(work, sampled, tmp_path):
+    """VAE, UNet and every latent on the stage's device (meta: nothing left on the CPU);
+    the noise comes from a CPU generator, so the videos do not depend on the device."""
+    tmp = work["tmp"]
+
+    def run(device):
+        root, plots = tmp_path / device / "echonet", tmp_path / device / "plots"
+        return sample_dataset(
+            tmp / "mcdm/pipeline", work["videos"], tmp / "features.zarr", root, plots, SAMPLE,
+            seed=SEED, device=device,
+        )  # fmt: skip
+
+    assert assert_runs_on("cpu", run) == sampled["report"]
+    written = sorted((tmp_path / "cpu/echonet/Videos").iterdir())
+    assert [p.read_bytes() for p in written] == [
+        (sampled["root"] / "Videos" / p.name).read_bytes() for p in written
+    ]
+    assert_runs_on_meta(run)

@@ -12,6 +12,7 @@ import torch
 # config first: it imports every tasks package, which import the library modules that import
 # config (a cycle when echomotion.flow or echomotion.mafe is imported first)
 import echomotion.config  # noqa: F401
+from device_check import assert_runs_on, assert_runs_on_meta
 from echomotion.data import TripletDataset, midway
 from echomotion.flow.classical import DISFlow
 from echomotion.flow.ops import backward_warp
@@ -314,3 +315,16 @@ def test_retrieval_finds_identity_only_when_vectors_carry_it():
     noise = rng.normal(size=(60, 16))
     result = identity_retrieval(centres, noise, ids, gallery_ids, mean, std)
     assert result["rank1"] <= 0.3 and result["chance_rank1"] == pytest.approx(0.05)
+
+
+def test_features_run_mafe_on_the_given_device(tiny_dataset, trained, features, tmp_path):
+    """MAFE and every frame pair on the stage's device (meta: nothing left on the CPU)."""
+    params = FeaturesParams(batch_size=3, retrieval_shifts=(-2, 2))
+
+    def run(device):
+        model_dir = trained["out"] / "model/model"
+        out = tmp_path / f"{device}.zarr"
+        return export_features(tiny_dataset["videos"], model_dir, out, params, device)
+
+    assert assert_runs_on("cpu", run) == features["metrics"]
+    assert_runs_on_meta(run)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from device_check import assert_runs_on, assert_runs_on_meta
 from echomotion.data import TripletDataset, to_tensor
 from echomotion.params import Params
 from echomotion.reid.model import ReIDEncoder
@@ -196,3 +197,16 @@ def test_evenly_spaced():
     np.testing.assert_array_equal(evenly_spaced(3, 8), np.arange(3))
     picked = evenly_spaced(9, 8)
     assert len(set(picked.tolist())) == 8 and picked[0] == 0 and picked[-1] == 8
+
+
+def test_export_runs_the_encoders_on_the_given_device(tiny_dataset, trained, exported, tmp_path):
+    """Both encoders and every frame batch on the stage's device (meta: nothing left on
+    the CPU)."""
+    params = ReIDExportParams(eval_frames=EVAL_FRAMES, pixel_size=8, batch_size=16)
+
+    def run(device):
+        out = tmp_path / f"{device}.zarr"
+        return export_reid(tiny_dataset["videos"], trained["out"], out, params, SEED, device)
+
+    assert assert_runs_on("cpu", run) == exported["metrics"]
+    assert_runs_on_meta(run)

@@ -25,6 +25,13 @@ __all__ = ["Fraction", "ParamsError", "Section", "Split", "load_params", "valida
 
 class SharedParams(Section):
     seed: int = Field(0, description="Seed of every random choice in the pipeline.")
+    device: str = Field(
+        "auto",
+        min_length=1,
+        description="Device of the inference stages (latents, features, flow_export, "
+        "reid_export, sample, evaluate): auto (the GPU when there is one), cpu, cuda, cuda:N. "
+        "Training stages use accelerate's choice (one GPU per process).",
+    )
 
 
 class PhantomParams(Section):
@@ -78,6 +85,11 @@ class PrepareParams(Section):
         "the nearest source frame (stored fps = target_fps); native: stored at its own rate "
         "(stored fps = source fps), never upsampled. Videos above target_fps are always "
         "downsampled.",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Processes decoding videos; any number gives the same store bytes.",
     )
 
     @model_validator(mode="after")

@@ -1,10 +1,13 @@
 """Torch datasets over the prepared video store.
 
 The store is opened lazily in each DataLoader worker (Zarr handles are not shared
-across processes) and, by default, its frames are pulled into memory once per
+across processes) and, by default, its frames are made a numpy array once per
 worker: a random window is then a numpy slice instead of a Zarr read, which is what
 makes window reads far faster than per-video files (see benchmarks/store_reads.py).
-With ``in_memory=False`` whole shards are read and cached instead.
+Small stores are read into memory; large ones (EchoNet) are decompressed once per
+machine and memory-mapped, so workers and ranks share one copy
+(``RaggedStore.load``, benchmarks/store_memory.py). With ``in_memory=False`` whole
+shards are read and cached instead.
 
 Randomness is a pure function of (seed, epoch, index), so the same item gives the
 same window in any worker, on any rank, after a resume.

@@ -35,7 +35,7 @@ from echomotion.diffusion.conditioning import motion_from_driving_video
 from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline, window_starts
 from echomotion.edes import detect_ed_es
 from echomotion.mafe.model import MAFE
-from echomotion.tasks.generator.conditioning import MotionNormalizer, load_pipeline
+from echomotion.tasks.generator.conditioning import load_pipeline
 from echomotion.tasks.generator.media import save_gif
 from echomotion.tasks.generator.params import SamplerName
 from echomotion.video import VideoReadError, read_video, resample_indices, write_video
@@ -153,17 +153,23 @@ def check_args(args: argparse.Namespace) -> None:
 # ---- inputs -----------------------------------------------------------------------------
 
 
-def pipeline_spec(path: Path) -> tuple[MotionNormalizer, float | None]:
-    """(motion normaliser with the frame size, training fps) of a saved pipeline, read from
-    its small JSON files so the inputs are checked before the weights load."""
+def pipeline_spec(path: Path) -> tuple[tuple[int, int], float | None]:
+    """(frame size (H, W), training fps) of a saved pipeline, read from its
+    ``model_index.json`` so the inputs are checked before the weights load."""
     if not (path / "model_index.json").is_file():  # else diffusers asks the Hub for it
         raise InputError(f"--pipeline {path}: not a saved pipeline (model_index.json not found)")
     try:
         config = MotionConditionedVideoPipeline.load_config(path)
-        return MotionNormalizer.load(path), config.get("fps")
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(f"--pipeline {path}: not a saved pipeline ({first})") from None
+    if config.get("frame_size") is None or config.get("motion_mean") is None:
+        raise InputError(
+            f"--pipeline {path}: model_index.json has no frame_size or motion statistics (a "
+            "pipeline saved by an older mcdm_train, with conditioning.json); run mcdm_train again"
+        )
+    height, width = config["frame_size"]
+    return (height, width), config.get("fps")
 
 
 @contextmanager
@@ -180,16 +186,17 @@ def quiet_diffusers():
             diffusers_logging.enable_progress_bar()
 
 
-def load_models(args: argparse.Namespace, motion_dim: int):
+def load_models(args: argparse.Namespace):
     """(pipeline with a progress bar, MAFE) on ``args.device``, checked to fit together."""
     try:
         with quiet_diffusers():
-            pipe, _ = load_pipeline(args.pipeline, args.scheduler)
+            pipe = load_pipeline(args.pipeline, args.scheduler)
             mafe = MAFE.from_pretrained(args.mafe).eval()
     except (OSError, ValueError, KeyError) as err:
         raise InputError(
             f"--pipeline {args.pipeline} / --mafe {args.mafe}: cannot load ({err})"
         ) from None
+    motion_dim = pipe.unet.config.cross_attention_dim
     if mafe.motion_vector_dim != motion_dim:
         raise InputError(
             f"--mafe {args.mafe}: gives {mafe.motion_vector_dim}-d motion vectors, the "
@@ -315,17 +322,17 @@ def generate(args: argparse.Namespace) -> None:
     """Check, read, encode the motion, sample, write ``args.out``."""
     # 1. arguments and inputs: every check before the weights load
     check_args(args)
-    normalizer, pipeline_fps = pipeline_spec(args.pipeline)
-    video = read_frames(args.motion, normalizer.frame_size, "--motion")
-    appearance = read_frames(args.appearance, normalizer.frame_size, "--appearance")
+    frame_size, pipeline_fps = pipeline_spec(args.pipeline)
+    video = read_frames(args.motion, frame_size, "--motion")
+    appearance = read_frames(args.appearance, frame_size, "--appearance")
     if not 0 <= args.appearance_frame < len(appearance.frames):
         raise InputError(
             f"--appearance-frame {args.appearance_frame}: not a frame of {args.appearance} "
             f"(0..{len(appearance.frames) - 1})"
         )
     driver = driver_at(args, video, pipeline_fps)
-    # 2. models; motion vector of the driving ED/ES pair, normalised as in training
-    pipe, mafe = load_models(args, normalizer.dim)
+    # 2. models; raw motion vector of the driving ED/ES pair (the pipeline normalises it)
+    pipe, mafe = load_models(args)
     raw = motion_from_driving_video(mafe, torch.from_numpy(driver.frames), driver.ed, driver.es)
     num_frames = args.frames or driver.length
     window = pipe.unet.config.num_frames
@@ -338,7 +345,7 @@ def generate(args: argparse.Namespace) -> None:
     # 3. sample and write
     frames = pipe(
         reference=appearance.frames[args.appearance_frame],
-        motion=normalizer(raw),  # (1, D)
+        motion=raw,  # (1, D)
         num_frames=num_frames,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,

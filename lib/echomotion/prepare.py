@@ -5,6 +5,10 @@ for ED/ES, 3. decode each video with PyAV to grayscale at the target size, 4. re
 to the target frame rate (a video below it: ``low_fps`` policy), 5. append it to the
 store, 6. write the rejects file. accepted + rejected = rows of FileList.csv, always.
 
+Steps 3-4 (and the ED/ES detector) run in ``workers`` processes when it is above 1; the
+results come back in FileList order, so the store and rejects are byte-identical to one
+process.
+
 The report also says what was done to the data: ED/ES origins, how many videos were
 upsampled / downsampled / kept at their rate and by which factor, and histograms of the
 accepted videos' source frame rates and frame sizes (:func:`source_histograms`).
@@ -15,7 +19,11 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections import Counter
+import multiprocessing
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +32,7 @@ from tqdm import tqdm
 
 from .config import PrepareParams
 from .echonet import VIDEOS, Reject, TracedFrames, VideoRecord, read_file_list, read_tracings
-from .edes import detect_ed_es, mean_error, nearest_error
+from .edes import EdEs, detect_ed_es, mean_error, nearest_error
 from .store import RaggedStoreWriter
 from .video import VideoReadError, read_video, resample_indices
 
@@ -133,7 +141,13 @@ def _load(root: Path, record: VideoRecord, params: PrepareParams) -> _Loaded:
     return _Loaded(video.frames, fps, source, video.target_fps, video.source_size)
 
 
-def _ed_es(frames: np.ndarray, fps: float, traced: TracedFrames, source: np.ndarray, mode: str):
+# (ed, es, where they come from, the detector's result) of one stored video
+EdEsResult = tuple[int, int, str, EdEs]
+
+
+def _ed_es(
+    frames: np.ndarray, fps: float, traced: TracedFrames, source: np.ndarray, mode: str
+) -> EdEsResult:
     """(ed, es, source of them, detector result) for one resampled video."""
     detected = detect_ed_es(frames, fps)
     ed, es = map_frame(traced.ed, source), map_frame(traced.es, source)
@@ -144,7 +158,47 @@ def _ed_es(frames: np.ndarray, fps: float, traced: TracedFrames, source: np.ndar
     return -1, -1, "none", detected
 
 
-def _row(record: VideoRecord, ed_es: tuple, fps: float, source: np.ndarray, target):
+def _process(
+    root: Path, record: VideoRecord, traced: TracedFrames, params: PrepareParams
+) -> tuple[_Loaded, EdEsResult] | Reject:
+    """Decode one video and find its ED/ES, or the reason it is rejected (runs in a
+    worker process when ``params.workers`` > 1)."""
+    try:
+        loaded = _load(root, record, params)
+    except VideoReadError as err:
+        reason = str(err).replace(str(root / VIDEOS) + "/", "")
+        return Reject(record.file_name, record.row, reason)
+    stored_fps = loaded.target or loaded.fps
+    return loaded, _ed_es(loaded.frames, stored_fps, traced, loaded.source, params.ed_es)
+
+
+def _decoded(
+    root: Path, records: list[VideoRecord], tracings, params: PrepareParams
+) -> Iterator[tuple[VideoRecord, tuple[_Loaded, EdEsResult] | Reject]]:
+    """(record, :func:`_process` result) of every record, in order. With several workers
+    at most 2 x workers videos are in flight, so memory stays bounded."""
+    jobs = ((r, tracings.by_video.get(r.file_name, TracedFrames())) for r in records)
+    if params.workers == 1:
+        yield from ((r, _process(root, r, traced, params)) for r, traced in jobs)
+        return
+    # spawn: the parent may hold threads (store writer, tqdm, torch) that fork would copy
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(params.workers, mp_context=context)
+    pending: deque = deque()  # (record, future) in FileList order
+    try:
+        for record, traced in jobs:
+            pending.append((record, pool.submit(_process, root, record, traced, params)))
+            if len(pending) > 2 * params.workers:
+                record, future = pending.popleft()
+                yield record, future.result()
+        while pending:
+            record, future = pending.popleft()
+            yield record, future.result()
+    finally:  # also when the caller stops early (an error, an interrupt)
+        pool.shutdown(cancel_futures=True)
+
+
+def _row(record: VideoRecord, ed_es: EdEsResult, fps: float, source: np.ndarray, target):
     ed, es, origin, detected = ed_es
     return {
         "file_name": record.file_name,
@@ -181,27 +235,25 @@ def prepare_dataset(
         store_path, {"frames": frame_shape}, params.shard_frames, params.chunk_frames,
         attrs={"description": STORE_SCHEMA, "source_root": str(root)},
     ) as writer:  # fmt: skip
-        for record in tqdm(records, desc="prepare", unit="video"):
-            try:
-                loaded = _load(root, record, params)
-            except VideoReadError as err:
-                reason = str(err).replace(str(root / VIDEOS) + "/", "")
-                rejects.append(Reject(record.file_name, record.row, reason))
-                continue
-            frames, fps, source = loaded.frames, loaded.fps, loaded.source
-            traced = tracings.by_video.get(record.file_name, TracedFrames())
-            stored_fps = loaded.target or fps
-            ed_es = _ed_es(frames, stored_fps, traced, source, params.ed_es)
-            row = _row(record, ed_es, fps, source, loaded.target)
-            writer.append({"frames": frames}, **row)
-            rates.append((fps, stored_fps))
-            shapes.append(loaded.shape)
-            accepted += 1
-            without_ef += math.isnan(record.ef)
-            without_ed_es += row["ed"] < 0 or row["es"] < 0
-            origins[row["ed_es_source"]] += 1
-            if traced.ed >= 0 and traced.es >= 0:
-                agreement.append(_agreement(traced, source, ed_es[3]))
+        with closing(_decoded(root, records, tracings, params)) as results:
+            bar = tqdm(results, desc="prepare", total=len(records), unit="video")
+            for record, result in bar:
+                if isinstance(result, Reject):
+                    rejects.append(result)
+                    continue
+                loaded, ed_es = result
+                fps, source = loaded.fps, loaded.source
+                row = _row(record, ed_es, fps, source, loaded.target)
+                writer.append({"frames": loaded.frames}, **row)
+                rates.append((fps, loaded.target or fps))
+                shapes.append(loaded.shape)
+                accepted += 1
+                without_ef += math.isnan(record.ef)
+                without_ed_es += row["ed"] < 0 or row["es"] < 0
+                origins[row["ed_es_source"]] += 1
+                traced = tracings.by_video.get(record.file_name, TracedFrames())
+                if traced.ed >= 0 and traced.es >= 0:
+                    agreement.append(_agreement(traced, source, ed_es[3]))
         n_frames = writer.offsets[-1]
     write_rejects(rejects, rejects_path)
     report = PrepareReport(

@@ -8,7 +8,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .config import load_params
+from pydantic import BaseModel
+
+from .config import load_params, write_used_params
+from .device import process_state
 from .params import Params
 
 
@@ -38,3 +41,13 @@ def write_json(path: str | Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(_clean(data), indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
+
+
+def finish_training(
+    section: BaseModel, used_params: str | Path, metrics_path: str | Path, metrics: dict[str, Any]
+) -> None:
+    """A training stage's last step: rank 0 writes the params it ran with and its metrics;
+    the other ranks of a multi-process run (``python -m echomotion.launch``) write nothing."""
+    if process_state().is_main_process:
+        write_used_params(section, used_params)
+        write_json(metrics_path, metrics)

@@ -9,12 +9,21 @@ and compressed with Blosc/zstd.
 
 A store is written under a temporary name and renamed when complete, so an
 interrupted stage never leaves a half store that a later stage could read.
+
+Arrays too large to copy into every DataLoader worker and rank (EchoNet-size frames)
+are decompressed once per machine into a ``.npy`` file of the cache folder
+(:func:`cache_root`) and memory-mapped, so every process reads the same page cache.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
+import mmap
+import os
 import shutil
+import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +37,9 @@ from zarr.codecs import BloscCodec
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+# load() maps arrays larger than this instead of copying them into each process
+# (the default pipeline's stores are a few hundred MB; EchoNet's frames are ~11 GB)
+MAP_ABOVE_BYTES = 1 << 30
 
 
 def _compressor(dtype: str) -> BloscCodec:
@@ -190,9 +202,97 @@ def _plain(column: np.ndarray) -> np.ndarray:
     return np.array(column.tolist(), dtype=str) if column.dtype.kind == "T" else column
 
 
+def cache_root() -> Path:
+    """Folder of decompressed arrays: ``$ECHOMOTION_CACHE``, else one in the temp dir."""
+    return Path(os.environ.get("ECHOMOTION_CACHE") or Path(tempfile.gettempdir()) / "echomotion")
+
+
+class MappedArray(np.ndarray):
+    """A copy-on-write view of a cached ``.npy`` file that pickles as its
+    file and position, so a DataLoader worker or another process maps the same file
+    instead of receiving a copy of the data. Copies made from it pickle as usual."""
+
+    _source: tuple[str, mmap.mmap, int] | None = None  # (file, its mapping, first byte address)
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self._source = getattr(obj, "_source", None)
+
+    def __reduce__(self):
+        if self._source is None or _root_buffer(self) is not self._source[1]:
+            return np.asarray(self).copy().__reduce__()  # a copy, not a view of the file
+        start = self.__array_interface__["data"][0] - self._source[2]
+        return _open_view, (self._source[0], start, self.shape, self.strides)
+
+
+def _root_buffer(a: np.ndarray) -> Any:
+    """The object at the end of ``a``'s chain of bases (an mmap for views of a file)."""
+    while isinstance(a, np.ndarray) and a.base is not None:
+        a = a.base
+    return a
+
+
+def open_mapped(path: str | Path) -> MappedArray:
+    """Map a ``.npy`` file copy-on-write: pages are shared with every process mapping it,
+    and a write stays private to the process that makes it."""
+    mem = np.load(path, mmap_mode="c")
+    root = mem.view(MappedArray)
+    root._source = (str(path), _root_buffer(mem), mem.__array_interface__["data"][0])
+    return root
+
+
+def _open_view(path: str, start: int, shape: tuple[int, ...], strides: tuple[int, ...]):
+    root = open_mapped(path)
+    flat = root.reshape(-1).view(np.uint8)  # the file's data as bytes, still a view of it
+    view = np.ndarray.__new__(MappedArray, shape, root.dtype, buffer=flat[start:], strides=strides)
+    view._source = root._source
+    return view
+
+
+def _content_key(array_dir: Path) -> str:
+    """Identity of an array's stored content: its metadata and every chunk file's size and
+    mtime (a rewritten store replaces the files, so the key changes with the content)."""
+    h = hashlib.sha256((array_dir / "zarr.json").read_bytes())
+    for f in sorted(array_dir.rglob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(array_dir)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _decompress_to(array: zarr.Array, path: Path) -> None:
+    """Write ``array`` to the ``.npy`` file ``path`` shard by shard, atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=array.dtype, shape=array.shape)
+    step = array.shards[0] if array.shards else array.chunks[0]
+    for start in range(0, array.shape[0], step):
+        out[start : start + step] = array[start : start + step]
+    out.flush()
+    del out
+    os.replace(tmp, path)
+
+
+class FrameRows:
+    """``frames[rows]`` read row by row on access instead of copied up front, so a
+    dataset over some videos of a mapped array stays a view of the shared file."""
+
+    def __init__(self, frames: np.ndarray, rows: np.ndarray) -> None:
+        self.frames, self.rows = frames, rows
+        self.shape = (len(rows), *frames.shape[1:])
+        self.dtype = frames.dtype
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.frames[self.rows[key]])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.frames[self.rows], dtype=dtype)
+
+
 class RaggedStore:
-    """Read a ragged store. Frame arrays can be pulled into memory once per process
-    (:meth:`load`), after which window reads are plain numpy slices."""
+    """Read a ragged store. Frame arrays can be pulled into memory once per process, or
+    mapped once per machine (:meth:`load`), after which window reads are numpy slices."""
 
     def __init__(self, path: str | Path, cache_shards: int = 4) -> None:
         self.path = Path(path)
@@ -215,12 +315,38 @@ class RaggedStore:
     def array(self, name: str) -> zarr.Array:
         return self.group[name]
 
-    def load(self, *names: str) -> RaggedStore:
-        """Read whole frame arrays into memory (a few hundred MB at the CPU default)."""
+    def load(self, *names: str, map_above: int | None = None) -> RaggedStore:
+        """Make whole frame arrays numpy: arrays of up to ``map_above`` bytes (default
+        ``MAP_ABOVE_BYTES``) are read into memory, larger ones are memory-mapped
+        (:meth:`map`). The values are the same either way."""
+        map_above = MAP_ABOVE_BYTES if map_above is None else map_above
         for name in names:
-            if name not in self._memory:
-                self._memory[name] = self.group[name][:]
+            if name in self._memory:
+                continue
+            arr = self.group[name]
+            if arr.nbytes > map_above:
+                self._memory[name] = self.map(name)
+            else:
+                self._memory[name] = arr[:]
         return self
+
+    def map(self, name: str, cache: str | Path | None = None) -> MappedArray:
+        """A frame array decompressed once per machine into ``cache`` (default
+        :func:`cache_root`) and memory-mapped: every process shares its page cache."""
+        cache = Path(cache) if cache is not None else cache_root()
+        cache.mkdir(parents=True, exist_ok=True)
+        where = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
+        path = cache / f"{where}-{name}-{_content_key(self.path / name)}.npy"
+        with (cache / f"{where}-{name}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one process decompresses, the others wait
+            if not path.is_file():
+                # older content of this store, and what a killed writer left
+                stale = [*cache.glob(f"{where}-{name}-*.npy"), *cache.glob(f".{where}-{name}-*")]
+                for old in stale:
+                    old.unlink()
+                log.info("decompressing %s/%s into %s", self.path, name, path)
+                _decompress_to(self.group[name], path)
+        return open_mapped(path)
 
     def frames(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of a frame array: from memory if loaded, else by shard."""
@@ -244,6 +370,14 @@ class RaggedStore:
         if len(self._shards) > self._cache_shards:
             self._shards.popitem(last=False)
         return data
+
+    def rows_of(self, videos: np.ndarray, name: str = "frames") -> FrameRows:
+        """Every frame of ``videos``, in their order, without copying them (load first)."""
+        o = self.offsets
+        rows = [np.arange(o[v], o[v + 1]) for v in videos]
+        rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        self.load(name)
+        return FrameRows(self._memory[name], rows)
 
     def video(self, i: int, name: str = "frames") -> np.ndarray:
         return self.frames(name, int(self.offsets[i]), int(self.offsets[i + 1]))

@@ -14,6 +14,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNetSpatioTemporalConditionM
 from echomotion.diffusion.conditioning import added_time_ids, augment_reference, drop_motion
 from echomotion.diffusion.metrics import ssim
 from echomotion.diffusion.unet import unet_predict
+from echomotion.training.forward import through_forward
 
 from .params import MCDMLossParams, NoiseScheduleParams, VAELossParams
 
@@ -37,11 +38,15 @@ def vae_loss(
 
     Reconstruction and KL are both means per element (pixel / latent element).
     """
-    # 1. encode, sample the posterior, decode
-    model = extract_model_from_parallel(vae)
-    images = batch["image"].to(device=model.device, dtype=model.dtype)
-    posterior = model.encode(images).latent_dist
-    recon = model.decode(posterior.sample()).sample
+
+    # 1. encode, sample the posterior, decode: inside the (possibly DDP-wrapped) model's
+    # forward, so several processes average the gradients
+    def round_trip(model: AutoencoderKL):
+        images = batch["image"].to(device=model.device, dtype=model.dtype)
+        posterior = model.encode(images).latent_dist
+        return images, posterior, model.decode(posterior.sample()).sample
+
+    images, posterior, recon = through_forward(vae, round_trip)
     # 2. terms
     diff = recon.float() - images.float()
     rec = diff.abs().mean() if params.reconstruction == "l1" else diff.pow(2).mean()

@@ -13,15 +13,31 @@ depends on how the model was trained (``reference`` in the pipeline config):
 starts at the reference (its frame 0 is pinned to it as a known frame) and each later window
 takes its first known frame as its reference; ``"random"`` (any frame of the video was the
 reference): every window uses the given reference.
+
+The MCDM was trained on motion vectors normalised as ``(motion - motion_mean) / motion_std``
+with the training set's statistics; the pipeline keeps them in its config
+(``model_index.json``) and normalises the raw motion it is given (or that ``mafe`` extracts),
+so a saved folder needs no side file. ``save_pretrained`` also writes a loader module
+(:data:`LOADER_MODULE` ``.py``, which only imports this class from the installed
+``echomotion``) and records it as ``_class_name: [module, class]``, diffusers' form for a
+custom pipeline, so that ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``
+loads it in any interpreter where ``echomotion`` is installed (diffusers asks for
+``trust_remote_code`` before it imports a module from a folder).
+``MotionConditionedVideoPipeline.from_pretrained(folder)`` needs no such flag: it is that
+class already and does not run the folder's module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+import PIL.Image
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -43,13 +59,31 @@ from echomotion.diffusion.vae import decode_latents as decode_latent_frames
 from echomotion.diffusion.vae import downsampling, encode_images, frames_to_images
 
 Frames = np.ndarray | torch.Tensor
+OutputType = Literal["np", "pt", "pil", "latent"]
+OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+LOADER_MODULE = "motion_pipeline"  # stem of the loader module save_pretrained writes
+LOADER_DOC = '''"""Loader of this folder for ``diffusers.DiffusionPipeline.from_pretrained``: the
+pipeline class, and the modules of its components from outside diffusers (diffusers loads
+a component class only from a module already imported)."""
+'''
 
 
 @dataclass
 class MotionVideoPipelineOutput(BaseOutput):
-    """``frames``: uint8 numpy ``(B, T, H, W)``, or latents ``(B, T, C, h, w)``."""
+    """``frames`` by ``output_type``: ``"np"`` uint8 numpy ``(B, T, H, W)``, ``"pt"`` the same
+    as a uint8 tensor, ``"pil"`` B lists of T grayscale images, ``"latent"`` ``(B, T, C, h, w)``."""
 
-    frames: np.ndarray | torch.Tensor
+    frames: np.ndarray | torch.Tensor | list[list[PIL.Image.Image]]
+
+
+def normalize_motion(
+    motion: np.ndarray | torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
+    """Float32 ``(motion - mean) / std`` of motion ``(..., D)``, on the motion's device."""
+    motion = torch.as_tensor(motion, dtype=torch.float32)
+    if motion.shape[-1] != len(mean):
+        raise ValueError(f"motion has {motion.shape[-1]} channels, the model takes {len(mean)}")
+    return (motion - mean.to(motion.device)) / std.to(motion.device)
 
 
 def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
@@ -57,6 +91,21 @@ def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
     if num_frames <= window:
         return [0]
     return [*range(0, num_frames - window, window - overlap), num_frames - window]
+
+
+def _check_motion_stats(mean: list[float] | None, std: list[float] | None, dim: int) -> None:
+    """Both or neither of ``motion_mean``/``motion_std``, ``dim`` long, std positive."""
+    if (mean is None) != (std is None):
+        raise ValueError("give both motion_mean and motion_std, or neither")
+    if mean is None:
+        return
+    if not len(mean) == len(std) == dim:
+        raise ValueError(
+            f"motion_mean ({len(mean)}) and motion_std ({len(std)}) must have the UNet's "
+            f"motion dim ({dim}) values"
+        )
+    if not all(s > 0 for s in std):
+        raise ValueError(f"motion_std must be positive in every channel, got {list(std)}")
 
 
 class MotionConditionedVideoPipeline(DiffusionPipeline):
@@ -67,12 +116,18 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
     optional ``mafe`` (a ``ModelMixin`` with ``motion_vector(img0, img1) -> (1, D)``) that
     extracts motion from a driving video. ``fps`` is the frame rate the model was trained at
     (the ``fps`` time id; ``None`` = unknown = 0); ``reference`` how the training windows
-    related to their reference frame (see the module docstring). To reload a pipeline with a
-    ``mafe``, its class must be importable from the module recorded in ``model_index.json``.
+    related to their reference frame (see the module docstring). ``motion_mean`` and
+    ``motion_std`` ``(D,)`` are the training statistics the raw motion is normalised with
+    (``None``: the model takes motion as it is given); ``frame_size`` ``[H, W]`` the frames
+    the model was trained on (``None``: unknown). To reload a pipeline with a ``mafe`` through
+    this class, import the ``mafe``'s module first (diffusers imports no module a folder
+    names); ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` has the
+    folder's loader module import it.
     """
 
     model_cpu_offload_seq = "mafe->vae->unet"
     _optional_components = ["mafe"]  # noqa: RUF012 (diffusers declares it as a class list)
+    _callback_tensor_inputs = ["latents"]  # noqa: RUF012 (as diffusers' pipelines)
 
     def __init__(
         self,
@@ -82,12 +137,58 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         mafe: ModelMixin | None = None,
         fps: float | None = None,
         reference: str = "random",  # "window_start" | "random" (diffusers needs a plain type)
+        motion_mean: list[float] | None = None,
+        motion_std: list[float] | None = None,
+        frame_size: list[int] | None = None,
     ):
         super().__init__()
         if reference not in ("window_start", "random"):
             raise ValueError(f"reference must be 'window_start' or 'random', got {reference!r}")
+        _check_motion_stats(motion_mean, motion_std, unet.config.cross_attention_dim)
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler, mafe=mafe)
-        self.register_to_config(fps=fps, reference=reference)
+        self.register_to_config(
+            fps=fps,
+            reference=reference,
+            motion_mean=None if motion_mean is None else [float(m) for m in motion_mean],
+            motion_std=None if motion_std is None else [float(s) for s in motion_std],
+            frame_size=None if frame_size is None else [int(n) for n in frame_size],
+        )
+
+    # ---- saving and loading -------------------------------------------------------------
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        """diffusers' ``save_pretrained`` (local folders only), plus the loader module that
+        lets plain ``DiffusionPipeline.from_pretrained`` find this class (module docstring)."""
+        if kwargs.get("push_to_hub"):
+            raise ValueError("push_to_hub is not supported: save locally, then upload the folder")
+        super().save_pretrained(save_directory, **kwargs)
+        directory = Path(save_directory)
+        (directory / f"{LOADER_MODULE}.py").write_text(self._loader_source())
+        index = directory / self.config_name
+        config = json.loads(index.read_text())
+        config["_class_name"] = [LOADER_MODULE, type(self).__name__]
+        index.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    def _loader_source(self) -> str:
+        """Source of the loader module: imports of the components' own modules, then of
+        this class."""
+        modules = {type(c).__module__ for c in self.components.values() if c is not None}
+        imports = [
+            f"import {m}  # noqa: F401" for m in sorted(modules) if m.split(".")[0] != "diffusers"
+        ]
+        own = f"from {type(self).__module__} import {type(self).__name__}  # noqa: F401"
+        return "\n".join([LOADER_DOC, *imports, own, ""])
+
+    @classmethod
+    def load_config(cls, *args, **kwargs) -> dict[str, Any] | tuple:
+        """ConfigMixin's ``load_config``, with a ``_class_name`` that names this class through
+        the loader module replaced by the plain name: ``from_pretrained`` on this class then
+        uses it as it is, rather than importing the folder's module (``trust_remote_code``)."""
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        if config.get("_class_name") == [LOADER_MODULE, cls.__name__]:
+            config["_class_name"] = cls.__name__
+        return loaded
 
     # ---- input checks -------------------------------------------------------------------
 
@@ -153,6 +254,8 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         window_overlap: int,
         guidance_scale: float,
         output_type: str,
+        latents: torch.Tensor | None = None,
+        callback_inputs: Sequence[str] = (),
     ) -> int:
         """Validate the call's arguments; return the batch size."""
         batch_size = self._reference_batch(reference)
@@ -164,9 +267,27 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             raise ValueError(f"window_overlap ({window_overlap}) must be in [0, window={window})")
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
-        if output_type not in ("np", "latent"):
-            raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        unknown = [k for k in callback_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs {unknown} are not among "
+                f"{self._callback_tensor_inputs}"
+            )
+        if latents is not None:
+            expected = (batch_size, num_frames, *self._latent_shape(reference))
+            if tuple(latents.shape) != expected:
+                raise ValueError(f"latents must be {expected}, got {tuple(latents.shape)}")
         return batch_size
+
+    def _latent_shape(self, reference: Frames) -> tuple[int, int, int]:
+        """``(C, h, w)`` of the latents of a (checked) reference."""
+        if torch.is_tensor(reference) and reference.is_floating_point():
+            return tuple(reference.shape[1:])
+        factor = downsampling(self.vae)
+        h, w = reference.shape[-2:]
+        return self.vae.config.latent_channels, h // factor, w // factor
 
     # ---- conditions ---------------------------------------------------------------------
 
@@ -179,31 +300,54 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         frames = frames[None] if frames.ndim == 2 else frames  # (B, H, W)
         return encode_images(self.vae, frames_to_images(frames)).float()
 
+    def normalize_motion(self, motion: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Raw motion ``(..., D)`` normalised with the config's training statistics (as
+        float32 on its device; unchanged but for the dtype when the config has none)."""
+        if self.config.motion_mean is None:
+            return torch.as_tensor(motion, dtype=torch.float32)
+        mean = torch.tensor(self.config.motion_mean, dtype=torch.float32)  # (D,)
+        std = torch.tensor(self.config.motion_std, dtype=torch.float32)  # (D,)
+        return normalize_motion(motion, mean, std)
+
     def encode_motion(
         self,
-        motion: torch.Tensor | None,
+        motion: np.ndarray | torch.Tensor | None,
         driving_video: Frames | None,
         ed: int | None,
         es: int | None,
         batch_size: int,
+        motion_normalized: bool = False,
     ) -> torch.Tensor:
-        """Motion vectors ``(B, D)``: given, or from the driving video's ED/ES pair via ``mafe``."""
+        """Normalised motion vectors ``(B, D)``: the given ones (normalised here unless
+        ``motion_normalized``), or those of the driving video's ED/ES pair via ``mafe``."""
         if motion is None:
-            motion = motion_from_driving_video(self.mafe, torch.as_tensor(driving_video), ed, es)
-        motion = motion.to(device=self._execution_device, dtype=torch.float32)
+            raw = motion_from_driving_video(self.mafe, torch.as_tensor(driving_video), ed, es)
+            motion = self.normalize_motion(raw)
+        elif not motion_normalized:
+            motion = self.normalize_motion(motion)
+        motion = torch.as_tensor(motion).to(device=self._execution_device, dtype=torch.float32)
         return motion.expand(batch_size, -1)
 
     # ---- denoising ----------------------------------------------------------------------
 
     def prepare_latents(
-        self, batch_size: int, num_frames: int, latent_shape: tuple[int, int, int], generator
+        self,
+        batch_size: int,
+        num_frames: int,
+        latent_shape: tuple[int, int, int],
+        generator,
+        latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Initial noise ``(B, T, C, h, w)`` scaled by the scheduler's ``init_noise_sigma``."""
-        shape = (batch_size, num_frames, *latent_shape)
-        noise = randn_tensor(
-            shape, generator=generator, device=self._execution_device, dtype=torch.float32
-        )
-        return noise * self.scheduler.init_noise_sigma
+        """Initial noise ``(B, T, C, h, w)`` (drawn, or the given ``latents``) scaled by the
+        scheduler's ``init_noise_sigma``."""
+        if latents is None:
+            shape = (batch_size, num_frames, *latent_shape)
+            latents = randn_tensor(
+                shape, generator=generator, device=self._execution_device, dtype=torch.float32
+            )
+        else:
+            latents = latents.to(device=self._execution_device, dtype=torch.float32)
+        return latents * self.scheduler.init_noise_sigma
 
     def predict(
         self,
@@ -241,14 +385,18 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         guidance_scale: float,
         generator,
         known: torch.Tensor | None = None,
+        step_end: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Run the scheduler over one window; ``known`` ``(B, k, C, h, w)`` pins the first k."""
+        """Run the scheduler over one window; ``known`` ``(B, k, C, h, w)`` pins the first k;
+        ``step_end(t, latents)`` after each step gives the latents to continue from."""
         self.scheduler.set_timesteps(num_inference_steps, device=latents.device)
-        for t in self.progress_bar(self.scheduler.timesteps):
+        for t in self.scheduler.timesteps:
             if known is not None:
                 latents = self._replace_known(latents, known, t, generator)
             output = self.predict(latents, t, conditions, guidance_scale)
             latents = self.scheduler.step(output, t, latents, generator=generator).prev_sample
+            if step_end is not None:
+                latents = step_end(t, latents)
         if known is not None:
             latents = torch.cat([known, latents[:, known.shape[1] :]], dim=1)
         return latents
@@ -260,10 +408,13 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         window_overlap: int,
         conditions_for: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
         denoise_kwargs: dict,
+        latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Latent video ``(B, num_frames, C, h, w)`` stitched from overlapping windows.
 
-        ``conditions_for(reference latent)`` gives a window's conditions (see :meth:`predict`).
+        ``conditions_for(reference latent)`` gives a window's conditions (see :meth:`predict`);
+        ``latents`` ``(B, num_frames, C, h, w)``, if given, the initial noise (each window
+        starts from its frames of it).
         """
         window = self.unet.config.num_frames
         from_start = self.config.reference == "window_start"
@@ -271,17 +422,18 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         video = None
         for start in window_starts(num_frames, window, window_overlap):
             end = min(start + window, num_frames)
-            latents = self.prepare_latents(
-                batch_size, end - start, latent_shape, denoise_kwargs["generator"]
+            given = None if latents is None else latents[:, start:end]
+            noise = self.prepare_latents(
+                batch_size, end - start, latent_shape, denoise_kwargs["generator"], given
             )
             if video is None:  # first window: starts at the reference when trained so
                 known = ref_latent[:, None] if from_start else None
                 conditions = conditions_for(ref_latent)
-                video = self.denoise(latents, conditions, known=known, **denoise_kwargs)
+                video = self.denoise(noise, conditions, known=known, **denoise_kwargs)
                 continue
             known = video[:, start:]  # (B, k, C, h, w): frames already generated
             conditions = conditions_for(known[:, 0] if from_start else ref_latent)
-            window_latents = self.denoise(latents, conditions, known=known, **denoise_kwargs)
+            window_latents = self.denoise(noise, conditions, known=known, **denoise_kwargs)
             video = torch.cat([video, window_latents[:, known.shape[1] :]], dim=1)
         return video
 
@@ -291,14 +443,44 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         frames = decode_latent_frames(self.vae, latents.flatten(0, 1))  # (B*T, H, W)
         return frames.reshape(b, t, *frames.shape[1:])
 
+    def postprocess(self, latents: torch.Tensor, output_type: OutputType):
+        """The ``output_type`` frames of latents ``(B, T, C, h, w)`` (see
+        :class:`MotionVideoPipelineOutput`)."""
+        if output_type == "latent":
+            return latents
+        frames = self.decode_latents(latents)  # (B, T, H, W) uint8
+        if output_type == "pt":
+            return torch.from_numpy(frames)
+        if output_type == "pil":
+            return [[PIL.Image.fromarray(frame) for frame in video] for video in frames]
+        return frames
+
+    def _step_end(self, callback: Callable | None, tensor_inputs: Sequence[str], bar) -> Callable:
+        """``(t, latents) -> latents``, run after every scheduler step: calls
+        ``callback(self, step, t, {name: tensor})`` (steps counted across windows), takes
+        back the ``"latents"`` of the dict it returns, and advances the progress ``bar``."""
+        steps = itertools.count()
+
+        def step_end(t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+            step = next(steps)
+            if callback is not None:
+                tensors = {"latents": latents}
+                outputs = callback(self, step, t, {k: tensors[k] for k in tensor_inputs})
+                latents = outputs.pop("latents", latents)
+            bar.update()
+            return latents
+
+        return step_end
+
     # ---- call ---------------------------------------------------------------------------
 
     @torch.no_grad()
     def __call__(
         self,
         reference: Frames,
-        motion: torch.Tensor | None = None,
+        motion: np.ndarray | torch.Tensor | None = None,
         *,
+        motion_normalized: bool = False,
         driving_video: Frames | None = None,
         ed: int | None = None,
         es: int | None = None,
@@ -309,8 +491,11 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         noise_aug_strength: float = 0.0,
         fps: float | None = None,
         generator: torch.Generator | None = None,
-        output_type: Literal["np", "latent"] = "np",
+        latents: torch.Tensor | None = None,
+        output_type: OutputType = "np",
         return_dict: bool = True,
+        callback_on_step_end: Callable[..., dict[str, torch.Tensor]] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ) -> MotionVideoPipelineOutput | tuple:
         """Generate ``num_frames`` frames (default: the training window) per reference.
 
@@ -319,11 +504,23 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
                 ``(B, C, h, w)`` (float tensor).
             motion: motion vectors ``(B or 1, D)``; or give ``driving_video`` (uint8
                 ``(T, H, W)``) with its ``ed`` and ``es`` frame indices, encoded by ``mafe``.
+            motion_normalized: False: ``motion`` is raw (as MAFE gives it) and is normalised
+                with the config's ``motion_mean``/``motion_std``; True: it is normalised
+                already and used as it is. Motion from ``driving_video`` is always normalised.
             window_overlap: known frames carried into each next window (default window // 4).
             guidance_scale: classifier-free guidance on the motion; 1 = conditional only.
             noise_aug_strength: std of noise added to the reference latent (the time id).
             fps: the ``fps`` time id (default: the pipeline's ``fps`` config, else 0).
-            output_type: ``"np"`` uint8 ``(B, T, H, W)`` or ``"latent"`` ``(B, T, C, h, w)``.
+            generator: the source of every random draw (initial noise, the noise of the
+                known frames of later windows, stochastic schedulers).
+            latents: initial noise ``(B, num_frames, C, h, w)`` (unscaled, as drawn) in place
+                of drawing it; each window starts from its frames.
+            output_type: ``"np"`` uint8 ``(B, T, H, W)``, ``"pt"`` the same as a tensor,
+                ``"pil"`` B lists of T images, ``"latent"`` ``(B, T, C, h, w)``.
+            callback_on_step_end: ``callback(pipe, step, timestep, tensors) -> dict`` after
+                every scheduler step (``step`` counts across windows); ``tensors`` holds the
+                ``callback_on_step_end_tensor_inputs`` (of ``"latents"``, the current
+                window's ``(B, t, C, h, w)``); a ``"latents"`` it returns replaces them.
         """
         # 0. defaults
         window = self.unet.config.num_frames
@@ -334,12 +531,14 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         # 1. check inputs
         batch_size = self.check_inputs(
             reference, motion, driving_video, ed, es, num_frames, window_overlap,
-            guidance_scale, output_type,
+            guidance_scale, output_type, latents, callback_on_step_end_tensor_inputs,
         )  # fmt: skip
 
         # 2. encode the conditions
         ref_latent = self.encode_reference(reference)  # (B, C, h, w)
-        motion = self.encode_motion(motion, driving_video, ed, es, batch_size)  # (B, D)
+        motion = self.encode_motion(
+            motion, driving_video, ed, es, batch_size, motion_normalized
+        )  # (B, D)
         if noise_aug_strength < 0:
             raise ValueError(f"noise_aug_strength must be >= 0, got {noise_aug_strength}")
         strength = torch.full((batch_size,), float(noise_aug_strength), device=ref_latent.device)
@@ -349,21 +548,27 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         def conditions_for(reference_latent: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return self._conditions(reference_latent, motion, strength, fps or 0.0, guidance_scale)
 
-        # 3. denoise window by window
-        latents = self.generate_windows(
-            ref_latent,
-            num_frames,
-            window_overlap,
-            conditions_for,
-            {
-                "num_inference_steps": num_inference_steps,
-                "guidance_scale": guidance_scale,
-                "generator": generator,
-            },
-        )
+        # 3. denoise window by window, one progress bar over every step
+        self.scheduler.set_timesteps(num_inference_steps, device=ref_latent.device)  # to count
+        windows = len(window_starts(num_frames, window, window_overlap))
+        with self.progress_bar(total=windows * len(self.scheduler.timesteps)) as bar:
+            step_end = self._step_end(callback_on_step_end, callback_on_step_end_tensor_inputs, bar)
+            latents = self.generate_windows(
+                ref_latent,
+                num_frames,
+                window_overlap,
+                conditions_for,
+                {
+                    "num_inference_steps": num_inference_steps,
+                    "guidance_scale": guidance_scale,
+                    "generator": generator,
+                    "step_end": step_end,
+                },
+                latents,
+            )
 
         # 4. decode
-        frames = latents if output_type == "latent" else self.decode_latents(latents)
+        frames = self.postprocess(latents, output_type)
         self.maybe_free_model_hooks()
         return MotionVideoPipelineOutput(frames=frames) if return_dict else (frames,)
 

@@ -159,13 +159,19 @@ class ArrayClipDataset(Dataset):
 
 @torch.no_grad()
 def predict_ef(
-    model: EFRegressor, videos: VideoSet, length: int, clips_per_video: int, batch_size: int = 16
+    model: EFRegressor,
+    videos: VideoSet,
+    length: int,
+    clips_per_video: int,
+    batch_size: int,
+    *,
+    device: str | torch.device,
 ) -> np.ndarray:
-    """EF (%) per video (N,): the mean over ``clips_per_video`` evenly spaced clips."""
-    model.eval()
+    """EF (%) per video (N,): the mean over ``clips_per_video`` evenly spaced clips, the
+    regressor moved to and run on ``device``."""
+    model.to(device).eval()
     rows = spaced_clips(videos, clips_per_video, length)  # (N * k, 2)
     clips = gather_clips(videos, rows, length)  # (N * k, length, H, W)
-    device = next(model.parameters()).device
     preds = np.concatenate(
         [model(to_tensor(b).to(device))["ef"].cpu().numpy() for b in batches(clips, batch_size)]
     )

@@ -157,10 +157,12 @@ def _shift(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict_masks(model: LVSegmenter, frames: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """LV probabilities (T, H, W) float32 of uint8 frames (T, H, W)."""
-    model.eval()
-    device = next(model.parameters()).device
+def predict_masks(
+    model: LVSegmenter, frames: np.ndarray, batch_size: int, *, device: str | torch.device
+) -> np.ndarray:
+    """LV probabilities (T, H, W) float32 of uint8 frames (T, H, W), the segmenter moved to
+    and run on ``device``."""
+    model.to(device).eval()
     out = [
         torch.sigmoid(model(to_tensor(b).to(device)))[:, 0].cpu().numpy()
         for b in batches(frames, batch_size)
@@ -168,9 +170,13 @@ def predict_masks(model: LVSegmenter, frames: np.ndarray, batch_size: int = 32) 
     return np.concatenate(out)
 
 
-def lv_areas(model: LVSegmenter, frames: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """LV area (T,) in pixels of each frame: the sum of the LV probabilities."""
-    return predict_masks(model, frames, batch_size).sum(axis=(1, 2)).astype(np.float64)
+def lv_areas(
+    model: LVSegmenter, frames: np.ndarray, batch_size: int, *, device: str | torch.device
+) -> np.ndarray:
+    """LV area (T,) in pixels of each frame: the sum of the LV probabilities (on ``device``)."""
+    return (
+        predict_masks(model, frames, batch_size, device=device).sum(axis=(1, 2)).astype(np.float64)
+    )
 
 
 def raw_ef(areas: np.ndarray, power: float = 1.5) -> float:

@@ -82,15 +82,20 @@ def ed_es_or_detect(frames: np.ndarray, ed: int, es: int, fps: float) -> tuple[i
 
 @torch.no_grad()
 def motion_vectors(
-    mafe: nn.Module, first: np.ndarray, second: np.ndarray, batch_size: int = 16
+    mafe: nn.Module,
+    first: np.ndarray,
+    second: np.ndarray,
+    batch_size: int,
+    *,
+    device: str | torch.device,
 ) -> np.ndarray:
-    """MAFE motion vectors (N, D) of uint8 frame pairs ``first``, ``second`` (N, H, W)."""
-    mafe.eval()
-    device = next(mafe.parameters()).device
+    """MAFE motion vectors (N, D) of uint8 frame pairs ``first``, ``second`` (N, H, W), MAFE
+    moved to and run on ``device``."""
+    mafe.to(device).eval()
     out = []
     for a, b in zip(batches(first, batch_size), batches(second, batch_size), strict=True):
         out.append(mafe.motion_vector(to_tensor(a).to(device), to_tensor(b).to(device)))
-    return torch.cat(out).double().cpu().numpy()
+    return torch.cat(out).cpu().double().numpy()
 
 
 def pair_flows(provider: FlowProvider, first: np.ndarray, second: np.ndarray) -> np.ndarray:

@@ -30,12 +30,17 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def video_embeddings(
-    encoder: nn.Module, videos: VideoSet, frames_per_video: int, batch_size: int = 64
+    encoder: nn.Module,
+    videos: VideoSet,
+    frames_per_video: int,
+    batch_size: int,
+    *,
+    device: str | torch.device,
 ) -> np.ndarray:
     """(N, D) unit embeddings: the normalised mean of the ReID embeddings of
-    ``frames_per_video`` evenly spaced frames of each video."""
-    encoder.eval()
-    device = next(encoder.parameters()).device
+    ``frames_per_video`` evenly spaced frames of each video, the encoder moved to and run
+    on ``device``."""
+    encoder.to(device).eval()
     out = []
     for v in range(len(videos)):
         frames = videos.read(v)
@@ -47,7 +52,7 @@ def video_embeddings(
             ]
         )
         out.append(F.normalize(emb.mean(dim=0), dim=0))
-    return torch.stack(out).double().cpu().numpy()
+    return torch.stack(out).cpu().double().numpy()
 
 
 def max_similarity(query: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

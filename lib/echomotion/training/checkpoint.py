@@ -122,9 +122,16 @@ def load_weights(model: nn.Module, directory: Path) -> None:
     model.load_state_dict(state, strict=True)
 
 
+def safetensors_device(device: torch.device | str) -> str:
+    """``device`` as safetensors names it: plain ``cpu`` (it refuses ``cpu:0``, the device
+    of a multi-process CPU run), ``cuda:N`` unchanged."""
+    device = torch.device(device)
+    return "cpu" if device.type == "cpu" else str(device)
+
+
 def _device_of(model: nn.Module) -> str:
     first = next(model.parameters(), None)
-    return str(first.device) if first is not None else "cpu"
+    return safetensors_device(first.device) if first is not None else "cpu"
 
 
 def rng_state() -> dict[str, Any]:

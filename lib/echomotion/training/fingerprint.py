@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from ..device import process_state
 from .checkpoint import discard_other_inputs
 
 SKIPPED = ("__pycache__",)  # folders that are no dependency (see .dvcignore)
@@ -56,9 +57,7 @@ def fresh_checkpoints(name: str, *roots: str | Path, dvc_file: str | Path = "dvc
     old model. Each root is stamped with :func:`dependency_fingerprint` and deleted when
     the stamp differs. Rank 0 does it; the other ranks of a multi-process run wait.
     """
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state()
     if state.is_main_process:
         fingerprint = dependency_fingerprint(name, dvc_file)
         for root in roots:

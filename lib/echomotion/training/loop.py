@@ -165,7 +165,8 @@ class _Trainer:
         if self.acc.scaler is not None and state["scaler"] is not None:
             self.acc.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
-            self.ema.load_state_dict(load_file(path / ckpt.EMA_FILE, device=str(self.acc.device)))
+            device = ckpt.safetensors_device(self.acc.device)
+            self.ema.load_state_dict(load_file(path / ckpt.EMA_FILE, device=device))
         self.step, self.position = state["step"], state["data_position"]
         rngs = state["rng"]
         if len(rngs) == self.acc.num_processes:
@@ -324,6 +325,9 @@ def train(
     trainer = _Trainer(model, params, seed, out_dir / "checkpoints", config)
     resumed = trainer.resume()
     main = trainer.main
+    if main:
+        n = trainer.acc.num_processes
+        logger.info("%s: %d process%s on %s", name, n, "es" * (n > 1), trainer.acc.device)
     eval_file = log_file.with_name("eval.tsv")
     trainer.restore_curves(log_file, eval_file)
     curve = Table(log_file, trainer.step, enabled=main)
@@ -363,7 +367,7 @@ def train_section(
     """:func:`train` with a stage section's ``train`` settings; the rest of the section
     (loss weights, data settings, ...) is the run key, so a checkpoint of a run with other
     settings is never continued. ``kwargs`` go to :func:`train`."""
-    run_key = section.model_dump(mode="json", exclude={"train"})
+    run_key = section.model_dump(mode="json", exclude={"train", "launch"})
     return train(model, dataset, loss_fn, section.train, run_key=run_key, **kwargs)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from echomotion.section import Section
 
@@ -52,3 +52,39 @@ class TrainParams(Section):
     def _yaml_no(cls, value: object) -> object:
         """A bare `no` in YAML 1.1 (as `dvc exp run -S` may write it) reads as False."""
         return "no" if value is False else value
+
+
+class LaunchParams(Section):
+    """How many processes and machines a training stage runs on (``python -m
+    echomotion.launch``, which dvc.yaml runs with these values). Not part of a run's
+    identity: a checkpoint resumes on another process count (with a warning)."""
+
+    num_processes: int = Field(
+        1, ge=1, description="Processes of the whole run, over all machines (one per GPU)."
+    )
+    num_machines: int = Field(1, ge=1, description="Machines (nodes) of the run.")
+    machine_rank: int = Field(0, ge=0, description="This machine's rank; 0 on the main one.")
+    main_process_ip: str = Field(
+        "127.0.0.1", min_length=1, description="Address of machine 0, seen from the others."
+    )
+    main_process_port: int = Field(
+        29500, ge=1, le=65535, description="Rendezvous port on machine 0."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LaunchParams:
+        if self.machine_rank >= self.num_machines:
+            raise ValueError(
+                f"machine_rank {self.machine_rank} must be below num_machines {self.num_machines}"
+            )
+        if self.num_processes % self.num_machines:
+            raise ValueError(
+                f"num_processes {self.num_processes} must be a multiple of num_machines "
+                f"{self.num_machines} (the same count on every machine)"
+            )
+        return self
+
+    @property
+    def is_single(self) -> bool:
+        """One process on one machine: the script runs in the launching interpreter."""
+        return self.num_processes == 1 and self.num_machines == 1

@@ -189,8 +189,11 @@ def ef_scores(
     synthetic: EFRegressor | None,
     params: EvaluateParams,
     why_not: dict[str, str] | None = None,
+    *,
+    device: str | torch.device,
 ) -> tuple[dict, list[dict]]:
-    """EF metrics and the scatter rows (set, file_name, ef_true, ef_pred).
+    """EF metrics and the scatter rows (set, file_name, ef_true, ef_pred), the regressors
+    moved to and run on ``device``.
 
     ``real_test_*``: the real-trained regressor on real TEST; ``synthetic_*``: it on the
     synthetic videos against their motion source's EF; ``downstream_synthetic_*``: the
@@ -219,7 +222,7 @@ def ef_scores(
     if no_real or no_test:
         metrics["real_test"] = skipped(no_real or no_test)
     else:
-        pred = predict_ef(real, test, length, k, batch)
+        pred = predict_ef(real, test, length, k, batch, device=device)
         metrics |= prefixed("real_test", regression_metrics(truth, pred))
         rows += scatter_rows("real_test", test.names, truth, pred)
     # 2. it on synthetic videos, against the EF of their motion source
@@ -229,7 +232,7 @@ def ef_scores(
         metrics["synthetic"] = skipped(no_syn)
     else:
         syn = data.synthetic.subset(keep)
-        syn_pred = predict_ef(real, syn, length, k, batch)
+        syn_pred = predict_ef(real, syn, length, k, batch, device=device)
         metrics |= prefixed("synthetic", regression_metrics(labels[keep], syn_pred))
         rows += scatter_rows("synthetic", syn.names, labels[keep], syn_pred)
     # 3. downstream: trained on synthetic only, tested on real TEST
@@ -237,7 +240,7 @@ def ef_scores(
         reason = why_not.get("synthetic", "no regressor trained on synthetic videos")
         metrics["downstream_synthetic"] = skipped(no_test or reason)
     else:
-        down = predict_ef(synthetic, test, length, k, batch)
+        down = predict_ef(synthetic, test, length, k, batch, device=device)
         metrics |= prefixed("downstream_synthetic", regression_metrics(truth, down))
         rows += scatter_rows("downstream_synthetic", test.names, truth, down)
     return metrics, rows

@@ -128,21 +128,24 @@ def train_lv(
 
 
 class _Areas:
-    """LV area curves of real (store row) and synthetic (position) videos, computed once."""
+    """LV area curves of real (store row) and synthetic (position) videos, computed once
+    on ``device``."""
 
-    def __init__(self, model: LVSegmenter, data: EvalData, batch: int):
-        self.model, self.data, self.batch = model, data, batch
+    def __init__(self, model: LVSegmenter, data: EvalData, batch: int, device: str | torch.device):
+        self.model, self.data, self.batch, self.device = model, data, batch, device
         self.real: dict[int, np.ndarray] = {}
         self.synthetic: dict[int, np.ndarray] = {}
 
     def of_real(self, row: int) -> np.ndarray:
         if row not in self.real:
-            self.real[row] = lv_areas(self.model, self.data.store.video(row), self.batch)
+            video = self.data.store.video(row)
+            self.real[row] = lv_areas(self.model, video, self.batch, device=self.device)
         return self.real[row]
 
     def of_synthetic(self, i: int) -> np.ndarray:
         if i not in self.synthetic:
-            self.synthetic[i] = lv_areas(self.model, self.data.synthetic.read(i), self.batch)
+            video = self.data.synthetic.read(i)
+            self.synthetic[i] = lv_areas(self.model, video, self.batch, device=self.device)
         return self.synthetic[i]
 
 
@@ -159,21 +162,25 @@ def _mismatched(sources: list[str], labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def segmentation_scores(model: LVSegmenter, traced: dict[str, TracedSet], batch: int) -> dict:
-    """Dice of the traced frames of each split, against the rasterised tracings."""
+def segmentation_scores(
+    model: LVSegmenter, traced: dict[str, TracedSet], batch: int, device: str | torch.device
+) -> dict:
+    """Dice of the traced frames of each split (segmented on ``device``), against the
+    rasterised tracings."""
     out: dict = {}
     for split, s in sorted(traced.items()):
-        pred = predict_masks(model, s.frames, batch) > 0.5
+        pred = predict_masks(model, s.frames, batch, device=device) > 0.5
         out[f"n_traced_{split.lower()}"] = s.n_videos
         out[f"dice_{split.lower()}"] = float(dice(pred, s.masks).mean())
     return out
 
 
 def lv_scores(
-    data: EvalData, model: LVSegmenter, params: EvaluateParams
+    data: EvalData, model: LVSegmenter, params: EvaluateParams, device: str | torch.device
 ) -> tuple[dict, list[dict], list[dict]]:
-    """The ``ef_lv`` metrics (beyond segmentation), EF scatter rows and LV-area rows."""
-    areas = _Areas(model, data, params.batch_size)
+    """The ``ef_lv`` metrics (beyond segmentation), EF scatter rows and LV-area rows, the
+    segmenter run on ``device``."""
+    areas = _Areas(model, data, params.batch_size, device)
     power, minimum = params.lv.area_power, params.ef.min_labelled
     table = data.store.table
     ef, names = table["ef"].astype(float), table["file_name"].astype(str)

@@ -31,6 +31,10 @@ scaled down at the CPU default: ``reid_fid512`` (the ``_full`` suffix only when
 against the same reference with as many samples as the synthetic set (``n_frames_used``,
 ``n_clips_used``), which gives the scale (small-sample bias included).
 
+Every network runs on ``device`` (params ``shared.device``): the loaded ones are moved
+there, the trained ones (which the training loop leaves on its own device) before their
+first prediction.
+
 EF labels are optional (see :mod:`.ef`): with fewer than ``ef.min_labelled`` labelled
 videos the EF metrics and the EF network's clip distance (``efnet_fvd...``) are written
 as ``{"skipped": reason}`` under their names; realism by the ReID frame distance (and any
@@ -42,6 +46,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
 
 from echomotion.evaluation.ef_regressor import EFRegressor
 from echomotion.evaluation.extractors import (
@@ -68,45 +73,60 @@ log = logging.getLogger(__name__)
 
 
 def extractors_for(
-    params: RealismParams, reid: ReIDEncoder, ef_model: EFRegressor | None
+    params: RealismParams,
+    reid: ReIDEncoder,
+    ef_model: EFRegressor | None,
+    device: str | torch.device,
 ) -> dict[str, FeatureExtractor]:
-    """The Frechet feature extractors by metric prefix: the pipeline's own networks (the EF
-    network only when it was trained), plus Inception / I3D when a local TorchScript file
-    is configured."""
-    extractors: dict[str, FeatureExtractor] = {"reid": ReIDFrameFeatures(reid)}
+    """The Frechet feature extractors by metric prefix, each on ``device``: the pipeline's
+    own networks (the EF network only when it was trained), plus Inception / I3D when a
+    local TorchScript file is configured."""
+    extractors: dict[str, FeatureExtractor] = {"reid": ReIDFrameFeatures(reid, device)}
     if ef_model is not None:
-        extractors["efnet"] = EFClipFeatures(ef_model)
+        extractors["efnet"] = EFClipFeatures(ef_model, device)
     if params.inception is not None:
-        extractors["inception"] = TorchScriptFeatures(params.inception, "frame")
+        extractors["inception"] = TorchScriptFeatures(params.inception, "frame", device)
     if params.i3d is not None:
-        extractors["i3d"] = TorchScriptFeatures(params.i3d, "clip")
+        extractors["i3d"] = TorchScriptFeatures(params.i3d, "clip", device)
     return extractors
 
 
-def _flow_provider(params: MotionParams, paths: EvaluatePaths):
-    model = PWCLite.from_pretrained(paths.flow) if params.flow.method == "network" else None
-    return make_flow_provider(params.flow, model)
+def flow_provider(params: MotionParams, paths: EvaluatePaths, device: str | torch.device):
+    """The motion-fidelity flow provider; the "network" one with the trained flow network
+    on ``device`` (the provider runs it where it is)."""
+    if params.flow.method != "network":
+        return make_flow_provider(params.flow)
+    return make_flow_provider(params.flow, PWCLite.from_pretrained(paths.flow).to(device))
 
 
 def ef_lv_scores(
-    data: EvalData, params: EvaluateParams, paths: EvaluatePaths, seed: int
+    data: EvalData,
+    params: EvaluateParams,
+    paths: EvaluatePaths,
+    seed: int,
+    device: str | torch.device,
 ) -> tuple[dict, list[dict], list[dict]]:
     """The LV-area EF estimator: segmenter trained on the TRAIN tracings, then its metrics
-    (``{"skipped": reason}`` without tracings), EF scatter rows and LV-area rows."""
+    (``{"skipped": reason}`` without tracings), EF scatter rows and LV-area rows, the
+    segmenter run on ``device``."""
     traced = traced_sets(data.store, paths.source_root)
     model, reason = train_lv(traced, params, paths, params.lv.train.seed_or(seed))
     if model is None:
         return skipped(reason), [], []
-    metrics, scatter, areas = lv_scores(data, model, params)
-    return segmentation_scores(model, traced, params.batch_size) | metrics, scatter, areas
+    metrics, scatter, areas = lv_scores(data, model, params, device)
+    dice = segmentation_scores(model, traced, params.batch_size, device)
+    return dice | metrics, scatter, areas
 
 
-def evaluate(params: EvaluateParams, paths: EvaluatePaths, seed: int) -> dict[str, dict]:
-    """Run every evaluation, write the plots and the private copy; return the metrics."""
+def evaluate(
+    params: EvaluateParams, paths: EvaluatePaths, seed: int, device: str | torch.device
+) -> dict[str, dict]:
+    """Run every evaluation, its networks on ``device``; write the plots and the private
+    copy; return the metrics."""
     # 1. inputs and trained networks
     data = load_data(paths)
-    reid = ReIDEncoder.from_pretrained(paths.reid).eval()
-    mafe = MAFE.from_pretrained(paths.mafe).eval()
+    reid = ReIDEncoder.from_pretrained(paths.reid).to(device).eval()
+    mafe = MAFE.from_pretrained(paths.mafe).to(device).eval()
     # 2. EF regressors: real TRAIN, and synthetic only (downstream protocol)
     #    (each only with enough EF labels; otherwise skipped, with the reason)
     ef_seed = params.ef.train.seed_or(seed)
@@ -114,19 +134,24 @@ def evaluate(params: EvaluateParams, paths: EvaluatePaths, seed: int) -> dict[st
     ef_syn, no_syn = train_synthetic_ef(data, params, paths, ef_seed)
     # 3. realism (the EF network's clip distance needs the real-trained regressor)
     rng = np.random.default_rng(seed)
-    extractors = extractors_for(params.realism, reid, ef_real)
+    extractors = extractors_for(params.realism, reid, ef_real, device)
     unavailable = {} if ef_real is not None else {"efnet": ("clip", no_real)}
     realism = realism_scores(data, extractors, params, rng, unavailable)
     # 4. motion fidelity, appearance kept, self-mode reconstruction
-    provider = _flow_provider(params.motion, paths)
-    motion, motion_rows = motion_scores(data, paths.features, mafe, provider, params.batch_size)
-    appearance = appearance_scores(data, reid, params)
+    provider = flow_provider(params.motion, paths, device)
+    motion, motion_rows = motion_scores(
+        data, paths.features, mafe, provider, params.batch_size, device
+    )
+    appearance = appearance_scores(data, reid, params, device)
     ssim = ssim_scores(data)
     # 5. EF: the (2+1)D regressors, and LV-area tracking
-    ef, scatter = ef_scores(data, ef_real, ef_syn, params, {"real": no_real, "synthetic": no_syn})
-    ef_lv, lv_scatter, lv_area = ef_lv_scores(data, params, paths, seed)
+    why_not = {"real": no_real, "synthetic": no_syn}
+    ef, scatter = ef_scores(data, ef_real, ef_syn, params, why_not, device=device)
+    ef_lv, lv_scatter, lv_area = ef_lv_scores(data, params, paths, seed, device)
     # 6. privacy, and the synthetic set without flagged videos
-    privacy, privacy_rows, hist = privacy_scores(data, reid, params.privacy, params.batch_size)
+    privacy, privacy_rows, hist = privacy_scores(
+        data, reid, params.privacy, params.batch_size, device
+    )
     keep = unflagged(privacy_rows, params.privacy.filter_flagged)
     privacy["n_kept"] = write_filtered_dataset(paths.synthetic, paths.private, keep)
     # 7. plots

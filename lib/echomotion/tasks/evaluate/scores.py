@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from echomotion.evaluation.extractors import FeatureExtractor, extract
@@ -188,10 +189,16 @@ def _motion_summary(cos: np.ndarray, epe: np.ndarray, sources: list[str]) -> dic
 
 
 def motion_scores(
-    data: EvalData, features_path: Path, mafe: nn.Module, provider: FlowProvider, batch: int
+    data: EvalData,
+    features_path: Path,
+    mafe: nn.Module,
+    provider: FlowProvider,
+    batch: int,
+    device: str | torch.device,
 ) -> tuple[dict[str, float], list[dict]]:
     """MAFE cosine and ED->ES flow EPE, matched vs mismatched, and driver retrieval, over
-    all videos and per mode (``transfer_*``, ``self_*``), and per-video rows."""
+    all videos and per mode (``transfer_*``, ``self_*``), and per-video rows. MAFE runs on
+    ``device``; a flow network runs where ``provider`` holds it."""
     features = RaggedStore(features_path)
     items = _motion_items(data, features)
     out = {"n_videos": len(items), "n_skipped": len(data.records) - len(items)}
@@ -204,7 +211,7 @@ def motion_scores(
     cond = video_motion(features)[[it["feature"] for it in items]]
     mean, std = features.attrs["motion_mean"], features.attrs["motion_std"]
     cos = cosine_matrix(
-        standardise(motion_vectors(mafe, gen_ed, gen_es, batch), mean, std),
+        standardise(motion_vectors(mafe, gen_ed, gen_es, batch, device=device), mean, std),
         standardise(cond, mean, std),
     )
     # 2. ED->ES flow of the generated vs the driving video
@@ -239,12 +246,17 @@ def motion_scores(
 
 
 def privacy_scores(
-    data: EvalData, encoder: nn.Module, params: PrivacyParams, batch: int
+    data: EvalData,
+    encoder: nn.Module,
+    params: PrivacyParams,
+    batch: int,
+    device: str | torch.device,
 ) -> tuple[dict[str, float], list[dict], list[dict]]:
-    """EchoNet-Synthetic's ReID rule: metrics, per-video rows and histogram rows."""
+    """EchoNet-Synthetic's ReID rule (the encoder on ``device``): metrics, per-video rows
+    and histogram rows."""
     train_set = data.split("TRAIN")
     train, test, synthetic = (
-        video_embeddings(encoder, videos, params.frames_per_video, batch)
+        video_embeddings(encoder, videos, params.frames_per_video, batch, device=device)
         for videos in (train_set, data.split("TEST"), data.synthetic)
     )
     # 1. threshold from real held-out videos, then flag the synthetic ones above it

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
 from torch import nn
 
 from echomotion.evaluation.privacy import video_embeddings
@@ -24,10 +25,13 @@ def _of_mode(data: EvalData, mode: str) -> list[int]:
     return [i for i, r in enumerate(data.records) if r.mode == mode]
 
 
-def appearance_scores(data: EvalData, reid: nn.Module, params: EvaluateParams) -> dict:
+def appearance_scores(
+    data: EvalData, reid: nn.Module, params: EvaluateParams, device: str | torch.device
+) -> dict:
     """Per transfer-mode video whose two sources are real stored videos: is its ReID
-    embedding nearer to the appearance source than to the motion source (chance 0.5), and
-    is the appearance source its nearest real TEST video (or source) of all (top-1)."""
+    embedding (the encoder on ``device``) nearer to the appearance source than to the
+    motion source (chance 0.5), and is the appearance source its nearest real TEST video
+    (or source) of all (top-1)."""
     table, k, batch = data.store.table, params.transfer.frames_per_video, params.batch_size
     idx = _of_mode(data, "transfer")
     app = source_index(table["file_name"], [data.records[i].appearance_source for i in idx])
@@ -37,8 +41,9 @@ def appearance_scores(data: EvalData, reid: nn.Module, params: EvaluateParams) -
         return {"transfer": skipped("no transfer-mode video with both sources in the store")}
     # 1. embeddings of the generated videos and of every real video involved
     gallery = np.unique(np.r_[data.split_rows("TEST"), app[keep], mot[keep]])
-    real = video_embeddings(reid, VideoSet.from_store(data.store, gallery), k, batch)
-    gen = video_embeddings(reid, data.synthetic.subset([idx[j] for j in keep]), k, batch)
+    real = video_embeddings(reid, VideoSet.from_store(data.store, gallery), k, batch, device=device)
+    generated = data.synthetic.subset([idx[j] for j in keep])
+    gen = video_embeddings(reid, generated, k, batch, device=device)
     where = {int(r): p for p, r in enumerate(gallery)}
     to_app = real[[where[int(app[j])] for j in keep]]
     to_mot = real[[where[int(mot[j])] for j in keep]]

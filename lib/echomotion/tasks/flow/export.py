@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from echomotion.flow.classical import (
@@ -108,14 +109,17 @@ def export_flow(
     truth_path: str | Path,
     params: FlowExportParams,
     out_path: str | Path,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Write the pseudo-flow store with ``params.provider``; return the stage's metrics.
 
-    The network is loaded from ``model_dir`` when it holds one: the "network" provider
-    needs it, the classical ones use it only to add its row to the metrics.
+    The network is loaded from ``model_dir`` when it holds one, on ``device``: the
+    "network" provider needs it, the classical ones use it only to add its row to the
+    metrics.
     """
     # 1. providers: the chosen one for the store; the trained network if there is one
     model = load_model(model_dir)
+    model = model.to(device) if model is not None else None
     provider = make_flow_provider(params.provider, model)
 
     # 2. the store, in triplet order

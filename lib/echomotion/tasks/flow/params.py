@@ -6,7 +6,7 @@ from pydantic import Field
 
 from ...flow.params import FlowLossParams, FlowProviderParams, SegmentParams
 from ...section import Section
-from ...training.params import TrainParams
+from ...training.params import LaunchParams, TrainParams
 
 
 class PWCLiteParams(Section):
@@ -44,6 +44,7 @@ class FlowTrainParams(Section):
         checkpoint_every=100,
         log_every=10,
     )
+    launch: LaunchParams = LaunchParams()
 
 
 class FlowExportParams(Section):

@@ -1,14 +1,14 @@
-"""What a saved pipeline needs beyond diffusers' files: the motion normalisation.
+"""The motion normalisation of training, and loading the saved pipeline with a sampler.
 
 The MCDM is conditioned on ``(motion - mean) / std`` with the TRAIN statistics of the
-features store. ``models/mcdm/pipeline/conditioning.json`` keeps them, with the frame size
-the VAE was trained at, so sampling and the ``generate`` command normalise motion vectors
-exactly as training did.
+features store. Training normalises with :class:`MotionNormalizer`; the saved pipeline keeps
+the same statistics and the frame size the VAE was trained at in its config
+(``model_index.json``: ``motion_mean``, ``motion_std``, ``frame_size``) and normalises the
+raw motion vectors it is given with the same function, exactly as training did.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,9 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, SchedulerMixin
 
-from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
+from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline, normalize_motion
 
 from .params import SamplerName
-
-CONDITIONING_FILE = "conditioning.json"
 
 
 @dataclass(frozen=True)
@@ -49,25 +47,8 @@ class MotionNormalizer:
         return cls(mean, np.asarray(attrs["motion_std"], dtype=np.float32), tuple(frame_size))
 
     def __call__(self, motion: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Normalised float32 motion ``(..., D)``."""
-        motion = torch.as_tensor(motion, dtype=torch.float32)
-        if motion.shape[-1] != self.dim:
-            raise ValueError(f"motion has {motion.shape[-1]} channels, the model takes {self.dim}")
-        mean, std = torch.from_numpy(self.mean), torch.from_numpy(self.std)
-        return (motion - mean.to(motion.device)) / std.to(motion.device)
-
-    def save(self, directory: str | Path) -> None:
-        data = {
-            "motion_mean": self.mean.tolist(),
-            "motion_std": self.std.tolist(),
-            "frame_size": list(self.frame_size),
-        }
-        (Path(directory) / CONDITIONING_FILE).write_text(json.dumps(data) + "\n")
-
-    @classmethod
-    def load(cls, directory: str | Path) -> MotionNormalizer:
-        data = json.loads((Path(directory) / CONDITIONING_FILE).read_text())
-        return cls.from_attrs(data, data["frame_size"])
+        """Normalised float32 motion ``(..., D)`` (the pipeline's own normalisation)."""
+        return normalize_motion(motion, torch.from_numpy(self.mean), torch.from_numpy(self.std))
 
 
 _SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
@@ -85,17 +66,23 @@ def sampling_scheduler(config: dict[str, Any], name: SamplerName) -> SchedulerMi
     return cls.from_config(config, **extra)
 
 
-def load_pipeline(
-    path: str | Path, scheduler: SamplerName
-) -> tuple[MotionConditionedVideoPipeline, MotionNormalizer]:
-    """The saved pipeline (eval mode, no progress bar) with the chosen sampler, and its
-    motion normalisation. Raises FileNotFoundError naming the folder when it is missing."""
+def load_pipeline(path: str | Path, scheduler: SamplerName) -> MotionConditionedVideoPipeline:
+    """The pipeline ``mcdm_train`` saved (eval mode, no progress bar) with the chosen sampler;
+    it normalises raw motion itself. Raises FileNotFoundError naming the folder when it is
+    missing, ValueError when its config lacks the motion statistics or the frame size (a
+    folder saved before they moved from ``conditioning.json`` into ``model_index.json``:
+    train it again)."""
     path = Path(path)
-    if not (path / "model_index.json").is_file() or not (path / CONDITIONING_FILE).is_file():
-        raise FileNotFoundError(
-            f"{path}: not a saved pipeline (model_index.json, {CONDITIONING_FILE})"
+    if not (path / "model_index.json").is_file():
+        raise FileNotFoundError(f"{path}: not a saved pipeline (no model_index.json)")
+    config = MotionConditionedVideoPipeline.load_config(path)
+    missing = [k for k in ("motion_mean", "frame_size") if config.get(k) is None]
+    if missing:
+        raise ValueError(
+            f"{path}/model_index.json has no {' or '.join(missing)}: a pipeline saved by an "
+            "older mcdm_train (with conditioning.json); run mcdm_train again"
         )
     pipe = MotionConditionedVideoPipeline.from_pretrained(path)
     pipe.scheduler = sampling_scheduler(pipe.scheduler.config, scheduler)
     pipe.set_progress_bar_config(disable=True)
-    return pipe, MotionNormalizer.load(path)
+    return pipe

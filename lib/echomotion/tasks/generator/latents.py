@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
@@ -33,10 +34,15 @@ def load_vae(vae_dir: str | Path) -> AutoencoderKL:
 
 
 def encode_videos(
-    videos_path: str | Path, vae_dir: str | Path, out_path: str | Path, params: LatentsParams
+    videos_path: str | Path,
+    vae_dir: str | Path,
+    out_path: str | Path,
+    params: LatentsParams,
+    device: str | torch.device = "cpu",
 ) -> dict[str, float]:
-    """Write ``latents.zarr`` (schema :data:`LATENTS_SCHEMA`); return counts and latent stats."""
-    vae = load_vae(vae_dir)
+    """Write ``latents.zarr`` (schema :data:`LATENTS_SCHEMA`), the VAE running on
+    ``device``; return counts and latent stats."""
+    vae = load_vae(vae_dir).to(device)
     store = RaggedStore(videos_path)
     height, width = store.array("frames").shape[1:]
     factor = 2 ** (len(vae.config.block_out_channels) - 1)

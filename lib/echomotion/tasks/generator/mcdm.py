@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from torch.utils.data import Dataset
 
+from echomotion.device import process_state
 from echomotion.diffusion.losses import build_scheduler, mcdm_loss
 from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
 from echomotion.diffusion.unet import build_unet
@@ -147,14 +147,10 @@ def load_clip_data(
     return ClipData(dataset, normalizer, float(np.median(fps)) / stride)
 
 
-def save_pipeline(pipe: MotionConditionedVideoPipeline, normalizer: MotionNormalizer, path: Path):
-    """``save_pretrained`` plus ``conditioning.json``, written to a temporary folder and renamed."""
-
-    def write(directory: Path) -> None:
-        save_pretrained(pipe, directory)
-        normalizer.save(directory)
-
-    write_dir_atomically(Path(path), write)
+def save_pipeline(pipe: MotionConditionedVideoPipeline, path: Path):
+    """``save_pretrained`` (self-contained: motion statistics in ``model_index.json`` and the
+    loader module), written to a temporary folder and renamed."""
+    write_dir_atomically(Path(path), partial(save_pretrained, pipe))
 
 
 def train_mcdm(
@@ -200,16 +196,19 @@ def train_mcdm(
         name="mcdm",
     )
     # 3. the sampling pipeline, from the final (EMA) weights
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         pipe = MotionConditionedVideoPipeline(
             vae=load_vae(vae_dir),
             unet=unet.eval(),
             scheduler=scheduler,
             fps=data.fps,
             reference=params.reference,
+            motion_mean=data.normalizer.mean.tolist(),
+            motion_std=data.normalizer.std.tolist(),
+            frame_size=list(data.normalizer.frame_size),
         )
-        save_pipeline(pipe, data.normalizer, Path(out_dir) / "pipeline")
-    PartialState().wait_for_everyone()
+        save_pipeline(pipe, Path(out_dir) / "pipeline")
+    process_state().wait_for_everyone()
     last = result.history[-1]["loss"] if result.history else math.nan
     return {
         "steps": result.step,

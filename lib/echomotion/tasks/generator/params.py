@@ -14,7 +14,7 @@ from echomotion.diffusion.params import (
     VAEModelParams,
 )
 from echomotion.section import Section, Split
-from echomotion.training.params import TrainParams
+from echomotion.training.params import LaunchParams, TrainParams
 
 SamplerName = Literal["ddpm", "ddim", "dpmsolver++"]
 ReferenceFrame = Literal["window_start", "random"]
@@ -28,6 +28,7 @@ class VAETrainParams(Section):
     train: TrainParams = TrainParams(
         steps=300, batch_size=8, lr=1e-3, warmup_steps=10, checkpoint_every=50, log_every=10
     )
+    launch: LaunchParams = LaunchParams()
     crop_size: int | None = Field(
         64, ge=8, description="Random square crop of each training frame; None: whole frames."
     )
@@ -86,6 +87,7 @@ class MCDMTrainParams(Section):
         checkpoint_every=40,
         log_every=10,
     )
+    launch: LaunchParams = LaunchParams()
     frame_stride: int = Field(
         1,
         ge=1,

@@ -71,7 +71,7 @@ def generate_videos(
     seed: int,
 ) -> np.ndarray:
     """uint8 videos ``(B, T, H, W)``, one per reference frame ``(B, H, W)``, all driven by
-    the normalised ``motion`` ``(1, D)``; deterministic given ``seed``."""
+    the raw ``motion`` ``(1, D)`` (the pipeline normalises it); deterministic given ``seed``."""
     return pipe(
         reference=references,
         motion=motion,
@@ -160,15 +160,18 @@ def sample_dataset(
     plots_dir: str | Path,
     params: SampleParams,
     seed: int,
+    device: str | torch.device = "cpu",
 ) -> dict[str, float]:
     """Write the synthetic dataset to ``out_root`` (EchoNet layout, replaced whole) and
-    ``grid.png`` / ``samples.gif`` to ``plots_dir``; return counts and timings."""
+    ``grid.png`` / ``samples.gif`` to ``plots_dir``, the pipeline running on ``device``
+    (the noise is drawn on the CPU, so a seed gives the same noise on every device);
+    return counts and timings."""
     # 1. model, data and plan
-    pipe, normalizer = load_pipeline(pipeline_dir, params.scheduler)
+    pipe = load_pipeline(pipeline_dir, params.scheduler).to(device)
     videos, features = RaggedStore(videos_path), RaggedStore(features_path).load("motion")
-    _check_frame_size(videos, normalizer.frame_size)
+    _check_frame_size(videos, pipe.config.frame_size)
     sources = plan_sources(videos, features, params.splits)
-    motions = normalizer(video_motion(features))  # (n_videos, D)
+    motions = torch.as_tensor(video_motion(features))  # (n_videos, D), raw
     fps = float(pipe.config.fps or 0.0)
     out_root, plots_dir = Path(out_root), Path(plots_dir)
     tmp = out_root.with_name(f".{out_root.name}.tmp")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from torch.utils.data import Dataset
 
 from echomotion.data import evenly_spaced
+from echomotion.device import process_state
 from echomotion.diffusion.losses import vae_loss
 from echomotion.diffusion.metrics import reconstruction_metrics
 from echomotion.diffusion.vae import (
@@ -22,7 +22,7 @@ from echomotion.diffusion.vae import (
     estimate_scaling_factor,
     frames_to_images,
 )
-from echomotion.store import RaggedStore
+from echomotion.store import FrameRows, RaggedStore
 from echomotion.training.checkpoint import save_pretrained
 from echomotion.training.loop import train_section
 
@@ -32,12 +32,11 @@ from .params import VAETrainParams
 logger = logging.getLogger(__name__)
 
 
-def split_frames(store: RaggedStore, splits: tuple[str, ...]) -> np.ndarray:
-    """Every frame ``(N, H, W)`` uint8 of the store's videos in ``splits``, in store order."""
+def split_frames(store: RaggedStore, splits: tuple[str, ...]) -> FrameRows:
+    """Every frame ``(N, H, W)`` uint8 of the store's videos in ``splits``, in store order
+    (read on access, so workers share the store's frames rather than copy them)."""
     videos = np.flatnonzero(np.isin(store.table["split"].astype(str), splits))
-    if len(videos) == 0:
-        return np.zeros((0, *store.array("frames").shape[1:]), dtype=np.uint8)
-    return np.concatenate([store.video(int(v)) for v in videos])
+    return store.rows_of(videos, "frames")
 
 
 def spread_frames(frames: np.ndarray, n: int) -> np.ndarray:
@@ -46,10 +45,11 @@ def spread_frames(frames: np.ndarray, n: int) -> np.ndarray:
 
 
 class FrameDataset(Dataset):
-    """Single frames held in memory. Item: ``image`` ``(1, S, S)`` in [-1, 1], a random
-    ``crop`` x ``crop`` window of the frame (the whole frame when ``crop`` is None)."""
+    """Single frames (an array, or :class:`FrameRows` of a mapped store). Item: ``image``
+    ``(1, S, S)`` in [-1, 1], a random ``crop`` x ``crop`` window of the frame (the whole
+    frame when ``crop`` is None)."""
 
-    def __init__(self, frames: np.ndarray, crop: int | None = None):
+    def __init__(self, frames: np.ndarray | FrameRows, crop: int | None = None):
         if crop is not None and crop > min(frames.shape[1:]):
             raise ValueError(f"crop {crop} is larger than the frames {frames.shape[1:]}")
         self.frames, self.crop = frames, crop
@@ -104,7 +104,7 @@ def train_vae(
     sample = spread_frames(train_frames, params.scale_frames)
     scale = estimate_scaling_factor(vae, sample, params.encode_batch_size)
     vae.register_to_config(scaling_factor=scale)
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         save_pretrained(vae, result.model_dir)
     logger.info("scaling factor %.4f from %d TRAIN frames", scale, len(sample))
     # 4. reconstruction quality on VAL, and a figure of it
@@ -114,7 +114,7 @@ def train_vae(
         if len(val)
         else {"psnr": math.nan, "ssim": math.nan}
     )
-    if figure is not None and len(val) and PartialState().is_main_process:
+    if figure is not None and len(val) and process_state().is_main_process:
         save_png(reconstruction_figure(vae, spread_frames(val, 4)), figure)
     return {**scores, "scaling_factor": scale, "steps": result.step, "val_frames": len(val)}
 

@@ -64,16 +64,18 @@ def pair_vectors(model: MAFE, img0: Tensor, img1: Tensor) -> tuple[Tensor, Tenso
 def compute_vectors(
     model: MAFE, store: RaggedStore, pairs: list[Pair], batch_size: int, desc: str = "features"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Motion (N, Dm) and appearance (N, Da) float32 vectors of frame pairs of the store."""
+    """Motion (N, Dm) and appearance (N, Da) float32 vectors of frame pairs of the store,
+    computed on the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     motion, appearance = [], []
     for start in tqdm(range(0, len(pairs), batch_size), desc=desc, unit="batch"):
         chunk = pairs[start : start + batch_size]
         frames = np.stack([store.video(v)[[a, b]] for v, a, b in chunk])  # (B, 2, H, W)
-        x = to_tensor(frames)  # (B, 2, 1, H, W)
+        x = to_tensor(frames).to(device)  # (B, 2, 1, H, W)
         m, a = pair_vectors(model, x[:, 0], x[:, 1])
-        motion.append(m.float().numpy())
-        appearance.append(a.float().numpy())
+        motion.append(m.float().cpu().numpy())
+        appearance.append(a.float().cpu().numpy())
     return np.concatenate(motion), np.concatenate(appearance)
 
 
@@ -198,13 +200,18 @@ def write_features(
 
 
 def export_features(
-    videos_path: str | Path, model_dir: str | Path, out_path: str | Path, params: FeaturesParams
+    videos_path: str | Path,
+    model_dir: str | Path,
+    out_path: str | Path,
+    params: FeaturesParams,
+    device: str | torch.device = "cpu",
 ) -> dict:
-    """Write the vectors of every triplet video to ``out_path`` and return the metrics."""
+    """Write the vectors of every triplet video to ``out_path`` and return the metrics;
+    MAFE runs on ``device``."""
     # 1. the triplet videos and the trained model
     dataset = TripletDataset(videos_path, splits=ALL_SPLITS)
     store, table, videos = dataset.store, dataset.table, dataset.videos
-    model = load_mafe(model_dir)
+    model = load_mafe(model_dir).to(device)
     # 2. ED/ES vectors -> the store
     pairs = ed_es_pairs(dataset)
     motion, appearance = compute_vectors(model, store, pairs, params.batch_size)

@@ -6,7 +6,7 @@ from pydantic import Field, model_validator
 
 from echomotion.mafe.params import MAFEAugmentParams, MAFELossParams, MAFEModelParams
 from echomotion.section import Section
-from echomotion.training.params import TrainParams
+from echomotion.training.params import LaunchParams, TrainParams
 
 
 class MAFETrainParams(Section):
@@ -35,6 +35,7 @@ class MAFETrainParams(Section):
         checkpoint_every=50,
         log_every=10,
     )
+    launch: LaunchParams = LaunchParams()
 
     @model_validator(mode="after")
     def _check(self) -> MAFETrainParams:

@@ -44,10 +44,12 @@ def untrained_like(model: ReIDEncoder, seed: int) -> ReIDEncoder:
 
 @torch.no_grad()
 def embed_frames(model: ReIDEncoder, frames: np.ndarray, batch_size: int) -> np.ndarray:
-    """(N, H, W) uint8 frames -> (N, D) float32 L2-normalised embeddings (eval mode)."""
+    """(N, H, W) uint8 frames -> (N, D) float32 L2-normalised embeddings (eval mode), computed
+    on the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     parts = [
-        model.embed(to_tensor(frames[s : s + batch_size]))
+        model.embed(to_tensor(frames[s : s + batch_size]).to(device)).cpu()
         for s in range(0, len(frames), batch_size)
     ]
     return torch.cat(parts).numpy().astype(np.float32)
@@ -100,13 +102,16 @@ def heldout_metrics(
 def triplet_embeddings(
     model: ReIDEncoder, videos_path: str | Path, batch_size: int
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """Table rows and (V, 2, D) ED/ES embeddings of the triplet videos, in store order."""
+    """Table rows and (V, 2, D) ED/ES embeddings of the triplet videos, in store order
+    (computed on the model's device)."""
     model.eval()
+    device = next(model.parameters()).device
     triplets = TripletDataset(videos_path, splits=ALL_SPLITS, in_memory=False)
     table, rows, parts = triplets.table, [], []
     for batch in DataLoader(triplets, batch_size=max(1, batch_size // 2)):
         n = len(batch["video"])
-        emb = model.embed(torch.cat([batch["img0"], batch["img1"]]))  # (2n, D): ED then ES
+        pair = torch.cat([batch["img0"], batch["img1"]]).to(device)
+        emb = model.embed(pair).cpu()  # (2n, D): ED then ES
         parts.append(torch.stack([emb[:n], emb[n:]], dim=1))  # (n, 2, D)
         keys = zip(batch["video"].tolist(), batch["t0"].tolist(), batch["t1"].tolist(), strict=True)
         rows += [_row(table, video, ed, es) for video, ed, es in keys]
@@ -153,15 +158,17 @@ def export_reid(
     out_path: str | Path,
     params: ReIDExportParams,
     seed: int,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Write the ED/ES embedding store and return the retrieval metrics.
 
     ``model_root`` is the training out_dir (``model/`` and ``identities.json``); ``seed``
-    is the training seed, which rebuilds the untrained baseline's initial weights.
+    is the training seed, which rebuilds the untrained baseline's initial weights. The
+    encoders run on ``device``.
     """
     # 1. The trained encoder and the identities it was trained on.
     model_root = Path(model_root)
-    model = load_encoder(model_root / "model")
+    model = load_encoder(model_root / "model").to(device)
     train_names = read_identities(model_root)
     if len(train_names) != model.config.num_identities:
         raise ValueError(
@@ -171,7 +178,8 @@ def export_reid(
     # 2. Held-out retrieval (identities never seen in training) against two baselines.
     heldout = identity_frames(videos_path, params.eval_splits, params.eval_frames)
     check_disjoint(train_names, heldout.file_names)
-    metrics = heldout_metrics(model, untrained_like(model, seed), heldout, params)
+    untrained = untrained_like(model, seed).to(device)  # initialised on the CPU, as training
+    metrics = heldout_metrics(model, untrained, heldout, params)
     # 3. The pseudo labels: ED and ES embeddings of every triplet video.
     rows, emb = triplet_embeddings(model, videos_path, params.batch_size)
     write_reid_store(out_path, rows, emb)

@@ -6,7 +6,7 @@ from pydantic import Field, model_validator
 
 from echomotion.reid.params import ReIDLossParams
 from echomotion.section import Fraction, Section, Split
-from echomotion.training.params import TrainParams
+from echomotion.training.params import LaunchParams, TrainParams
 
 
 class ReIDModelParams(Section):
@@ -56,6 +56,7 @@ class ReIDTrainParams(Section):
         checkpoint_every=200,
         log_every=20,
     )
+    launch: LaunchParams = LaunchParams()
 
     @model_validator(mode="after")
     def _check(self) -> ReIDTrainParams:

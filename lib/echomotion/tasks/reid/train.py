@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from echomotion.data import evenly_spaced
+from echomotion.device import process_state
 from echomotion.reid.dataset import FrameIdentityDataset
 from echomotion.reid.losses import reid_loss
 from echomotion.reid.model import ReIDEncoder
@@ -86,6 +87,14 @@ def read_identities(model_root: str | Path) -> list[str]:
 
 
 def _write_identities(model_root: Path, data: IdentityFrames) -> None:
+    """Rank 0 writes the class -> video table; the other ranks wait for it."""
+    state = process_state()
+    if state.is_main_process:
+        _write_identity_file(model_root, data)
+    state.wait_for_everyone()
+
+
+def _write_identity_file(model_root: Path, data: IdentityFrames) -> None:
     model_root.mkdir(parents=True, exist_ok=True)
     content = {"file_names": data.file_names, "videos": data.videos.tolist()}
     tmp = model_root / f".{IDENTITIES_FILE}.tmp"
