@@ -14,17 +14,24 @@ from echomotion.training.params import LaunchParams
 
 TRAINING_STAGES = ("flow_train", "reid_train", "mafe_train", "vae_train", "mcdm_train")
 
-# as a stage: the process state first (fresh_checkpoints), then the loop's Accelerator
+# as a stage: the process state first (fresh_checkpoints), then the loop's Accelerator.
+# Each rank writes its line to its own file: ranks printing to one stdout interleave.
 SCRIPT = """
 import sys
+from pathlib import Path
 from echomotion.device import process_state
 from echomotion.training.loop import make_accelerator
 from echomotion.training.params import TrainParams
 state = process_state()
 acc = make_accelerator(TrainParams(steps=1, batch_size=1, lr=1.0, checkpoint_every=1))
 assert (state.process_index, state.num_processes) == (acc.process_index, acc.num_processes)
-print(f"rank {acc.process_index} of {acc.num_processes} argv {sys.argv[1:]} name {__name__}")
+line = f"rank {acc.process_index} of {acc.num_processes} argv {sys.argv[1:]} name {__name__}"
+Path(f"rank{acc.process_index}.txt").write_text(line)
 """
+
+
+def rank_lines(cwd) -> list[str]:
+    return [p.read_text() for p in sorted(cwd.glob("rank*.txt"))]
 
 
 def launch(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -36,14 +43,14 @@ def test_one_process_runs_the_script_in_the_launching_interpreter(tmp_path):
     (tmp_path / "stage.py").write_text(SCRIPT)
     done = launch("stage.py", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[0] == "rank 0 of 1 argv [] name __main__"
+    assert rank_lines(tmp_path) == ["rank 0 of 1 argv [] name __main__"]
 
 
 def test_two_processes_are_two_gloo_ranks_on_a_cpu(tmp_path):
     (tmp_path / "stage.py").write_text(SCRIPT)
     done = launch("--num_processes", "2", "--main_process_port", "29612", "stage.py", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank"))
+    lines = rank_lines(tmp_path)
     assert lines == ["rank 0 of 2 argv [] name __main__", "rank 1 of 2 argv [] name __main__"]
 
 
