@@ -3,6 +3,7 @@
 from echomotion.config import write_used_params
 from echomotion.device import resolve_device
 from echomotion.stage import start, write_json
+from echomotion.store import frames_store
 from echomotion.tasks.mafe.features import export_features
 
 OUT = "data/features.zarr"
@@ -11,7 +12,7 @@ OUT = "data/features.zarr"
 def main() -> None:
     params = start("features")
     metrics = export_features(
-        "data/prepared/videos.zarr",
+        frames_store("data/prepared/videos.zarr", params.shared.pseudo_label_frames),
         "models/mafe/model",
         OUT,
         params.features,

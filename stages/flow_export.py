@@ -3,6 +3,7 @@
 from echomotion.config import write_used_params
 from echomotion.device import resolve_device
 from echomotion.stage import start, write_json
+from echomotion.store import frames_store
 from echomotion.tasks.flow.export import export_flow
 
 OUT = "data/pseudo"
@@ -11,7 +12,7 @@ OUT = "data/pseudo"
 def main() -> None:
     params = start("flow_export")
     metrics = export_flow(
-        "data/prepared/videos.zarr",
+        frames_store("data/prepared/videos.zarr", params.shared.pseudo_label_frames),
         "models/flow/model",
         "data/phantom/truth.zarr",
         params.flow_export,

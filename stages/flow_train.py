@@ -1,6 +1,7 @@
 """Stage `flow_train`: data/prepared/videos.zarr -> models/flow (PWCLite, no labels)."""
 
 from echomotion.stage import finish_training, start
+from echomotion.store import frames_store
 from echomotion.tasks.flow.train import train_flow
 from echomotion.training.fingerprint import fresh_checkpoints
 
@@ -11,7 +12,7 @@ def main() -> None:
     params = start("flow_train")
     fresh_checkpoints("flow_train", f"{OUT}/checkpoints")
     report = train_flow(
-        "data/prepared/videos.zarr",
+        frames_store("data/prepared/videos.zarr", params.shared.pseudo_label_frames),
         "data/phantom/truth.zarr",
         params.flow_train,
         out_dir=OUT,

@@ -1,6 +1,7 @@
 """Stage `mafe_train`: ED/mid/ES triplets + pseudo flow and ReID labels -> models/mafe/."""
 
 from echomotion.stage import finish_training, start
+from echomotion.store import frames_store
 from echomotion.tasks.mafe.train import train_mafe
 from echomotion.training.fingerprint import fresh_checkpoints
 
@@ -11,7 +12,7 @@ def main() -> None:
     params = start("mafe_train")
     fresh_checkpoints("mafe_train", f"{OUT}/checkpoints")
     metrics = train_mafe(
-        "data/prepared/videos.zarr",
+        frames_store("data/prepared/videos.zarr", params.shared.pseudo_label_frames),
         "data/pseudo/flow.zarr",
         "data/pseudo/reid.zarr",
         params.mafe_train,

@@ -4,6 +4,7 @@ held-out retrieval metrics (metrics/reid.json)."""
 from echomotion.config import write_used_params
 from echomotion.device import resolve_device
 from echomotion.stage import start, write_json
+from echomotion.store import frames_store
 from echomotion.tasks.reid.export import export_reid
 
 OUT = "data/pseudo/reid.zarr"
@@ -12,7 +13,7 @@ OUT = "data/pseudo/reid.zarr"
 def main() -> None:
     params = start("reid_export")
     metrics = export_reid(
-        "data/prepared/videos.zarr",
+        frames_store("data/prepared/videos.zarr", params.shared.pseudo_label_frames),
         "models/reid",
         OUT,
         params.reid_export,

@@ -1,6 +1,7 @@
 """Stage `reid_train`: data/prepared/videos.zarr -> models/reid (identity = TRAIN video)."""
 
 from echomotion.stage import finish_training, start
+from echomotion.store import frames_store
 from echomotion.tasks.reid.train import train_reid
 from echomotion.training.fingerprint import fresh_checkpoints
 
@@ -11,7 +12,7 @@ def main() -> None:
     params = start("reid_train")
     fresh_checkpoints("reid_train", f"{OUT}/checkpoints")
     report = train_reid(
-        "data/prepared/videos.zarr",
+        frames_store("data/prepared/videos.zarr", params.shared.pseudo_label_frames),
         params.reid_train,
         out_dir=OUT,
         seed=params.reid_train.train.seed_or(params.shared.seed),

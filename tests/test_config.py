@@ -45,6 +45,16 @@ def test_cross_field_rule_is_explained(tmp_path):
         load_params(write(tmp_path, bad))
 
 
+def test_motion_width_must_match_mafe(tmp_path):
+    """The MCDM's token width is checked against MAFE's vector before any stage runs;
+    the flip test-time augmentation doubles the vector."""
+    bad = {"mafe_train": {"model": {"flip_tta": True}}}
+    with pytest.raises(ParamsError, match=r"motion_dim \(768\) must equal .*\(1536"):
+        load_params(write(tmp_path, bad))
+    good = bad | {"mcdm_train": {"model": {"motion_dim": 1536}}}
+    assert load_params(write(tmp_path, good)).mcdm_train.model.motion_dim == 1536
+
+
 def test_params_are_read_only():
     params = Params()
     with pytest.raises(Exception, match="frozen"):

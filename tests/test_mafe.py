@@ -70,13 +70,16 @@ def test_paper_configuration_gives_3072_d_motion_vectors() -> None:
         motion = model.motion_vector(img0, img1)
         appearance = model.appearance_vector(img0, img1)
     check_outputs(out, 1, 112, 112, 2, PAPER_MAFE.reid_dim)
-    # stage widths 256 and 512 at 14x14 and 7x7; motion widths 2 * 256 and 2 * 512
-    assert [f.shape[2:] for f in out["motion_features"]] == [(512, 14, 14), (1024, 7, 7)]
+    # stage widths 256 and 512 at 14x14 and 7x7; motion widths 1 * 256 and 1 * 512
+    assert [f.shape[2:] for f in out["motion_features"]] == [(256, 14, 14), (512, 7, 7)]
     assert motion.shape == (1, 3072) and appearance.shape == (1, 1536)
-    # the vector is the global average of the last two stages' motion features
+    # the first half is the global average of the last two stages' motion features of the
+    # pair, the second half that of the pair rotated by 180 degrees (flip TTA)
     mf = out["motion_features"]
     expected = torch.cat([f[:, k].mean((-2, -1)) for f in mf for k in (0, 1)], dim=1)
-    assert torch.allclose(motion, expected, atol=1e-5)
+    assert torch.allclose(motion[:, :1536], expected, atol=1e-5)
+    rotated = model.motion_vector(img0.flip(-2, -1), img1.flip(-2, -1))
+    assert torch.allclose(motion[:, 1536:], rotated[:, :1536], atol=1e-5)
 
 
 def test_save_and_load_round_trip(tiny: MAFE, tmp_path) -> None:

@@ -24,10 +24,20 @@ from echomotion.echonet import read_file_list
 from echomotion.store import RaggedStore
 
 pytestmark = pytest.mark.slow
-IGNORE = shutil.ignore_patterns(
-    ".venv", ".git", "data", "models", "plots", "cache", "tmp", "__pycache__",
-    "*.egg-info", ".pytest_cache", ".ruff_cache",
+_ANYWHERE = shutil.ignore_patterns(
+    ".venv", ".git", "cache", "tmp", "__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache",
 )  # fmt: skip
+_OUTPUTS = {"data", "models", "plots"}  # the pipeline's outputs, at the top level only
+
+
+def IGNORE(directory: str, names: list[str]) -> set[str]:
+    """What the copy leaves out: outputs at the top (``.dvc/plots`` holds templates)."""
+    top = Path(directory).resolve() == REPO.resolve()
+    return set(_ANYWHERE(directory, names)) | (
+        {n for n in names if n in _OUTPUTS} if top else set()
+    )
+
+
 TRAINING = {  # stage: the name its training loop logs under
     "flow_train": "flow_train", "reid_train": "reid_train", "mafe_train": "mafe_train",
     "vae_train": "vae", "mcdm_train": "mcdm",
@@ -164,3 +174,30 @@ def test_training_stages_train_on_two_ranks_through_dvc(repo, tmp_path):
     spied = [json.loads(p.read_text()) for p in record.glob("*.json")]
     assert sum("stages/" in " ".join(s["argv"]) for s in spied) >= len(TRAINING)
     assert [s for s in spied if s["writes"]] == []
+
+
+def test_pseudo_label_stages_read_native_frames_when_asked(repo):
+    """`-S prepare.native_frames=true -S shared.pseudo_label_frames=native`: prepare writes
+    the source-rate frames in the same store, and every pseudo-label stage up to
+    `features` reads them: the flow and ReID stores index exact traced frames at 50 fps
+    (the resampled store's ED/ES are at 25 fps)."""
+    log = sh(
+        repo, "dvc", "exp", "run", "-n", "native",
+        "-S", "prepare.native_frames=true", "-S", "shared.pseudo_label_frames=native",
+        "features",
+    )  # fmt: skip
+    try:
+        assert {"prepare", "flow_train", "flow_export", "reid_train", "reid_export",
+                "mafe_train", "features"} <= ran(log), log[-2000:]  # fmt: skip
+        assert not ran(log) & set(MCDM_AND_AFTER)
+        resampled = RaggedStore(repo / "data/prepared/videos.zarr").table
+        native = RaggedStore(repo / "data/prepared/videos.zarr/native").table
+        assert (native["n_frames"] > resampled["n_frames"]).all()
+        for out in ("data/pseudo/flow.zarr", "data/pseudo/reid.zarr"):
+            table = RaggedStore(repo / out).table
+            rows = table["video"]
+            assert (table["ed"] == native["ed"][rows]).all(), out
+            assert (table["es"] == native["es"][rows]).all(), out
+            assert (table["es"] != resampled["es"][rows]).any(), out
+    finally:
+        back_to_head(repo)

@@ -32,6 +32,14 @@ class SharedParams(Section):
         "reid_export, sample, evaluate): auto (the GPU when there is one), cpu, cuda, cuda:N. "
         "Training stages use accelerate's choice (one GPU per process).",
     )
+    pseudo_label_frames: Literal["resampled", "native"] = Field(
+        "resampled",
+        description="Frames of the stages that learn from or label ED/mid/ES pairs (flow_train, "
+        "flow_export, reid_train, reid_export, mafe_train, features): resampled: the store at "
+        "prepare.target_fps, ED/ES snapped to the nearest kept frame; native: the source-rate "
+        "frames with the exact traced ED/ES (needs prepare.native_frames). The generator "
+        "stages always read the resampled store.",
+    )
 
 
 class PhantomParams(Section):
@@ -90,6 +98,12 @@ class PrepareParams(Section):
         1,
         ge=1,
         description="Processes decoding videos; any number gives the same store bytes.",
+    )
+    native_frames: bool = Field(
+        False,
+        description="Also store every video at its source frame rate (same size, exact traced "
+        "ED/ES) as the nested store videos.zarr/native, from the same decode; the resampled "
+        "store is unchanged. Read when shared.pseudo_label_frames is native.",
     )
 
     @model_validator(mode="after")

@@ -7,9 +7,11 @@ The driving video is resampled to the frame rate the pipeline was trained at, so
 output lasts as long as the driver (unless ``--frames`` is given). Its ED and ES frames
 come from the label-free detector (:func:`echomotion.edes.detect_ed_es`) unless
 ``--ed``/``--es`` give them in the driver's own frame numbering; MAFE turns that pair into
-the motion vector, normalised as in training. The appearance is one frame of the second
-video. Both videos are scaled to the pipeline's frame size. The suffix of ``--out`` picks
-the container: ``.avi`` (MJPEG), ``.mp4`` (H.264), ``.mkv`` (lossless FFV1) or ``.gif``.
+the motion vector, normalised as in training. A pipeline trained with EF conditioning
+(``mcdm_train.model.condition_ef``) also needs the driver's ``--ef`` in percent. The
+appearance is one frame of the second video. Both videos are scaled to the pipeline's
+frame size. The suffix of ``--out`` picks the container: ``.avi`` (MJPEG), ``.mp4``
+(H.264), ``.mkv`` (lossless FFV1) or ``.gif``.
 Any unusable input stops the command, before sampling, with exit status 2 and one line
 on stderr naming the value and the reason.
 """
@@ -80,6 +82,16 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 100], got {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be in [0, 100], got {text}")
+    return value
+
+
 def _device(text: str) -> torch.device:
     try:
         return torch.device(text)
@@ -122,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--appearance-frame", type=int, default=0, help="frame of --appearance to copy")
     add("--ed", type=int, help="ED frame of the driver, in its own numbering (default: detected)")
     add("--es", type=int, help="ES frame of the driver, in its own numbering (default: detected)")
+    add("--ef", type=_percent, help="EF in percent (only for a pipeline trained with EF)")
     add("--seed", type=int, default=0, help="random seed of the sampler")
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
     add("--device", type=_device, default=default_device, help="torch device to sample on")
@@ -170,6 +183,17 @@ def pipeline_spec(path: Path) -> tuple[tuple[int, int], float | None]:
         )
     height, width = config["frame_size"]
     return (height, width), config.get("fps")
+
+
+def check_ef(path: Path, ef: float | None) -> None:
+    """``--ef`` is given exactly when the pipeline was trained with EF conditioning."""
+    takes_ef = bool(MotionConditionedVideoPipeline.load_config(path).get("condition_ef"))
+    if takes_ef and ef is None:
+        raise InputError(
+            f"--pipeline {path}: trained with EF conditioning; give the driver's --ef (percent)"
+        )
+    if ef is not None and not takes_ef:
+        raise InputError(f"--ef {ef:g}: the pipeline {path} was trained without EF; leave it out")
 
 
 @contextmanager
@@ -323,6 +347,7 @@ def generate(args: argparse.Namespace) -> None:
     # 1. arguments and inputs: every check before the weights load
     check_args(args)
     frame_size, pipeline_fps = pipeline_spec(args.pipeline)
+    check_ef(args.pipeline, args.ef)
     video = read_frames(args.motion, frame_size, "--motion")
     appearance = read_frames(args.appearance, frame_size, "--appearance")
     if not 0 <= args.appearance_frame < len(appearance.frames):
@@ -346,6 +371,7 @@ def generate(args: argparse.Namespace) -> None:
     frames = pipe(
         reference=appearance.frames[args.appearance_frame],
         motion=raw,  # (1, D)
+        ef=args.ef,
         num_frames=num_frames,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,

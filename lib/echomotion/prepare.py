@@ -9,6 +9,11 @@ Steps 3-4 (and the ED/ES detector) run in ``workers`` processes when it is above
 results come back in FileList order, so the store and rejects are byte-identical to one
 process.
 
+With ``native_frames`` the same decode also keeps every source frame: they are written
+as the nested store ``<store>/native`` (:data:`NATIVE_SCHEMA`): the same videos in the
+same order, at the source rate and the same size, with the exact traced ED/ES. The
+resampled store's bytes do not change.
+
 The report also says what was done to the data: ED/ES origins, how many videos were
 upsampled / downsampled / kept at their rate and by which factor, and histograms of the
 accepted videos' source frame rates and frame sizes (:func:`source_histograms`).
@@ -23,7 +28,7 @@ import multiprocessing
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,7 +38,7 @@ from tqdm import tqdm
 from .config import PrepareParams
 from .echonet import VIDEOS, Reject, TracedFrames, VideoRecord, read_file_list, read_tracings
 from .edes import EdEs, detect_ed_es, mean_error, nearest_error
-from .store import RaggedStoreWriter
+from .store import NATIVE, RaggedStoreWriter
 from .video import VideoReadError, read_video, resample_indices
 
 __all__ = [
@@ -116,6 +121,7 @@ class _Loaded:
     source: np.ndarray  # (T,) source frame of each stored frame
     target: float | None  # stored rate; None: the source rate
     shape: tuple[int, int]  # source (height, width), (0, 0) when unknown
+    all_frames: np.ndarray | None = None  # (n, size, size) uint8 at the source rate
 
 
 def _load(root: Path, record: VideoRecord, params: PrepareParams) -> _Loaded:
@@ -126,6 +132,7 @@ def _load(root: Path, record: VideoRecord, params: PrepareParams) -> _Loaded:
         target_fps=params.target_fps,
         fps=record.fps,
         upsample=params.low_fps == "repeat",
+        keep_all=params.native_frames,
     )
     n = video.decoded_frames
     if record.n_frames is not None and n < record.n_frames:
@@ -138,7 +145,7 @@ def _load(root: Path, record: VideoRecord, params: PrepareParams) -> _Loaded:
             f"too few frames: {len(source)} after resampling to {video.target_fps} fps "
             f"(minimum {params.min_frames})"
         )
-    return _Loaded(video.frames, fps, source, video.target_fps, video.source_size)
+    return _Loaded(video.frames, fps, source, video.target_fps, video.source_size, video.all_frames)
 
 
 # (ed, es, where they come from, the detector's result) of one stored video
@@ -218,6 +225,46 @@ def _row(record: VideoRecord, ed_es: EdEsResult, fps: float, source: np.ndarray,
     }
 
 
+def _native_row(
+    row: dict, ed_es: EdEsResult, traced: TracedFrames, loaded: _Loaded, mode: str
+) -> dict:
+    """The table row of a video's source-rate frames: its resampled ``row`` with the
+    source rate, the source frame count and ED/ES as source frame indices. Traced ED/ES
+    are used as they are (clipped to the video); the detector's frames map back to the
+    source frames they show."""
+    n, source = len(loaded.all_frames), loaded.source
+    _, _, _, detected = ed_es
+    ed, es = map_frame(traced.ed, np.arange(n)), map_frame(traced.es, np.arange(n))
+    origin = "tracings"
+    if not (mode == "tracings" and ed >= 0 and es >= 0 and ed != es):
+        found = detected.ed >= 0
+        ed, es = (int(source[detected.ed]), int(source[detected.es])) if found else (-1, -1)
+        origin = "detector" if found else "none"
+    auto = [int(source[i]) if i >= 0 else -1 for i in (detected.ed, detected.es)]
+    return row | {
+        "fps": float(loaded.fps),
+        "n_frames": n,
+        "ed": ed,
+        "es": es,
+        "ed_es_source": origin,
+        "ed_auto": auto[0],
+        "es_auto": auto[1],
+    }
+
+
+def _native_writer(
+    writer: RaggedStoreWriter, root: Path, params: PrepareParams
+) -> AbstractContextManager[RaggedStoreWriter | None]:
+    """The writer of the nested source-rate store (inside the store being written, so
+    both appear together), or None without ``native_frames``."""
+    if not params.native_frames:
+        return nullcontext(None)
+    return RaggedStoreWriter(
+        writer.tmp / NATIVE, writer.frame_arrays, params.shard_frames, params.chunk_frames,
+        attrs={"description": NATIVE_SCHEMA, "source_root": str(root)},
+    )  # fmt: skip
+
+
 def prepare_dataset(
     root: str | Path, params: PrepareParams, store_path: str | Path, rejects_path: str | Path
 ) -> PrepareReport:
@@ -234,7 +281,7 @@ def prepare_dataset(
     with RaggedStoreWriter(
         store_path, {"frames": frame_shape}, params.shard_frames, params.chunk_frames,
         attrs={"description": STORE_SCHEMA, "source_root": str(root)},
-    ) as writer:  # fmt: skip
+    ) as writer, _native_writer(writer, root, params) as native:  # fmt: skip
         with closing(_decoded(root, records, tracings, params)) as results:
             bar = tqdm(results, desc="prepare", total=len(records), unit="video")
             for record, result in bar:
@@ -245,13 +292,16 @@ def prepare_dataset(
                 fps, source = loaded.fps, loaded.source
                 row = _row(record, ed_es, fps, source, loaded.target)
                 writer.append({"frames": loaded.frames}, **row)
+                traced = tracings.by_video.get(record.file_name, TracedFrames())
+                if native is not None:
+                    native_row = _native_row(row, ed_es, traced, loaded, params.ed_es)
+                    native.append({"frames": loaded.all_frames}, **native_row)
                 rates.append((fps, loaded.target or fps))
                 shapes.append(loaded.shape)
                 accepted += 1
                 without_ef += math.isnan(record.ef)
                 without_ed_es += row["ed"] < 0 or row["es"] < 0
                 origins[row["ed_es_source"]] += 1
-                traced = tracings.by_video.get(record.file_name, TracedFrames())
                 if traced.ed >= 0 and traced.es >= 0:
                     agreement.append(_agreement(traced, source, ed_es[3]))
         n_frames = writer.offsets[-1]
@@ -353,4 +403,16 @@ STORE_SCHEMA = {
     "videos/ed_es_source": "str, where ed/es come from: tracings, detector or none",
     "videos/ed_auto, es_auto": "int64, the label-free detector's ED / ES (-1: none found)",
     "videos/source_row": "int64, line of the video in FileList.csv",
+}
+
+NATIVE_SCHEMA = {
+    **STORE_SCHEMA,
+    "frames": "(N_total, size, size) uint8 grayscale: every decoded frame of every video at "
+    "its source rate, in the order of the outer store (video i is the same video in both)",
+    "videos/fps": "float64, the source frame rate (the rate of these frames)",
+    "videos/n_frames": "int64, decoded frames of the source video",
+    "videos/ed, es": "int64, ED / ES source frame index: the traced frame itself, else the "
+    "source frame of the detector's ED / ES; -1 when unknown",
+    "videos/ed_es_source": "str, where ed/es come from: tracings, detector or none",
+    "videos/ed_auto, es_auto": "int64, source frame of the detector's ED / ES (-1: none)",
 }

@@ -11,7 +11,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from .config import load_params, write_used_params
-from .device import process_state
 from .params import Params
 
 
@@ -48,6 +47,8 @@ def finish_training(
 ) -> None:
     """A training stage's last step: rank 0 writes the params it ran with and its metrics;
     the other ranks of a multi-process run (``python -m echomotion.launch``) write nothing."""
+    from .device import process_state  # imports torch: not for the stages that never train
+
     if process_state().is_main_process:
         write_used_params(section, used_params)
         write_json(metrics_path, metrics)

@@ -8,7 +8,9 @@ axis 0 so a store is tens of files, not one file per chunk (DVC hashes every fil
 and compressed with Blosc/zstd.
 
 A store is written under a temporary name and renamed when complete, so an
-interrupted stage never leaves a half store that a later stage could read.
+interrupted stage never leaves a half store that a later stage could read. A store may
+hold another complete store as a subfolder (the prepared videos at their source rate:
+``videos.zarr/native``, :data:`NATIVE`); readers of the outer store never see it.
 
 Arrays too large to copy into every DataLoader worker and rank (EchoNet-size frames)
 are decompressed once per machine into a ``.npy`` file of the cache folder
@@ -37,6 +39,8 @@ from zarr.codecs import BloscCodec
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+NATIVE = "native"  # the nested store of the prepared videos at their source frame rate
+FRAME_CHOICES = ("resampled", "native")  # shared.pseudo_label_frames
 # load() maps arrays larger than this instead of copying them into each process
 # (the default pipeline's stores are a few hundred MB; EchoNet's frames are ~11 GB)
 MAP_ABOVE_BYTES = 1 << 30
@@ -392,3 +396,29 @@ class RaggedStore:
 
     def row(self, i: int) -> dict[str, Any]:
         return {k: v[i].item() if hasattr(v[i], "item") else v[i] for k, v in self.table.items()}
+
+
+def frames_store(videos_path: str | Path, frames: str = "resampled") -> Path:
+    """The store a pseudo-label stage reads: ``videos_path`` itself (``resampled``) or its
+    nested source-rate store ``videos_path/native`` (``native``), which lists the same
+    videos in the same order, so a video index means the same video in both.
+
+    Raises FileNotFoundError when ``native`` is asked for and prepare did not write it,
+    ValueError when the two stores list different videos (a stale nested store).
+    """
+    if frames not in FRAME_CHOICES:
+        raise ValueError(f"frames must be one of {FRAME_CHOICES}, got {frames!r}")
+    videos_path = Path(videos_path)
+    if frames == "resampled":
+        return videos_path
+    native = videos_path / NATIVE
+    if not (native / "zarr.json").is_file():
+        raise FileNotFoundError(
+            f"{videos_path}: no source-rate frames ({NATIVE}/) for shared.pseudo_label_frames="
+            "native; re-run prepare with prepare.native_frames: true, or set "
+            "shared.pseudo_label_frames: resampled"
+        )
+    outer, inner = RaggedStore(videos_path).table, RaggedStore(native).table
+    if not np.array_equal(outer["file_name"], inner["file_name"]):
+        raise ValueError(f"{native} lists other videos than {videos_path}: re-run prepare")
+    return native

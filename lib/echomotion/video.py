@@ -37,6 +37,7 @@ class DecodedVideo:
     source_indices: np.ndarray  # (T,) index of each returned frame in the file
     target_fps: float | None = None  # the rate of ``frames``; None: the source rate
     source_size: tuple[int, int] = (0, 0)  # (height, width) of the frames in the file
+    all_frames: np.ndarray | None = None  # (decoded_frames, H, W) uint8 with keep_all, else None
 
 
 def resample_indices(n: int, fps: float, target_fps: float | None) -> np.ndarray:
@@ -53,11 +54,15 @@ def read_video(
     target_fps: float | None = None,
     fps: float | None = None,
     upsample: bool = True,
+    keep_all: bool = False,
 ) -> DecodedVideo:
     """Decode ``path`` to grayscale uint8, resampled to ``target_fps`` if given.
 
     ``upsample=False`` keeps a video slower than ``target_fps`` at its own rate (it is
     still downsampled when faster); ``DecodedVideo.target_fps`` says which rate was used.
+    ``keep_all=True`` also returns every decoded frame at the source rate
+    (``DecodedVideo.all_frames``) from the same pass; ``frames`` are then rows of it, the
+    same bytes as without it.
 
     ``size`` = (height, width) rescales while decoding (swscale, area filter). ``fps``
     overrides the container's frame rate (EchoNet's FileList states it). Every frame is
@@ -81,7 +86,7 @@ def read_video(
                 raise VideoReadError(f"{path}: frame rate unknown, cannot resample")
             if not upsample and target_fps is not None and _slower(fps, target_fps):
                 target_fps = None
-            video = _decode(path, container, stream, size, fps, target_fps, declared)
+            video = _decode(path, container, stream, size, fps, target_fps, declared, keep_all)
             shape = (int(stream.codec_context.height), int(stream.codec_context.width))
             return replace(video, target_fps=target_fps, source_size=shape)
     except VideoReadError:
@@ -94,7 +99,7 @@ def _slower(fps: float, target_fps: float) -> bool:
     return fps < target_fps and not math.isclose(fps, target_fps)
 
 
-def _decode(path, container, stream, size, fps, target_fps, declared) -> DecodedVideo:
+def _decode(path, container, stream, size, fps, target_fps, declared, keep_all) -> DecodedVideo:
     # frames to convert: every index the resampling can pick (indices are increasing)
     wanted = set(resample_indices(max(declared, 1) * 2 + 10_000, fps or 1.0, target_fps).tolist())
     reformat: dict = {"format": "gray"}
@@ -102,7 +107,7 @@ def _decode(path, container, stream, size, fps, target_fps, declared) -> Decoded
     frames, kept, n = [], [], 0
     try:
         for frame in container.decode(stream):
-            if n in wanted:
+            if keep_all or n in wanted:  # keep_all: every frame, resampled below by indexing
                 if size is not None and (frame.height, frame.width) != tuple(size):
                     reformat.update(height=size[0], width=size[1], interpolation="AREA")
                 frames.append(reformatter.reformat(frame, **reformat).to_ndarray())
@@ -116,7 +121,9 @@ def _decode(path, container, stream, size, fps, target_fps, declared) -> Decoded
         raise VideoReadError(f"{path}: truncated: header declares {declared} frames, decoded {n}")
     source = resample_indices(n, fps or 1.0, target_fps)
     positions = np.searchsorted(np.asarray(kept), source)
-    return DecodedVideo(np.stack(frames)[positions], fps, declared, n, source)
+    converted = np.stack(frames)
+    everything = converted if keep_all else None
+    return DecodedVideo(converted[positions], fps, declared, n, source, all_frames=everything)
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "mjpeg") -> None:

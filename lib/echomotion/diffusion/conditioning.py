@@ -13,6 +13,13 @@ timestep embedding. Here they are, in order:
     1 when the motion condition is dropped (classifier-free guidance's unconditional branch),
     else 0. Together with the zeroed motion vector it acts as a learned null condition that a
     genuine all-zero motion vector cannot be confused with.
+
+With ``time_ids="zeros"`` (the official code: train_motion.py l.492-495, sample_motion.py
+l.148) all three are zero in training and sampling, so the time embedding receives a learned
+constant and the motion token is the only condition.
+
+With EF conditioning (the official EF+motion variant) the cross-attention token is
+``[EF / 100, motion]``, EF first (:func:`ef_token`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,29 @@ def added_time_ids(
 ) -> torch.Tensor:
     """Stack per-sample ids ``(B,)`` into float32 ``(B, 3)``, in ``ADDED_TIME_IDS`` order."""
     return torch.stack([fps.float(), noise_aug_strength.float(), motion_dropped.float()], dim=1)
+
+
+def condition_time_ids(
+    mode: str,
+    fps: torch.Tensor,
+    noise_aug_strength: torch.Tensor,
+    motion_dropped: torch.Tensor,
+) -> torch.Tensor:
+    """The time ids ``(B, 3)`` the UNet gets: :func:`added_time_ids` for ``"signals"``, all
+    zeros for ``"zeros"``."""
+    if mode == "zeros":
+        return torch.zeros(len(fps), NUM_ADDED_TIME_IDS, device=fps.device)
+    if mode != "signals":
+        raise ValueError(f"time_ids must be 'signals' or 'zeros', got {mode!r}")
+    return added_time_ids(fps, noise_aug_strength, motion_dropped)
+
+
+def ef_token(motion: torch.Tensor, ef: torch.Tensor) -> torch.Tensor:
+    """The EF+motion token ``(B, 1 + D)``: ``EF / 100`` ``(B,)`` (EF in percent) before the
+    motion vectors ``(B, D)``."""
+    if ef.shape != motion.shape[:1]:
+        raise ValueError(f"ef must be ({motion.shape[0]},), got {tuple(ef.shape)}")
+    return torch.cat([ef.to(motion)[:, None] / 100.0, motion], dim=1)
 
 
 def drop_motion(

@@ -11,7 +11,7 @@ import torch
 from accelerate.utils import extract_model_from_parallel
 from diffusers import AutoencoderKL, DDPMScheduler, UNetSpatioTemporalConditionModel
 
-from echomotion.diffusion.conditioning import added_time_ids, augment_reference, drop_motion
+from echomotion.diffusion.conditioning import augment_reference, condition_time_ids, drop_motion
 from echomotion.diffusion.metrics import ssim
 from echomotion.diffusion.unet import unet_predict
 from echomotion.training.forward import through_forward
@@ -20,14 +20,16 @@ from .params import MCDMLossParams, NoiseScheduleParams, VAELossParams
 
 
 def build_scheduler(params: NoiseScheduleParams) -> DDPMScheduler:
-    """The DDPM scheduler that defines the forward process (and samples by default)."""
+    """The DDPM scheduler that defines the forward process (and samples by default);
+    ``clip_sample`` acts only in its ``step`` (sampling), never in ``add_noise``."""
     return DDPMScheduler(
         num_train_timesteps=params.num_train_timesteps,
         beta_schedule=params.beta_schedule,
         beta_start=params.beta_start,
         beta_end=params.beta_end,
         prediction_type=params.prediction_type,
-        clip_sample=False,
+        clip_sample=params.clip_sample,
+        clip_sample_range=params.clip_sample_range,
     )
 
 
@@ -76,6 +78,9 @@ def _check_mcdm_batch(unet: UNetSpatioTemporalConditionModel, batch: dict) -> No
             f"motion must be {(b, config.cross_attention_dim)} (cross_attention_dim), "
             f"got {tuple(motion.shape)}"
         )
+    mask = batch.get("frame_mask")
+    if mask is not None and tuple(mask.shape) != tuple(latents.shape[:2]):
+        raise ValueError(f"frame_mask must be {tuple(latents.shape[:2])}, got {tuple(mask.shape)}")
 
 
 def _diffusion_target(
@@ -100,16 +105,38 @@ def snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float | None) 
     return snr.clamp(max=gamma) / denominator
 
 
+def per_sample_mse(
+    pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error per sample ``(B,)`` of ``(B, T, C, h, w)`` tensors; with a
+    ``frame_mask`` ``(B, T)`` (1 = real frame, 0 = padding) the mean over real frames only.
+
+    The official loss (LabelfreeMCDM train_motion.py l.453-458, 511-514) also keeps the first
+    padded frame (``index <= n_real``) and divides by all T frames, so its padded windows
+    weigh less; here a padded window weighs as much as a full one.
+    """
+    squared = (pred.float() - target.float()).pow(2)
+    if frame_mask is None:
+        return squared.flatten(1).mean(1)
+    per_frame = squared.flatten(2).mean(2)  # (B, T)
+    mask = frame_mask.to(per_frame)
+    return (per_frame * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
 def mcdm_loss(
     unet: UNetSpatioTemporalConditionModel,
     batch: dict[str, torch.Tensor],
     scheduler: DDPMScheduler,
     params: MCDMLossParams,
+    time_ids: str = "signals",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """MSE between the UNet output and the v (or eps) target at a random timestep.
 
     ``batch``: ``latents`` ``(B, T, C, h, w)`` and ``ref_latent`` ``(B, C, h, w)``, both scaled;
-    ``motion`` ``(B, D)``; optional ``fps`` ``(B,)`` (else the fps id is 0).
+    ``motion`` ``(B, D)`` (the whole cross-attention token); optional ``fps`` ``(B,)`` (else
+    the fps id is 0) and ``frame_mask`` ``(B, T)`` (zero-padded frames of short windows are 0
+    and left out of the loss). ``time_ids``: ``"signals"`` or ``"zeros"``
+    (:func:`~echomotion.diffusion.conditioning.condition_time_ids`).
     """
     # 1. inputs
     _check_mcdm_batch(unet, batch)
@@ -129,9 +156,9 @@ def mcdm_loss(
         noise = noise + params.noise_offset * offset
     noisy = scheduler.add_noise(latents, noise, t)
     # 4. prediction and (min-SNR weighted) loss
-    ids = added_time_ids(fps, strength, dropped).to(device)
+    ids = condition_time_ids(time_ids, fps, strength, dropped).to(device)
     pred = unet_predict(unet, noisy, ref, motion, ids, t)
     target = _diffusion_target(scheduler, latents, noise, t).float()
-    per_sample = (pred.float() - target).pow(2).flatten(1).mean(1)  # (B,)
+    per_sample = per_sample_mse(pred, target, batch.get("frame_mask"))  # (B,)
     loss = (snr_weights(scheduler, t, params.snr_gamma) * per_sample).mean()
     return loss, {"loss": loss.item(), "motion_dropped": dropped.mean().item()}

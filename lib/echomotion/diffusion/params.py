@@ -8,6 +8,8 @@ from pydantic import Field, field_validator, model_validator
 
 from echomotion.section import Fraction, Section
 
+TimeIds = Literal["signals", "zeros"]  # see echomotion.diffusion.conditioning
+
 GROUPNORM_GROUPS = 32  # hard-coded in diffusers' spatio-temporal blocks: widths must divide by it
 
 
@@ -65,6 +67,23 @@ class MCDMModelParams(Section):
         "(cross-attention); None: every level but the deepest, as SVD. Attention at 28x28 "
         "latents costs ~9x the rest of a CPU step.",
     )
+    time_ids: TimeIds = Field(
+        "signals",
+        description="What the UNet's added time ids carry, in training and sampling: "
+        "'signals' = fps, noise_aug_strength, motion_dropped; 'zeros' = all zero (the "
+        "official code), so the time embedding only gets a learned constant.",
+    )
+    condition_ef: bool = Field(
+        False,
+        description="Prepend EF/100 of the video to the motion token (the official EF+motion "
+        "variant): cross-attention width motion_dim + 1; needs EF labels of the TRAIN videos "
+        "and an EF at sampling time. False: label-free.",
+    )
+
+    @property
+    def context_dim(self) -> int:
+        """Width of the cross-attention token: the motion vector, plus EF when conditioned."""
+        return self.motion_dim + int(self.condition_ef)
 
     @property
     def attention_levels(self) -> tuple[bool, ...]:
@@ -101,6 +120,14 @@ class NoiseScheduleParams(Section):
     beta_start: float = Field(1e-4, gt=0)
     beta_end: float = Field(0.02, gt=0, lt=1)
     prediction_type: Literal["v_prediction", "epsilon"] = "v_prediction"
+    clip_sample: bool = Field(
+        False,
+        description="Clip the predicted clean latent to +-clip_sample_range in each sampler "
+        "step (ddpm and ddim; dpmsolver++ has no such option). Training is unaffected.",
+    )
+    clip_sample_range: float = Field(
+        1.0, gt=0, description="Bound of clip_sample, in scaled-latent units."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> NoiseScheduleParams:
@@ -110,11 +137,40 @@ class NoiseScheduleParams(Section):
 
 
 class VAELossParams(Section):
-    """Weights of the VAE objective: reconstruction + KL (+ optional 1 - SSIM)."""
+    """Weights of the VAE objective: reconstruction + KL (+ optional 1 - SSIM), and LDM's
+    LPIPS and PatchGAN terms (off by default; echomotion.diffusion.discriminator)."""
 
     reconstruction: Literal["l1", "l2"] = "l1"
     kl_weight: float = Field(1e-6, ge=0, description="On the KL averaged per latent element.")
     ssim_weight: float = Field(0.0, ge=0, description="Weight of 1 - SSIM; 0 skips it.")
+    lpips_weight: float = Field(
+        0.0, ge=0, description="Weight of the LPIPS distance; used only with lpips_weights."
+    )
+    lpips_weights: str | tuple[str, ...] | None = Field(
+        None,
+        description="Local VGG16-LPIPS weight file(s) (.safetensors or .pth state dicts, "
+        "merged: trunk + linear heads); None: LPIPS off whatever lpips_weight says.",
+    )
+    disc_weight: float = Field(
+        0.0, ge=0, description="Weight of the PatchGAN generator term; 0: no discriminator."
+    )
+    disc_start: int = Field(0, ge=0, description="Optimizer step from which the GAN terms act.")
+    disc_adaptive: bool = Field(
+        True, description="Scale disc_weight by VQGAN's last-layer gradient-norm ratio."
+    )
+    disc_loss: Literal["hinge", "vanilla"] = Field("hinge", description="Discriminator loss.")
+    disc_layers: int = Field(3, ge=1, description="Stride-2 layers of the PatchGAN.")
+    disc_channels: int = Field(64, ge=1, description="Width of the PatchGAN's first layer.")
+
+    @property
+    def lpips_active(self) -> bool:
+        """Whether the LPIPS term is computed (a weight and a weights file)."""
+        return self.lpips_weight > 0 and self.lpips_weights is not None
+
+    @property
+    def gan_or_lpips(self) -> bool:
+        """Whether the objective is discriminator.vae_gan_loss rather than losses.vae_loss."""
+        return self.disc_weight > 0 or self.lpips_active
 
 
 class MCDMLossParams(Section):

@@ -17,7 +17,11 @@ reference): every window uses the given reference.
 The MCDM was trained on motion vectors normalised as ``(motion - motion_mean) / motion_std``
 with the training set's statistics; the pipeline keeps them in its config
 (``model_index.json``) and normalises the raw motion it is given (or that ``mafe`` extracts),
-so a saved folder needs no side file. ``save_pretrained`` also writes a loader module
+so a saved folder needs no side file (a model trained on raw motion keeps identity
+statistics: mean 0, std 1). The config also records what else the UNet was trained with:
+``time_ids`` (``"signals"``: fps, noise_aug_strength and motion_dropped ids; ``"zeros"``: all
+zero, as the official code) and ``condition_ef`` (the token is ``[EF / 100, motion]``: each
+call then needs the ``ef`` to condition on). ``save_pretrained`` also writes a loader module
 (:data:`LOADER_MODULE` ``.py``, which only imports this class from the installed
 ``echomotion``) and records it as ``_class_name: [module, class]``, diffusers' form for a
 custom pipeline, so that ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``
@@ -50,8 +54,9 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from echomotion.diffusion.conditioning import (
-    added_time_ids,
     augment_reference,
+    condition_time_ids,
+    ef_token,
     motion_from_driving_video,
 )
 from echomotion.diffusion.unet import unet_predict
@@ -61,6 +66,8 @@ from echomotion.diffusion.vae import downsampling, encode_images, frames_to_imag
 Frames = np.ndarray | torch.Tensor
 OutputType = Literal["np", "pt", "pil", "latent"]
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+TIME_IDS = ("signals", "zeros")
+EFInput = float | Sequence[float] | np.ndarray | torch.Tensor
 LOADER_MODULE = "motion_pipeline"  # stem of the loader module save_pretrained writes
 LOADER_DOC = '''"""Loader of this folder for ``diffusers.DiffusionPipeline.from_pretrained``: the
 pipeline class, and the modules of its components from outside diffusers (diffusers loads
@@ -119,7 +126,9 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
     related to their reference frame (see the module docstring). ``motion_mean`` and
     ``motion_std`` ``(D,)`` are the training statistics the raw motion is normalised with
     (``None``: the model takes motion as it is given); ``frame_size`` ``[H, W]`` the frames
-    the model was trained on (``None``: unknown). To reload a pipeline with a ``mafe`` through
+    the model was trained on (``None``: unknown). ``time_ids`` and ``condition_ef``: see the
+    module docstring; with ``condition_ef`` the UNet's ``cross_attention_dim`` is the motion
+    dim + 1. To reload a pipeline with a ``mafe`` through
     this class, import the ``mafe``'s module first (diffusers imports no module a folder
     names); ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` has the
     folder's loader module import it.
@@ -140,11 +149,16 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         motion_mean: list[float] | None = None,
         motion_std: list[float] | None = None,
         frame_size: list[int] | None = None,
+        time_ids: str = "signals",  # "signals" | "zeros" (diffusers needs a plain type)
+        condition_ef: bool = False,
     ):
         super().__init__()
         if reference not in ("window_start", "random"):
             raise ValueError(f"reference must be 'window_start' or 'random', got {reference!r}")
-        _check_motion_stats(motion_mean, motion_std, unet.config.cross_attention_dim)
+        if time_ids not in TIME_IDS:
+            raise ValueError(f"time_ids must be one of {TIME_IDS}, got {time_ids!r}")
+        motion_dim = unet.config.cross_attention_dim - int(condition_ef)
+        _check_motion_stats(motion_mean, motion_std, motion_dim)
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler, mafe=mafe)
         self.register_to_config(
             fps=fps,
@@ -152,7 +166,14 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             motion_mean=None if motion_mean is None else [float(m) for m in motion_mean],
             motion_std=None if motion_std is None else [float(s) for s in motion_std],
             frame_size=None if frame_size is None else [int(n) for n in frame_size],
+            time_ids=time_ids,
+            condition_ef=bool(condition_ef),
         )
+
+    @property
+    def motion_dim(self) -> int:
+        """D of the motion vectors (the cross-attention width, less EF when conditioned)."""
+        return self.unet.config.cross_attention_dim - int(self.config.condition_ef)
 
     # ---- saving and loading -------------------------------------------------------------
 
@@ -225,7 +246,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
     ) -> None:
         if (motion is None) == (driving_video is None):
             raise ValueError("pass exactly one of `motion` and `driving_video`")
-        dim = self.unet.config.cross_attention_dim
+        dim = self.motion_dim
         if motion is not None:
             if motion.ndim != 2 or motion.shape[1] != dim or motion.shape[0] not in (1, batch_size):
                 raise ValueError(
@@ -243,6 +264,19 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         if ed is None or es is None or not (0 <= ed < n and 0 <= es < n):
             raise ValueError(f"ed ({ed}) and es ({es}) must index the {n} driving frames")
 
+    def _check_ef(self, ef: EFInput | None, batch_size: int) -> None:
+        """``ef`` is given exactly when the model was trained with EF, one value or
+        ``batch_size`` values, finite."""
+        if not self.config.condition_ef:
+            if ef is not None:
+                raise ValueError("`ef` given, but this pipeline was trained without EF")
+            return
+        if ef is None:
+            raise ValueError("this pipeline was trained with EF conditioning: pass `ef` (percent)")
+        values = torch.as_tensor(ef, dtype=torch.float32).reshape(-1)
+        if len(values) not in (1, batch_size) or not torch.isfinite(values).all():
+            raise ValueError(f"ef must be 1 or {batch_size} finite values, got {values.tolist()}")
+
     def check_inputs(
         self,
         reference: Frames,
@@ -256,10 +290,12 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         output_type: str,
         latents: torch.Tensor | None = None,
         callback_inputs: Sequence[str] = (),
+        ef: EFInput | None = None,
     ) -> int:
         """Validate the call's arguments; return the batch size."""
         batch_size = self._reference_batch(reference)
         self._check_motion(motion, driving_video, ed, es, batch_size)
+        self._check_ef(ef, batch_size)
         window = self.unet.config.num_frames
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -327,6 +363,14 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             motion = self.normalize_motion(motion)
         motion = torch.as_tensor(motion).to(device=self._execution_device, dtype=torch.float32)
         return motion.expand(batch_size, -1)
+
+    def condition_token(self, motion: torch.Tensor, ef: EFInput | None) -> torch.Tensor:
+        """The cross-attention token ``(B, D [+ 1])``: the normalised motion ``(B, D)``, with
+        ``EF / 100`` first when the model was trained with EF (``ef`` in percent)."""
+        if not self.config.condition_ef:
+            return motion
+        values = torch.as_tensor(ef, dtype=torch.float32).reshape(-1).to(motion.device)
+        return ef_token(motion, values.expand(motion.shape[0]))
 
     # ---- denoising ----------------------------------------------------------------------
 
@@ -490,6 +534,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         guidance_scale: float = 1.0,
         noise_aug_strength: float = 0.0,
         fps: float | None = None,
+        ef: EFInput | None = None,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         output_type: OutputType = "np",
@@ -510,7 +555,10 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             window_overlap: known frames carried into each next window (default window // 4).
             guidance_scale: classifier-free guidance on the motion; 1 = conditional only.
             noise_aug_strength: std of noise added to the reference latent (the time id).
-            fps: the ``fps`` time id (default: the pipeline's ``fps`` config, else 0).
+            fps: the ``fps`` time id (default: the pipeline's ``fps`` config, else 0; unused
+                with ``time_ids="zeros"``).
+            ef: ejection fraction(s) in percent, one or per reference: required by (and only
+                accepted by) a pipeline trained with ``condition_ef``.
             generator: the source of every random draw (initial noise, the noise of the
                 known frames of later windows, stochastic schedulers).
             latents: initial noise ``(B, num_frames, C, h, w)`` (unscaled, as drawn) in place
@@ -531,7 +579,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         # 1. check inputs
         batch_size = self.check_inputs(
             reference, motion, driving_video, ed, es, num_frames, window_overlap,
-            guidance_scale, output_type, latents, callback_on_step_end_tensor_inputs,
+            guidance_scale, output_type, latents, callback_on_step_end_tensor_inputs, ef,
         )  # fmt: skip
 
         # 2. encode the conditions
@@ -539,6 +587,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         motion = self.encode_motion(
             motion, driving_video, ed, es, batch_size, motion_normalized
         )  # (B, D)
+        motion = self.condition_token(motion, ef)  # (B, D [+ 1])
         if noise_aug_strength < 0:
             raise ValueError(f"noise_aug_strength must be >= 0, got {noise_aug_strength}")
         strength = torch.full((batch_size,), float(noise_aug_strength), device=ref_latent.device)
@@ -546,7 +595,10 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             ref_latent = augment_reference(ref_latent, strength, generator)
 
         def conditions_for(reference_latent: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return self._conditions(reference_latent, motion, strength, fps or 0.0, guidance_scale)
+            return self._conditions(
+                reference_latent, motion, strength, fps or 0.0, guidance_scale,
+                self.config.time_ids,
+            )  # fmt: skip
 
         # 3. denoise window by window, one progress bar over every step
         self.scheduler.set_timesteps(num_inference_steps, device=ref_latent.device)  # to count
@@ -579,13 +631,16 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         strength: torch.Tensor,
         fps: float,
         guidance_scale: float,
+        time_ids: str = "signals",
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(reference latent, motion, time ids), batched [uncond, cond] when guiding."""
+        """(reference latent, motion, time ids), batched [uncond, cond] when guiding; the
+        unconditional branch zeroes the whole token (EF included), as training's dropout."""
         fps_ids = torch.full_like(strength, fps)
-        cond = (ref_latent, motion, added_time_ids(fps_ids, strength, torch.zeros_like(strength)))
+        kept, dropped = torch.zeros_like(strength), torch.ones_like(strength)
+        cond = (ref_latent, motion, condition_time_ids(time_ids, fps_ids, strength, kept))
         if guidance_scale == 1.0:
             return cond
-        uncond_ids = added_time_ids(fps_ids, strength, torch.ones_like(strength))
+        uncond_ids = condition_time_ids(time_ids, fps_ids, strength, dropped)
         return (
             torch.cat([ref_latent, ref_latent]),
             torch.cat([torch.zeros_like(motion), motion]),

@@ -2,7 +2,8 @@
 
 Input per frame: 4 noisy latent channels + the 4 reference-frame latent channels (the same
 reference repeated over time), so ``in_channels = 8``. The motion vector ``(B, D)`` is the
-single cross-attention token (``cross_attention_dim = D``). The three ``added_time_ids`` are
+single cross-attention token (``cross_attention_dim = D``; ``D + 1`` with EF/100 first when
+``condition_ef``, the official EF+motion variant). The three ``added_time_ids`` are
 described in :mod:`echomotion.diffusion.conditioning`.
 
 Latents are 28x28 (or 14x14); the UNet halves the size ``len(block_out_channels) - 1``
@@ -40,7 +41,7 @@ def build_unet(params: MCDMModelParams) -> UNetSpatioTemporalConditionModel:
         addition_time_embed_dim=params.addition_time_embed_dim,
         projection_class_embeddings_input_dim=NUM_ADDED_TIME_IDS * params.addition_time_embed_dim,
         layers_per_block=params.layers_per_block,
-        cross_attention_dim=params.motion_dim,
+        cross_attention_dim=params.context_dim,
         num_attention_heads=tuple(
             c // params.attention_head_dim for c in params.block_out_channels
         ),

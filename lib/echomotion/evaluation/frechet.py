@@ -16,12 +16,13 @@ from scipy import linalg
 log = logging.getLogger(__name__)
 
 
-def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (D,) and unbiased covariance (D, D) of ``features`` (N, D), in float64."""
+def gaussian_stats(features: np.ndarray, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and covariance (D, D) of ``features`` (N, D), in float64: unbiased
+    (``ddof=1``), or divided by N (``ddof=0``, StyleGAN-V's ``FeatureStats``)."""
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2:
         raise ValueError(f"need (N, D) features with N >= 2, got shape {x.shape}")
-    return x.mean(axis=0), np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1])
+    return x.mean(axis=0), np.cov(x, rowvar=False, ddof=ddof).reshape(x.shape[1], x.shape[1])
 
 
 def _sqrtm_product(sigma1: np.ndarray, sigma2: np.ndarray, eps: float) -> np.ndarray:
@@ -66,6 +67,9 @@ def frechet_distance_from_stats(
     return float(max(value, 0.0))
 
 
-def frechet_distance(features1: np.ndarray, features2: np.ndarray) -> float:
-    """Squared Frechet distance between the Gaussians fitted to two (N, D) feature sets."""
-    return frechet_distance_from_stats(*gaussian_stats(features1), *gaussian_stats(features2))
+def frechet_distance(features1: np.ndarray, features2: np.ndarray, ddof: int = 1) -> float:
+    """Squared Frechet distance between the Gaussians fitted to two (N, D) feature sets
+    (covariance ``ddof``: see :func:`gaussian_stats`)."""
+    return frechet_distance_from_stats(
+        *gaussian_stats(features1, ddof), *gaussian_stats(features2, ddof)
+    )

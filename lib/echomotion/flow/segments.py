@@ -1,21 +1,24 @@
 """Segment providers for the segment-guided flow loss.
 
 A provider maps uint8 frames (B, H, W) to integer label maps (B, H, W) int64, 0 = ignore
-(outside the ultrasound sector or too small), 1..K = segments. UnSAMFlow uses SAM masks;
+(outside the ultrasound sector or too small), 1..K = segments. UnSAMFlow uses SAM masks
+(:class:`SamSegments`) plus MedSAM box prompts (:class:`MedSamBoxSegments`);
 :class:`ClassicalSegments` is the weight-free default: dark blood pools and tissue regions
 inside the sector, the tissue split on a coarse grid so each piece moves roughly affinely.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from .params import SegmentParams
+from .params import MEDSAM_ECHO_BOXES, SegmentParams
 
 
 class SegmentProvider(Protocol):
@@ -108,6 +111,32 @@ class ClassicalSegments:
         return np.stack([self.label(f) for f in frames])
 
 
+def _segment_anything(name: str) -> Any:
+    """The optional package ``segment_anything``, with a message naming ``name`` if absent."""
+    try:
+        import segment_anything
+    except ImportError as err:
+        raise ImportError(
+            f"{name} needs the optional package 'segment_anything' "
+            "(pip install segment-anything) and a local checkpoint; "
+            "or set segments.method=classical"
+        ) from err
+    return segment_anything
+
+
+def load_sam(checkpoint: str | Path, model_type: str, device: str, name: str = "SAM") -> Any:
+    """A SAM model of ``model_type`` (vit_b/l/h) built by ``sam_model_registry`` with the
+    weights of the LOCAL file ``checkpoint`` (loaded with ``weights_only``), in eval mode.
+    MedSAM's weights are a vit_b checkpoint of the same layout."""
+    registry = _segment_anything(name).sam_model_registry
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{name} checkpoint {checkpoint} does not exist")
+    sam = registry[model_type](checkpoint=None)
+    sam.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    return sam.to(device).eval()
+
+
 class SamSegments:
     """Segment Anything automatic masks (optional ``segment_anything`` package, local weights).
 
@@ -115,20 +144,8 @@ class SamSegments:
     """
 
     def __init__(self, checkpoint: str | Path, model_type: str = "vit_b", device: str = "cpu"):
-        try:
-            from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
-        except ImportError as err:
-            raise ImportError(
-                "SamSegments needs the optional package 'segment_anything' "
-                "(pip install segment-anything) and a local checkpoint; "
-                "or set segments.method=classical"
-            ) from err
-        checkpoint = Path(checkpoint)
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"SAM checkpoint {checkpoint} does not exist")
-        sam = sam_model_registry[model_type](checkpoint=None)
-        sam.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-        self.generator = SamAutomaticMaskGenerator(sam.to(device).eval())
+        generator_cls = _segment_anything("SamSegments").SamAutomaticMaskGenerator
+        self.generator = generator_cls(load_sam(checkpoint, model_type, device))
 
     def label(self, frame: np.ndarray) -> np.ndarray:
         """Label map (H, W) int64 of one uint8 frame."""
@@ -144,8 +161,101 @@ class SamSegments:
         return np.stack([self.label(f) for f in np.asarray(frames)])
 
 
+class MedSamBoxSegments:
+    """MedSAM masks of fixed box prompts (LabelfreeMCDM ``MedSAM/MedSAM_echo.py``).
+
+    Each frame is resized to ``image_size`` (bicubic), min-max scaled to [0, 1] and encoded
+    once; each box (x0, y0, x1, y1, in pixels of a ``box_frame``-pixel frame) prompts the mask
+    decoder (single mask); sigmoid > 0.5 after bilinear resizing to the frame is the mask.
+    Label k is box k; later boxes are painted over earlier ones where they overlap.
+
+    ``model``: anything with SAM's ``image_encoder``, ``prompt_encoder`` (called with
+    ``points``, ``boxes``, ``masks``; ``get_dense_pe()``) and ``mask_decoder`` (called with
+    ``image_embeddings``, ``image_pe``, ``sparse_prompt_embeddings``,
+    ``dense_prompt_embeddings``, ``multimask_output``) - MedSAM's vit_b SAM, see
+    :meth:`from_checkpoint`.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        boxes: Sequence[Sequence[int]] = MEDSAM_ECHO_BOXES,
+        box_frame: int = 112,
+        image_size: int = 1024,
+    ):
+        self.model, self.image_size = model, image_size
+        self.boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / box_frame  # fractions
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | Path,
+        boxes: Sequence[Sequence[int]] = MEDSAM_ECHO_BOXES,
+        device: str = "cpu",
+    ) -> MedSamBoxSegments:
+        """MedSAM (a vit_b SAM) with the weights of the local file ``checkpoint``."""
+        return cls(load_sam(checkpoint, "vit_b", device, name="MedSAM"), boxes)
+
+    def preprocess(self, frame: np.ndarray) -> torch.Tensor:
+        """(1, 3, S, S) float in [0, 1]: bicubic resize, uint8, min-max scaling (MedSAM)."""
+        size = (self.image_size, self.image_size)
+        big = cv2.resize(frame, size, interpolation=cv2.INTER_CUBIC).astype(np.float32)
+        big = (big - big.min()) / max(float(big.max() - big.min()), 1e-8)
+        return torch.from_numpy(big)[None, None].expand(1, 3, *size).contiguous()
+
+    @torch.no_grad()
+    def masks(self, frame: np.ndarray) -> np.ndarray:
+        """Boolean masks (n_boxes, H, W) of one uint8 frame (H, W)."""
+        device = next(self.model.parameters()).device
+        embedding = self.model.image_encoder(self.preprocess(frame).to(device))
+        boxes = torch.as_tensor(self.boxes * self.image_size, dtype=torch.float32, device=device)
+        sparse, dense = self.model.prompt_encoder(points=None, boxes=boxes[:, None], masks=None)
+        logits, _ = self.model.mask_decoder(
+            image_embeddings=embedding,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )  # (n_boxes, 1, h, w) low-resolution logits
+        prob = F.interpolate(torch.sigmoid(logits), frame.shape, mode="bilinear")
+        return (prob[:, 0] > 0.5).cpu().numpy()
+
+    def label(self, frame: np.ndarray, start: int = 1) -> np.ndarray:
+        """Label map (H, W) int64 of one uint8 frame: box k -> label ``start + k``."""
+        labels = np.zeros(frame.shape, dtype=np.int64)
+        for k, mask in enumerate(self.masks(frame)):
+            labels[mask] = start + k
+        return labels
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """Label maps (B, H, W) int64 of uint8 frames (B, H, W)."""
+        return np.stack([self.label(f) for f in np.asarray(frames)])
+
+
+class CombinedSegments:
+    """SAM automatic labels with the MedSAM box masks painted over them as new labels."""
+
+    def __init__(self, sam: SegmentProvider, medsam: MedSamBoxSegments):
+        self.sam, self.medsam = sam, medsam
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """Label maps (B, H, W) int64 of uint8 frames (B, H, W)."""
+        frames = np.asarray(frames)
+        labels = self.sam(frames)
+        for i, frame in enumerate(frames):
+            boxes = self.medsam.label(frame, start=int(labels[i].max()) + 1)
+            labels[i] = np.where(boxes > 0, boxes, labels[i])
+        return labels
+
+
 def make_segment_provider(params: SegmentParams, device: str = "cpu") -> SegmentProvider:
     """The provider ``params.method`` names."""
+    if params.method == "classical":
+        return ClassicalSegments(params)
+    sam = params.sam_checkpoint, params.sam_model_type, device
     if params.method == "sam":
-        return SamSegments(params.sam_checkpoint, params.sam_model_type, device)
-    return ClassicalSegments(params)
+        return SamSegments(*sam)
+    medsam = MedSamBoxSegments.from_checkpoint(
+        params.medsam_checkpoint, params.medsam_boxes, device
+    )
+    return medsam if params.method == "medsam" else CombinedSegments(SamSegments(*sam), medsam)

@@ -8,10 +8,12 @@ bidirectional flows and a blending mask, warps both frames to the middle frame a
 Motion-vector width: a transformer stage with ``C`` channels emits ``motion_ratio * C`` motion
 channels per frame (its blocks' motion features concatenated, each block
 ``motion_ratio * C / depth`` wide). :meth:`MAFE.motion_vector` pools the motion features of the
-last two stages for both frames, so its width is ``2 * motion_ratio * (C[-2] + C[-1])``. At the
-paper's configuration (F=32, five stages, C[-2]=256, C[-1]=512) and ``motion_ratio=2`` that is
-``2 * 2 * 768 = 3072``. EMA-VFI itself uses ``motion_ratio=1`` (``motion_dims = 8F/depth,
-16F/depth``), which would give 1536; the width 2 is our choice to reach the paper's 3072.
+last two stages for both frames, so its width is ``2 * motion_ratio * (C[-2] + C[-1])``, and
+twice that with ``flip_tta`` (the vector of the pair, then that of its 180-degree rotated copy).
+At the paper's configuration (F=32, five stages, C[-2]=256, C[-1]=512) the official inference
+reaches 3072 with EMA-VFI's ``motion_ratio=1`` (``motion_dims = 8F/depth, 16F/depth``) and its
+fast flip test-time augmentation: ``2 TTA * 2 frames * 768``. ``motion_ratio=2`` without TTA
+is the other way to 3072 (the CPU default's ratio).
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ from echomotion.mafe.heads import (
     conv_act,
 )
 
-from .params import MAFEModelParams, check_architecture
+from .params import MAFEModelParams, check_architecture, motion_vector_dim
 
-# The paper's configuration (EMA-VFI's F=32, depths [2,2,2,4,4]): 3072-d motion vectors.
-PAPER_MAFE = MAFEModelParams(embed_dim=32, depths=(2, 2, 2, 4, 4), num_heads=(8, 16))
+# The paper's configuration (EMA-VFI's F=32, depths [2,2,2,4,4], motion_ratio 1, flip
+# test-time augmentation, as presets/paper.yaml): 2 x 2 frames x (256 + 512) = 3072-d.
+PAPER_MAFE = MAFEModelParams(
+    embed_dim=32, depths=(2, 2, 2, 4, 4), num_heads=(8, 16), motion_ratio=1, flip_tta=True
+)
 
 
 class CrossScalePatchEmbed(nn.Module):
@@ -124,6 +129,7 @@ class MAFE(ModelMixin, ConfigMixin):
         mlp_ratio: float,
         motion_ratio: int,
         reid_dim: int,
+        flip_tta: bool = False,
     ) -> None:
         super().__init__()
         check_architecture(embed_dim, depths, num_heads, motion_ratio)
@@ -277,26 +283,43 @@ class MAFE(ModelMixin, ConfigMixin):
             "embedding_from_appearance": emb,
         }
 
+    def vectors(self, img0: Tensor, img1: Tensor) -> tuple[Tensor, Tensor]:
+        """(motion (B, motion_vector_dim), appearance (B, appearance_vector_dim)) of frame
+        pairs (B, 1, H, W), one backbone pass; see :meth:`motion_vector`. With ``flip_tta``
+        the pass also holds the rotated pairs; the appearance is the original pair's."""
+        self.check_inputs(img0, img1)
+        n = len(img0)
+        if self.config.flip_tta:  # EMA-VFI fast TTA: the pair, then it rotated by 180 degrees
+            img0 = torch.cat([img0, img0.flip(-2, -1)])  # (2B, 1, H, W)
+            img1 = torch.cat([img1, img1.flip(-2, -1)])
+        _, app, mot = self.extract(self.pad(img0), self.pad(img1))
+        motion = self.pooled(mot)  # (B or 2B, D)
+        if self.config.flip_tta:
+            motion = rearrange(motion, "(tta b) d -> b (tta d)", tta=2)  # (B, 2D)
+        return motion, self.pooled(app)[:n]  # appearance of the original pairs
+
     def motion_vector(self, img0: Tensor, img1: Tensor) -> Tensor:
         """Per-pair motion vector (B, motion_vector_dim): pooled motion of the last two stages.
 
         Order: for each of the last two transformer stages, frame 0's then frame 1's pooled
-        motion features. 3072-d at the paper's configuration (see the module docstring).
+        motion features; with ``flip_tta``, that vector of the pair, then that of the pair
+        rotated by 180 degrees. 3072-d at the paper's configuration (module docstring).
         """
-        self.check_inputs(img0, img1)
-        _, _, mot = self.extract(self.pad(img0), self.pad(img1))
-        return self.pooled(mot)
+        return self.vectors(img0, img1)[0]
 
     def appearance_vector(self, img0: Tensor, img1: Tensor) -> Tensor:
-        """Per-pair appearance vector (B, appearance_vector_dim), laid out like motion_vector."""
+        """Per-pair appearance vector (B, appearance_vector_dim), laid out like motion_vector
+        without TTA (the pair only)."""
         self.check_inputs(img0, img1)
         _, app, _ = self.extract(self.pad(img0), self.pad(img1))
         return self.pooled(app)
 
     @property
     def motion_vector_dim(self) -> int:
-        """Width of :meth:`motion_vector`: 2 * motion_ratio * (C[-2] + C[-1])."""
-        return self.config.motion_ratio * self.appearance_vector_dim
+        """Width of :meth:`motion_vector`: 2 * motion_ratio * (C[-2] + C[-1]), twice that
+        with ``flip_tta``."""
+        c = self.config
+        return motion_vector_dim(c.embed_dim, c.depths, c.num_heads, c.motion_ratio, c.flip_tta)
 
     @property
     def appearance_vector_dim(self) -> int:

@@ -37,6 +37,18 @@ def check_architecture(
             )
 
 
+def motion_vector_dim(
+    embed_dim: int, depths: Sequence[int], num_heads: Sequence[int], motion_ratio: int,
+    flip_tta: bool,
+) -> int:  # fmt: skip
+    """Width of MAFE's motion vector: both frames' pooled motion of the last two transformer
+    stages, ``2 * motion_ratio * (C[-2] + C[-1])``, twice that with ``flip_tta``."""
+    n = len(depths)
+    last = range(max(n - len(num_heads), n - 2), n)
+    width = 2 * motion_ratio * sum(embed_dim * 2**i for i in last)
+    return 2 * width if flip_tta else width
+
+
 class MAFEModelParams(Section):
     """Architecture of MAFE; the defaults are the CPU-sized network."""
 
@@ -51,11 +63,24 @@ class MAFEModelParams(Section):
     mlp_ratio: float = Field(4.0, gt=0)
     motion_ratio: int = Field(2, ge=1, description="Motion channels per stage channel.")
     reid_dim: int = Field(128, ge=1, description="Width of the ReID embedding to regress.")
+    flip_tta: bool = Field(
+        False,
+        description="Motion vector of the pair and of its 180-degree rotated copy (H and W "
+        "flipped), concatenated: EMA-VFI's fast test-time augmentation, which the official "
+        "inference uses (twice the width). Inference only: training is unchanged.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MAFEModelParams:
         check_architecture(self.embed_dim, self.depths, self.num_heads, self.motion_ratio)
         return self
+
+    @property
+    def motion_vector_dim(self) -> int:
+        """Width of the motion vector this MAFE gives (the MCDM's ``motion_dim``)."""
+        return motion_vector_dim(
+            self.embed_dim, self.depths, self.num_heads, self.motion_ratio, self.flip_tta
+        )
 
 
 class MAFEAugmentParams(Section):

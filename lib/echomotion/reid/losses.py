@@ -1,4 +1,5 @@
-"""ReID losses: label-smoothed identity cross-entropy + batch-hard triplet loss.
+"""ReID losses: label-smoothed identity cross-entropy + batch-hard triplet loss (BNNeck
+method), and the same/different pair cross-entropy of the Siamese method.
 
 ``reid_loss(model, batch)`` follows the project's ``loss_fn`` convention and expects
 ``batch = {"image": (B, 1, H, W) float in [0, 1], "identity": (B,) long}`` drawn by a
@@ -87,5 +88,41 @@ def reid_loss(
         "triplet_loss": tri_loss.item(),
         "id_accuracy": accuracy,
         **{f"triplet_{k}": v for k, v in tri_logs.items()},
+    }
+    return loss, logs
+
+
+def split_pairs(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """First frames (n, 1, H, W), second frames (n, 1, H, W) and float same-video targets
+    (n,) of a batch of ``2 n`` frames drawn by a
+    :class:`~echomotion.reid.pairs.PairBatchSampler` (first items, then second items)."""
+    images, identity = batch["image"], batch["identity"]
+    n, odd = divmod(len(images), 2)
+    if odd or n == 0:
+        raise ValueError(
+            f"a pair batch holds an even, non-zero number of frames, got {len(images)}"
+        )
+    return images[:n], images[n:], (identity[:n] == identity[n:]).float()
+
+
+def siamese_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    """Same/different binary cross-entropy (with logits) of ``model`` (a
+    SiameseReIDEncoder) on one pair batch, as the EchoNet-Synthetic privacy network.
+
+    Logs: loss, pair_accuracy (logit sign against the target), positive_fraction, and the
+    mean feature cosine of positive and of negative pairs (0 when the batch has none).
+    """
+    first, second, same = split_pairs(batch)
+    out = model(first, second)
+    loss = F.binary_cross_entropy_with_logits(out["logits"], same)
+    with torch.no_grad():
+        accuracy = ((out["logits"] > 0).float() == same).float().mean().item()
+        cosine = F.cosine_similarity(out["features"], out["other_features"], dim=1)  # (n,)
+    logs = {
+        "loss": loss.item(),
+        "pair_accuracy": accuracy,
+        "positive_fraction": same.mean().item(),
+        "cos_positive": ((cosine * same).sum() / same.sum().clamp(min=1)).item(),
+        "cos_negative": ((cosine * (1 - same)).sum() / (1 - same).sum().clamp(min=1)).item(),
     }
     return loss, logs

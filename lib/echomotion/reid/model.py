@@ -1,14 +1,26 @@
-"""ReID appearance encoder: a small ResNet with a BNNeck (identity = video).
+"""ReID appearance encoders: a small ResNet with a BNNeck or a Siamese pair head
+(identity = video).
 
-The encoder maps a grayscale frame to an embedding such that frames of the same video
-are close and frames of different videos are far apart. It follows the "bag of tricks"
-ReID baseline (Luo et al. 2019): global average pooling, a linear projection to ``D``
-features (used by the triplet loss), a BatchNorm "neck" whose output (the embedding) feeds
-the identity classifier and is used, L2-normalised, for retrieval and export.
+Each encoder maps a grayscale frame to an embedding such that frames of the same video
+are close and frames of different videos are far apart. Both share one ResNet trunk,
+global average pooling and a linear projection to ``D`` features.
+
+- :class:`ReIDEncoder` follows the "bag of tricks" ReID baseline (Luo et al. 2019): the
+  features feed the triplet loss, a BatchNorm "neck" whose output (the embedding) feeds the
+  identity classifier and is used, L2-normalised, for retrieval and export.
+- :class:`SiameseReIDEncoder` follows the EchoNet-Synthetic privacy network
+  (echosyn/privacy/shared.py): sigmoid features of each frame, ``|f1 - f2|`` -> linear ->
+  one same/different logit. Its embedding is the sigmoid features, L2-normalised.
+
+:func:`load_reid_encoder` loads either from a ``save_pretrained`` folder.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
@@ -43,6 +55,41 @@ def _stage(in_ch: int, out_ch: int, n_blocks: int, stride: int) -> nn.Sequential
     return nn.Sequential(*blocks)
 
 
+def _check_architecture(
+    widths: tuple[int, ...], blocks: tuple[int, ...], num_identities: int
+) -> None:
+    """Raise on an empty or mismatched stage layout or a non-positive count."""
+    if len(widths) != len(blocks) or not widths:
+        raise ValueError(f"widths {widths} and blocks {blocks} must be non-empty, same length")
+    if min(blocks) < 1 or num_identities < 1:
+        raise ValueError(f"blocks {blocks} and num_identities {num_identities} must be >= 1")
+
+
+def _trunk(
+    in_channels: int, widths: tuple[int, ...], blocks: tuple[int, ...], stem_stride: int
+) -> tuple[nn.Sequential, nn.Sequential]:
+    """The stem (3x3 conv-BN-ReLU) and the residual stages of both encoders, built in this
+    order (so a seeded build draws the same initial weights)."""
+    stem = nn.Sequential(
+        nn.Conv2d(in_channels, widths[0], 3, stride=stem_stride, padding=1, bias=False),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(inplace=True),
+    )
+    chans = (widths[0], *widths)
+    stages = nn.Sequential(
+        *[_stage(chans[i], chans[i + 1], blocks[i], 1 if i == 0 else 2) for i in range(len(blocks))]
+    )
+    return stem, stages
+
+
+def _check_frames(x: Tensor, in_channels: int) -> None:
+    """Raise if ``x`` is not a float (B, in_channels, H, W) batch."""
+    if x.ndim != 4 or x.shape[1] != in_channels:
+        raise ValueError(f"expected (B, {in_channels}, H, W) frames, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"expected float frames in [0, 1], got dtype {x.dtype}")
+
+
 class ReIDEncoder(ModelMixin, ConfigMixin):
     """Small ResNet + BNNeck ReID network for (B, 1, H, W) frames in [0, 1].
 
@@ -67,22 +114,8 @@ class ReIDEncoder(ModelMixin, ConfigMixin):
     ) -> None:
         super().__init__()
         widths, blocks = tuple(widths), tuple(blocks)
-        if len(widths) != len(blocks) or not widths:
-            raise ValueError(f"widths {widths} and blocks {blocks} must be non-empty, same length")
-        if min(blocks) < 1 or num_identities < 1:
-            raise ValueError(f"blocks {blocks} and num_identities {num_identities} must be >= 1")
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, stride=stem_stride, padding=1, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(inplace=True),
-        )
-        chans = (widths[0], *widths)
-        self.stages = nn.Sequential(
-            *[
-                _stage(chans[i], chans[i + 1], blocks[i], 1 if i == 0 else 2)
-                for i in range(len(blocks))
-            ]
-        )
+        _check_architecture(widths, blocks, num_identities)
+        self.stem, self.stages = _trunk(in_channels, widths, blocks, stem_stride)
         self.project = nn.Linear(widths[-1], embedding_dim)
         # BNNeck: the shift is frozen at zero so the classifier sees a centred embedding.
         self.bnneck = nn.BatchNorm1d(embedding_dim)
@@ -92,11 +125,7 @@ class ReIDEncoder(ModelMixin, ConfigMixin):
 
     def check_inputs(self, x: Tensor) -> None:
         """Raise if ``x`` is not a float (B, in_channels, H, W) batch."""
-        expected = self.config.in_channels
-        if x.ndim != 4 or x.shape[1] != expected:
-            raise ValueError(f"expected (B, {expected}, H, W) frames, got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"expected float frames in [0, 1], got dtype {x.dtype}")
+        _check_frames(x, self.config.in_channels)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Return ``features`` (B, D) before the BNNeck, ``embedding`` (B, D) after it,
@@ -115,3 +144,71 @@ class ReIDEncoder(ModelMixin, ConfigMixin):
     def embed(self, x: Tensor) -> Tensor:
         """L2-normalised (B, D) retrieval embedding; call ``.eval()`` first for inference."""
         return F.normalize(self.forward(x)["embedding"], dim=1)
+
+
+class SiameseReIDEncoder(ModelMixin, ConfigMixin):
+    """ResNet + Siamese pair head for (B, 1, H, W) frames in [0, 1] (EchoNet-Synthetic
+    privacy network, echosyn/privacy/shared.py, on our trunk instead of ResNet-50).
+
+    One branch maps a frame to ``D`` features in (0, 1) (projection, then sigmoid); a pair
+    is scored by a linear layer on ``|f1 - f2|`` giving one same/different logit.
+
+    Args:
+        in_channels, widths, blocks, stem_stride, embedding_dim: as :class:`ReIDEncoder`.
+        num_identities: training videos; recorded (so the export can check the identity
+            table) but not used by any layer.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 1,
+        widths: tuple[int, ...] = (16, 32, 64, 128),
+        blocks: tuple[int, ...] = (1, 1, 1, 1),
+        stem_stride: int = 2,
+        embedding_dim: int = 128,
+        num_identities: int = 2,
+    ) -> None:
+        super().__init__()
+        widths, blocks = tuple(widths), tuple(blocks)
+        _check_architecture(widths, blocks, num_identities)
+        self.stem, self.stages = _trunk(in_channels, widths, blocks, stem_stride)
+        self.project = nn.Linear(widths[-1], embedding_dim)
+        self.pair_head = nn.Linear(embedding_dim, 1)
+
+    def branch(self, x: Tensor) -> Tensor:
+        """(B, in_channels, H, W) frames -> (B, D) sigmoid features of one branch."""
+        _check_frames(x, self.config.in_channels)
+        h = self.stages(self.stem(x))  # (B, C, h, w)
+        return torch.sigmoid(self.project(h.mean(dim=(2, 3))))  # (B, D)
+
+    def forward(self, x: Tensor, other: Tensor | None = None) -> dict[str, Tensor]:
+        """Return ``features`` (B, D) of ``x``; with ``other`` (B, C, H, W) also its
+        ``other_features`` and the pair ``logits`` (B,) (positive: same video). Each
+        branch is its own pass, as in the official network."""
+        features = self.branch(x)
+        if other is None:
+            return {"features": features}
+        other_features = self.branch(other)
+        logits = self.pair_head((features - other_features).abs()).squeeze(1)  # (B,)
+        return {"features": features, "other_features": other_features, "logits": logits}
+
+    def embed(self, x: Tensor) -> Tensor:
+        """L2-normalised (B, D) retrieval embedding; call ``.eval()`` first for inference."""
+        return F.normalize(self.branch(x), dim=1)
+
+
+ReIDModel = ReIDEncoder | SiameseReIDEncoder
+ENCODER_CLASSES: dict[str, type[ReIDEncoder] | type[SiameseReIDEncoder]] = {
+    "ReIDEncoder": ReIDEncoder,
+    "SiameseReIDEncoder": SiameseReIDEncoder,
+}
+
+
+def load_reid_encoder(model_dir: str | Path) -> ReIDModel:
+    """Either encoder from its ``save_pretrained`` folder (the class named in
+    ``config.json``), in eval mode."""
+    name = json.loads((Path(model_dir) / "config.json").read_text())["_class_name"]
+    if name not in ENCODER_CLASSES:
+        raise ValueError(f"{model_dir}: unknown ReID encoder class {name!r}")
+    return ENCODER_CLASSES[name].from_pretrained(model_dir).eval()

@@ -19,3 +19,13 @@ class ReIDLossParams(Section):
         "margin", description="'margin': relu(d_ap - d_an + m); 'soft': softplus(d_ap - d_an)."
     )
     margin: float = Field(0.3, ge=0, description="Triplet margin (used by 'margin').")
+
+
+class ReIDPairParams(Section):
+    """Frame pairs of the Siamese method (``reid_train.method: siamese``)."""
+
+    positive_fraction: Fraction = Field(
+        0.5,
+        description="Share of same-video pairs in every batch, the rest pairing frames of "
+        "two videos (official 0.5: echosyn/common/datasets.py SiameseUSDataset).",
+    )

@@ -19,7 +19,60 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 
-class PKBatchSampler:
+class IdentityBatchSampler:
+    """What every identity batch sampler shares: the items grouped by identity, this
+    rank's shard, and epochs that resume mid-way. A subclass sets ``batches_per_rank`` and
+    builds ``epoch_batches(epoch)``.
+
+    Args:
+        identities: the identity label of every dataset item (any hashable, sortable values).
+        seed: base seed of the epochs' draws.
+        rank, world_size: this process's shard of the batches.
+        infinite: keep iterating over successive epochs instead of stopping after one.
+    """
+
+    batches_per_rank: int
+
+    def __init__(
+        self, identities: Sequence, seed: int, rank: int, world_size: int, infinite: bool
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+        uniques, inverse = np.unique(np.asarray(identities), return_inverse=True)
+        self.groups = [np.flatnonzero(inverse == i) for i in range(len(uniques))]
+        self.seed, self.rank, self.world_size, self.infinite = seed, rank, world_size, infinite
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Start the next iteration at ``epoch``, skipping its first ``start_batch`` batches
+        of this rank (to resume mid-epoch)."""
+        if not 0 <= start_batch < self.batches_per_rank:
+            raise ValueError(
+                f"start_batch must lie in [0, {self.batches_per_rank}), got {start_batch}"
+            )
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        """Batches of this rank per epoch (an infinite sampler repeats epochs)."""
+        return self.batches_per_rank
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """All batches of this rank for ``epoch`` (deterministic given seed and epoch)."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[list[int]]:
+        """Batches from ``(epoch, start_batch)`` on; each finished epoch advances the
+        sampler's epoch, so successive finite iterations differ even without set_epoch."""
+        while True:
+            batches = self.epoch_batches(self.epoch)[self.start_batch :]
+            self.start_batch = 0
+            yield from batches
+            self.epoch += 1
+            if not self.infinite:
+                return
+
+
+class PKBatchSampler(IdentityBatchSampler):
     """Yield lists of ``p * k`` dataset indices: ``k`` items of each of ``p`` identities.
 
     Args:
@@ -43,34 +96,14 @@ class PKBatchSampler:
     ) -> None:
         if p < 1 or k < 1:
             raise ValueError(f"p and k must be >= 1, got p={p}, k={k}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
-        labels = np.asarray(identities)
-        uniques, inverse = np.unique(labels, return_inverse=True)
-        self.groups = [np.flatnonzero(inverse == i) for i in range(len(uniques))]
-        n_global = len(self.groups) // p
-        self.batches_per_rank = n_global // world_size
+        super().__init__(identities, seed, rank, world_size, infinite)
+        self.batches_per_rank = len(self.groups) // p // world_size
         if self.batches_per_rank == 0:
             raise ValueError(
                 f"{len(self.groups)} identities cannot fill one batch of p={p} identities "
                 f"on each of {world_size} ranks"
             )
-        self.p, self.k, self.seed = p, k, seed
-        self.rank, self.world_size, self.infinite = rank, world_size, infinite
-        self.epoch, self.start_batch = 0, 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Start the next iteration at ``epoch``, skipping its first ``start_batch`` batches
-        of this rank (to resume mid-epoch)."""
-        if not 0 <= start_batch < self.batches_per_rank:
-            raise ValueError(
-                f"start_batch must lie in [0, {self.batches_per_rank}), got {start_batch}"
-            )
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def __len__(self) -> int:
-        """Batches of this rank per epoch (an infinite sampler repeats epochs)."""
-        return self.batches_per_rank
+        self.p, self.k = p, k
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """All batches of this rank for ``epoch`` (deterministic given seed and epoch)."""
@@ -91,14 +124,3 @@ class PKBatchSampler:
         if len(items) >= self.k:
             return rng.choice(items, size=self.k, replace=False)
         return np.concatenate([rng.permutation(items), rng.choice(items, self.k - len(items))])
-
-    def __iter__(self) -> Iterator[list[int]]:
-        """Batches from ``(epoch, start_batch)`` on; each finished epoch advances the
-        sampler's epoch, so successive finite iterations differ even without set_epoch."""
-        while True:
-            batches = self.epoch_batches(self.epoch)[self.start_batch :]
-            self.start_batch = 0
-            yield from batches
-            self.epoch += 1
-            if not self.infinite:
-                return

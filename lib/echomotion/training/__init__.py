@@ -1,10 +1,11 @@
 """The one training loop every model of the project trains with.
 
-``train(model, dataset, loss_fn, params, out_dir=..., seed=...)`` runs AdamW on HF
-accelerate (CUDA when present, else CPU; DDP across the processes of ``torchrun`` or
-``accelerate launch --multi_gpu``), with a linear warm-up then a constant or cosine
-learning rate, gradient accumulation, gradient clipping, bf16/fp16 autocast (fp16 only
-on CUDA), an EMA of the weights, a TSV training curve and a tqdm bar on rank 0.
+``train(model, dataset, loss_fn, params, out_dir=..., seed=...)`` runs AdamW (or Adam) on
+HF accelerate (CUDA when present, else CPU; DDP across the processes of ``torchrun`` or
+``accelerate launch --multi_gpu``), with a linear warm-up then a constant, cosine or linear
+learning rate (down to ``lr_min`` over ``schedule_steps``), gradient accumulation,
+gradient clipping, bf16/fp16 autocast (fp16 only on CUDA), an EMA of the weights, the
+best-eval weights when ``best_metric`` is set, a TSV training curve and a tqdm bar on rank 0.
 ``loss_fn(model, batch) -> (loss, logs)`` is the only model-specific piece.
 
 ``batch_size`` is per process and micro-batch: one optimizer step sees
@@ -22,7 +23,10 @@ Files (only rank 0 writes; all ranks read checkpoints, so they share a file syst
           training_state.json    # step, data position, run config, optimizer, LR schedule,
                                  # grad scaler and every rank's python/numpy/torch RNG states
         step-0000200/
-      model/                     # final weights to use: the EMA when enabled
+        best-0000100/            # with best_metric: the best eval's model/ (+ model_raw/
+                                 # with EMA); the checkpoint state records which is best
+      model/                     # final weights to use: the EMA when enabled; with
+                                 # best_metric, those of the best eval
       model_raw/                 # final raw weights, only with EMA
     log_file (default out_dir/train.tsv): step, loss, loss_fn logs, grad_norm, lr
     eval.tsv beside it: step and eval_fn metrics, when an eval_fn is given

@@ -19,6 +19,7 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 _COMPLETE = re.compile(r"^step-(\d+)$")
+_BEST = re.compile(r"^best-(\d+)$")
 TMP_PREFIX = ".tmp-"
 STATE_FILE = "training_state.json"  # with training_state.safetensors beside it
 _TENSOR, _TUPLE, _DICT = "__tensor__", "__tuple__", "__dict__"  # JSON tags of save_state
@@ -31,6 +32,22 @@ VERSION_KEY = "_diffusers_version"  # left out of saved configs (see save_pretra
 def checkpoint_name(step: int) -> str:
     """Folder name of the checkpoint after ``step`` optimizer steps."""
     return f"step-{step:07d}"
+
+
+def best_name(step: int) -> str:
+    """Folder name of the best weights, chosen at the eval after ``step`` optimizer steps."""
+    return f"best-{step:07d}"
+
+
+def prune_best(root: Path, keep: int | None) -> None:
+    """Delete every complete ``best-XXXXXXX`` folder under ``root`` but that of step ``keep``
+    (None: all of them)."""
+    if not root.is_dir():
+        return
+    for path in sorted(root.iterdir()):
+        match = _BEST.match(path.name)
+        if match and path.is_dir() and int(match[1]) != keep:
+            shutil.rmtree(path)
 
 
 def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:

@@ -7,7 +7,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import gather_object, send_to_device, set_seed
+from accelerate.utils import broadcast_object_list, gather_object, send_to_device, set_seed
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from torch.optim import AdamW
+from torch.optim import Adam, AdamW, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -52,6 +52,7 @@ class TrainResult:
     resumed_from: int | None  # step of the checkpoint this call continued, if any
     history: list[dict[str, float]] = field(default_factory=list)  # curve rows of this call
     evals: list[dict[str, float]] = field(default_factory=list)  # eval_fn rows (rank 0)
+    best: dict[str, float] | None = None  # {"step", "value"} of best_metric's choice
 
 
 def make_accelerator(params: TrainParams) -> Accelerator:
@@ -73,17 +74,40 @@ def make_accelerator(params: TrainParams) -> Accelerator:
 
 def lr_factor(params: TrainParams) -> Callable[[int], float]:
     """Multiplier of ``lr`` at optimizer step ``s`` (0-based): linear warm-up, then
-    constant or cosine decay reaching 0 at ``steps``."""
+    constant, or a cosine or linear decay from 1 to ``lr_min / lr`` reached at
+    ``schedule_steps`` (default ``steps``) and held after."""
+    horizon = params.steps if params.schedule_steps is None else params.schedule_steps
+    floor = params.lr_min / params.lr
 
     def factor(step: int) -> float:
         if step < params.warmup_steps:
             return (step + 1) / params.warmup_steps
         if params.lr_schedule == "constant":
             return 1.0
-        progress = (step - params.warmup_steps) / max(1, params.steps - params.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        progress = min((step - params.warmup_steps) / max(1, horizon - params.warmup_steps), 1.0)
+        if params.lr_schedule == "cosine":
+            decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+        else:
+            decay = 1.0 - progress
+        # exact for lr_min = 0: 0.0 + 1.0 * decay == decay, the factor before lr_min existed
+        return floor + (1.0 - floor) * decay
 
     return factor
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    """``value`` beats ``best`` (None: nothing yet) under ``mode`` max or min; NaN never
+    beats anything."""
+    if math.isnan(value):
+        return False
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def make_optimizer(params: TrainParams, parameters: Iterable[nn.Parameter]) -> Optimizer:
+    """The run's optimizer at the peak ``lr``: AdamW (decoupled weight decay) or Adam
+    (weight decay as an L2 gradient term, as UnSAMFlow trains)."""
+    kind = {"adamw": AdamW, "adam": Adam}[params.optimizer]
+    return kind(parameters, lr=params.lr, weight_decay=params.weight_decay)
 
 
 def run_config(
@@ -108,7 +132,7 @@ class _Trainer:
         self.acc = make_accelerator(params)
         self.main = self.acc.is_main_process
         model.train()
-        optimizer = AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+        optimizer = make_optimizer(params, model.parameters())
         # Stepped by hand once per optimizer step (accelerate's wrapper would step it
         # once per process).
         self.scheduler = LambdaLR(optimizer, lr_factor(params))
@@ -118,6 +142,7 @@ class _Trainer:
         self.step = self.position = 0
         self.resumed_dir: Path | None = None
         self.last_lr = params.lr
+        self.best: dict[str, float] | None = None  # {"step", "value"}: best_metric's choice
 
     # -- resume -------------------------------------------------------------------------
 
@@ -137,6 +162,7 @@ class _Trainer:
             set_seed(self.seed, device_specific=True)
             return None
         self._load(found[-1][1], state)
+        self._check_best()
         self.resumed_dir = found[-1][1]
         logger.info("resuming from %s", found[-1][1])
         return self.step
@@ -168,6 +194,7 @@ class _Trainer:
             device = ckpt.safetensors_device(self.acc.device)
             self.ema.load_state_dict(load_file(path / ckpt.EMA_FILE, device=device))
         self.step, self.position = state["step"], state["data_position"]
+        self.best = state["best"]
         rngs = state["rng"]
         if len(rngs) == self.acc.num_processes:
             ckpt.set_rng_state(rngs[self.acc.process_index])
@@ -179,6 +206,20 @@ class _Trainer:
                 self.acc.num_processes,
             )
             set_seed(self.seed + self.step, device_specific=True)
+
+    def _check_best(self) -> None:
+        """After a resume: drop best folders of evals past the checkpoint (an interrupted
+        run's); the one the checkpoint chose must be there (rank 0 checks, all agree)."""
+        if self.main:
+            ckpt.prune_best(self.root, None if self.best is None else int(self.best["step"]))
+            if self.best is not None and not self._best_dir().is_dir():
+                logger.warning("%s is missing: the best so far is forgotten", self._best_dir())
+                self.best = None
+        self.best = broadcast_object_list([self.best])[0]
+        self.acc.wait_for_everyone()
+
+    def _best_dir(self) -> Path:
+        return self.root / ckpt.best_name(int(self.best["step"]))
 
     # -- steps --------------------------------------------------------------------------
 
@@ -226,6 +267,8 @@ class _Trainer:
             write = partial(self._write_checkpoint, rngs=rngs, curves=curves)
             ckpt.write_dir_atomically(final, write)
             ckpt.rotate(self.root, self.params.keep_checkpoints)
+            if self.best is not None:  # the checkpoint now records this choice
+                ckpt.prune_best(self.root, int(self.best["step"]))
         self.acc.wait_for_everyone()
 
     def _write_checkpoint(self, directory: Path, rngs: list[dict], curves=()) -> None:
@@ -244,6 +287,7 @@ class _Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
             "rng": rngs,
+            "best": self.best,
         }
         ckpt.save_state(directory / ckpt.STATE_FILE, state)
 
@@ -260,13 +304,44 @@ class _Trainer:
         self.acc.wait_for_everyone()
         return row
 
+    def keep_if_best(self, row: dict[str, float] | None) -> None:
+        """With ``best_metric``: when rank 0's eval ``row`` beats the best so far, write
+        ``best-XXXXXXX`` (``model/``: the evaluated weights, EMA when enabled; with EMA
+        also ``model_raw/``). The next checkpoint records the choice; older best folders
+        go only after that, so an interruption in between keeps the recorded one."""
+        metric = self.params.best_metric
+        if metric is None:
+            return
+        if self.main and row is not None:
+            if metric not in row:
+                raise KeyError(
+                    f"best_metric {metric!r} is not in the eval row; it has {sorted(row)}"
+                )
+            value = float(row[metric])
+            if is_better(value, self.best and self.best["value"], self.params.best_mode):
+                self.best = {"step": self.step, "value": value}
+                ckpt.write_dir_atomically(self._best_dir(), self._write_best)
+                logger.info("best %s=%.6g at step %d", metric, value, self.step)
+        self.best = broadcast_object_list([self.best])[0]
+
+    def _write_best(self, directory: Path) -> None:
+        with self._final_weights():
+            ckpt.save_weights(self.raw, directory / "model")
+        if self.ema is not None:
+            ckpt.save_weights(self.raw, directory / "model_raw")
+
     def _final_weights(self) -> contextlib.AbstractContextManager:
         return self.ema.applied(self.raw) if self.ema is not None else nullcontext(self.raw)
 
     def save_final(self, out_dir: Path) -> tuple[Path, Path | None]:
-        """Write ``model/`` (EMA when enabled) and ``model_raw/``; the model in memory
-        ends with the weights of ``model/``."""
+        """Write ``model/`` (EMA when enabled) and ``model_raw/``, of the last step or,
+        with ``best_metric``, of the best eval; the model in memory ends with the weights
+        of ``model/``."""
         model_dir, raw_dir = out_dir / "model", out_dir / "model_raw"
+        if self.params.best_metric is not None:
+            if self.best is not None:
+                return self._save_best(model_dir, raw_dir)
+            logger.warning("best_metric: no eval row to choose from; model/ holds the last weights")
         if self.main:
             if self.ema is not None:
                 ckpt.write_dir_atomically(raw_dir, partial(ckpt.save_weights, self.raw))
@@ -277,6 +352,22 @@ class _Trainer:
         if self.main:
             ckpt.write_dir_atomically(model_dir, partial(ckpt.save_weights, self.raw))
         self.acc.wait_for_everyone()
+        return model_dir, raw_dir if self.ema is not None else None
+
+    def _save_best(self, model_dir: Path, raw_dir: Path) -> tuple[Path, Path | None]:
+        """``model/`` and ``model_raw/`` copied from the best folder, which every rank
+        then loads."""
+        best = self._best_dir()
+        if self.main:
+            for name, final in (("model", model_dir), ("model_raw", raw_dir)):
+                if (best / name).is_dir():
+                    copy = partial(shutil.copytree, best / name, dirs_exist_ok=True)
+                    ckpt.write_dir_atomically(final, copy)
+                else:
+                    shutil.rmtree(final, ignore_errors=True)  # stale, from an EMA run
+        self.acc.wait_for_everyone()
+        ckpt.load_weights(self.raw, best / "model")
+        logger.info("model/: the best eval (step %d)", self.best["step"])
         return model_dir, raw_dir if self.ema is not None else None
 
 
@@ -306,6 +397,11 @@ def train(
             gradients to be synchronised; ``logs`` values are floats added to the curve.
         params: the run's settings (a stage's subclass of :class:`TrainParams`).
         out_dir: receives ``checkpoints/``, ``model/`` and, with EMA, ``model_raw/``.
+            With ``params.best_metric``, each eval row that beats the best so far writes
+            ``checkpoints/best-XXXXXXX/`` (``model/``: the evaluated weights, EMA when
+            enabled; with EMA also ``model_raw/``: the raw weights of that step); the
+            checkpoints record the choice (a resume keeps it) and ``model/`` and
+            ``model_raw/`` end as copies of the best folder, so both describe one step.
         seed: seed of the data order, the item seeds and each rank's global RNGs.
         log_file: TSV training curve (default ``out_dir/train.tsv``); ``eval.tsv``
             beside it receives ``eval_fn`` rows.
@@ -358,6 +454,7 @@ def train(
         resumed_from=resumed,
         history=history,
         evals=evals,
+        best=trainer.best,
     )
 
 
@@ -398,9 +495,11 @@ def _run(
         if trainer.step % p.checkpoint_every == 0 or last:
             # eval first (it leaves the RNGs untouched) so the checkpoint's copy of the
             # curves holds its row
-            if eval_fn is not None and (row := trainer.evaluate(eval_fn)) is not None:
-                evals.append(row)
-                eval_table.append(row)
+            if eval_fn is not None:
+                if (row := trainer.evaluate(eval_fn)) is not None:
+                    evals.append(row)
+                    eval_table.append(row)
+                trainer.keep_if_best(row)
             trainer.save_checkpoint(curves=(curve.path, eval_table.path))
     bar.close()
     return history, evals

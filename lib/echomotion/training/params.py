@@ -18,11 +18,27 @@ class TrainParams(Section):
 
     steps: int = Field(ge=1, description="Optimizer steps of the whole run.")
     batch_size: int = Field(ge=1, description="Items per micro-batch on each process.")
-    lr: float = Field(gt=0, description="Peak learning rate of AdamW.")
+    lr: float = Field(gt=0, description="Peak learning rate of the optimizer.")
+    optimizer: Literal["adamw", "adam"] = Field(
+        "adamw",
+        description="adamw: decoupled weight decay (AdamW); adam: Adam with weight_decay as "
+        "an L2 term in the gradient (torch.optim.Adam).",
+    )
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up from lr/warmup_steps to lr.")
-    lr_schedule: Literal["constant", "cosine"] = Field(
-        "constant", description="After warm-up: constant, or cosine decay to 0 at `steps`."
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        "constant",
+        description="After warm-up: constant, or cosine / linear decay from lr to lr_min, "
+        "reached at schedule_steps and held after.",
+    )
+    lr_min: float = Field(
+        0.0, ge=0, description="Floor of the cosine and linear decays (unused by constant)."
+    )
+    schedule_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Step at which the decay reaches lr_min; None: `steps`. Larger than "
+        "`steps` stops training part-way down the decay.",
     )
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip norm; None: no clipping.")
@@ -34,6 +50,15 @@ class TrainParams(Section):
     )
     checkpoint_every: int = Field(ge=1, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
+    best_metric: str | None = Field(
+        None,
+        min_length=1,
+        description="Key of the eval_fn row whose best value picks the final weights "
+        "(checkpoints/best-XXXXXXX, then model/ and model_raw/); None: the last weights.",
+    )
+    best_mode: Literal["max", "min"] = Field(
+        "max", description="Whether a higher (max) or lower (min) best_metric is better."
+    )
     log_every: int = Field(10, ge=1, description="Steps between rows of the training curve.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank.")
     seed: int | None = Field(
@@ -42,6 +67,12 @@ class TrainParams(Section):
         description="Seed of this run (initial weights, data order); None: shared.seed. "
         "A seed study of one stage: dvc exp run -S <stage>.train.seed=N.",
     )
+
+    @model_validator(mode="after")
+    def _lr_floor(self) -> TrainParams:
+        if self.lr_min > self.lr:
+            raise ValueError(f"lr_min ({self.lr_min}) must not exceed lr ({self.lr})")
+        return self
 
     def seed_or(self, default: int) -> int:
         """This run's seed: ``seed`` when set, else ``default`` (the pipeline's shared seed)."""

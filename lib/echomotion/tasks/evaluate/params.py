@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from echomotion.evaluation.params import (
     EFRegressorParams,
@@ -25,8 +25,33 @@ class RealismParams(Section):
         1024, ge=2, description="Real reference frames drawn; None: all (the '_full' protocol)."
     )
     reference_clips: int = Field(256, ge=2, description="Real reference clips.")
-    inception: TorchScriptExtractorParams | None = Field(None, description="Local Inception.")
-    i3d: TorchScriptExtractorParams | None = Field(None, description="Local I3D.")
+    inception: TorchScriptExtractorParams | None = Field(
+        None, description="Inception (FID, IS): a local or downloaded TorchScript file."
+    )
+    i3d: TorchScriptExtractorParams | None = Field(
+        None, description="I3D (FVD): a local or downloaded TorchScript file."
+    )
+    fvd_frames: tuple[int, ...] | None = Field(
+        None,
+        description="Clip lengths of the I3D FVD (StyleGAN-V: 16 and 128), only videos at "
+        "least that long drawn; None: clip_frames (the EF network's clips).",
+    )
+    inception_score: bool = Field(
+        False, description="Also the Inception Score of the generated frames (needs inception)."
+    )
+
+    @field_validator("fvd_frames")
+    @classmethod
+    def _lengths(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and (not value or min(value) < 2):
+            raise ValueError(f"fvd_frames needs lengths >= 2, got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _score_needs_inception(self) -> RealismParams:
+        if self.inception_score and self.inception is None:
+            raise ValueError("inception_score: true needs an inception extractor")
+        return self
 
 
 class MotionParams(Section):

@@ -26,9 +26,13 @@ Realism names follow StyleGAN-V (``fid50k_full``: 50k generated frames against a
 frames; ``fvd2048_16f``: 2048 generated 16-frame clips), prefixed with the extractor and
 scaled down at the CPU default: ``reid_fid512`` (the ``_full`` suffix only when
 ``realism.max_reference_frames`` is null, i.e. every reference frame is used) and
-``efnet_fvd128_16f``; with a local TorchScript network also ``inception_fid...`` /
-``i3d_fvd...``. Each has a ``..._real_baseline`` twin: the real ``baseline_split`` scored
-against the same reference with as many samples as the synthetic set (``n_frames_used``,
+``efnet_fvd128_16f``; with a TorchScript network also ``inception_fid...`` /
+``i3d_fvd...`` (``realism.fvd_frames``: one per clip length; ``realism.inception_score``:
+``inception_is..._mean`` / ``_std``), named exactly as StyleGAN-V names them
+(``fid50k_full``, ``fvd2048_16f``, ``fvd2048_128f``, ``is50k_mean``) when the extractor is
+marked ``standard`` (its detectors, see :mod:`echomotion.evaluation.detectors`). Each has
+a ``..._real_baseline`` twin: the real ``baseline_split`` scored against the same
+reference with as many samples as the synthetic set (``n_frames_used``,
 ``n_clips_used``), which gives the scale (small-sample bias included).
 
 Every network runs on ``device`` (params ``shared.device``): the loaded ones are moved
@@ -79,8 +83,8 @@ def extractors_for(
     device: str | torch.device,
 ) -> dict[str, FeatureExtractor]:
     """The Frechet feature extractors by metric prefix, each on ``device``: the pipeline's
-    own networks (the EF network only when it was trained), plus Inception / I3D when a
-    local TorchScript file is configured."""
+    own networks (the EF network only when it was trained), plus Inception / I3D when
+    configured (a local TorchScript file or one downloaded once into the cache)."""
     extractors: dict[str, FeatureExtractor] = {"reid": ReIDFrameFeatures(reid, device)}
     if ef_model is not None:
         extractors["efnet"] = EFClipFeatures(ef_model, device)

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from echomotion.evaluation.extractors import FeatureExtractor, extract
+from echomotion.evaluation.extractors import FeatureExtractor, extract, extract_probabilities
 from echomotion.evaluation.frechet import frechet_distance
+from echomotion.evaluation.inception_score import inception_score
 from echomotion.evaluation.motion_fidelity import (
     cosine_matrix,
     ed_es_or_detect,
@@ -41,7 +42,7 @@ from echomotion.store import RaggedStore
 from echomotion.tasks.mafe.features import video_motion
 
 from .data import EvalData
-from .params import EvaluateParams, PrivacyParams
+from .params import EvaluateParams, PrivacyParams, RealismParams
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,71 @@ def count_name(n: int) -> str:
 # ----------------------------------------------------------------------------------- realism
 
 
-def _frechet_pair(extractor: FeatureExtractor, sets: dict[str, np.ndarray], batch: int):
+IS_SPLITS = 10  # StyleGAN-V is50k: num_splits=10 (src/metrics/metric_main.py)
+
+
+def _frechet_pair(
+    extractor: FeatureExtractor, sets: dict[str, np.ndarray], batch: int, ddof: int = 1
+):
     """Frechet distance of the synthetic and of the baseline items to the reference."""
     feats = {k: extract(extractor, v, batch) for k, v in sets.items()}
     return (
-        frechet_distance(feats["synthetic"], feats["reference"]),
-        frechet_distance(feats["baseline"], feats["reference"]),
+        frechet_distance(feats["synthetic"], feats["reference"], ddof),
+        frechet_distance(feats["baseline"], feats["reference"], ddof),
     )
+
+
+def _is_standard(params: RealismParams, name: str) -> bool:
+    """Whether extractor ``name`` is a StyleGAN-V detector (its names, its covariance)."""
+    detector = {"inception": params.inception, "i3d": params.i3d}.get(name)
+    return detector is not None and detector.standard
+
+
+def _prefix(params: RealismParams, name: str) -> str:
+    """The metric-name prefix of extractor ``name``: none for StyleGAN-V's detectors."""
+    return "" if _is_standard(params, name) else f"{name}_"
+
+
+def _fvd_at_lengths(
+    extractor: FeatureExtractor,
+    sets: dict[str, tuple[VideoSet, int]],
+    keys: dict[int, str],
+    batch: int,
+    ddof: int,
+    rng: np.random.Generator,
+) -> dict:
+    """Clip distances at each length of ``keys`` (length -> metric name), drawn from the
+    videos at least that long of each named (videos, count) set, as StyleGAN-V drops
+    shorter real videos and generates clips of that length; a length that some set has no
+    such video for is ``{"skipped": reason}``."""
+    out: dict = {}
+    for length, key in keys.items():
+        long = {k: (v.subset(np.flatnonzero(v.lengths >= length)), n) for k, (v, n) in sets.items()}
+        short = [
+            f"{k} videos have at most {int(sets[k][0].lengths.max(initial=0))} frames"
+            for k, (v, _) in long.items()
+            if len(v) == 0
+        ]
+        if short:
+            reason = f"{length}-frame clips need videos that long: {'; '.join(short)}"
+            log.warning("%s skipped: %s", key, reason)
+            out[key] = {"skipped": reason}
+            continue
+        clips = _draw(long, length, rng)
+        out[key], out[f"{key}_real_baseline"] = _frechet_pair(extractor, clips, batch, ddof)
+    return out
+
+
+def _inception_scores(extractor, frames: dict[str, np.ndarray], key: str, batch: int) -> dict:
+    """StyleGAN-V's Inception Score (mean, std over 10 splits) of the synthetic frames, and
+    of the baseline frames (``..._real_baseline``)."""
+    if len(frames["synthetic"]) < IS_SPLITS:
+        return {key: {"skipped": f"{len(frames['synthetic'])} frames, fewer than {IS_SPLITS}"}}
+    out = {}
+    for name, suffix in (("synthetic", ""), ("baseline", "_real_baseline")):
+        probs = extract_probabilities(extractor, frames[name], batch)
+        out[f"{key}_mean{suffix}"], out[f"{key}_std{suffix}"] = inception_score(probs, IS_SPLITS)
+    return out
 
 
 def _draw(
@@ -84,7 +143,9 @@ def realism_scores(
 
     ``skipped``: extractor name -> (kind "frame" | "clip", reason) of extractors that are
     not available (e.g. the EF network without EF labels); their metric is
-    ``{"skipped": reason}`` under its usual name."""
+    ``{"skipped": reason}`` under its usual name. With ``realism.fvd_frames`` the I3D
+    distance is taken at each of those clip lengths (drawn after every other draw, so the
+    other distances do not change), and ``realism.inception_score`` adds the IS."""
     p, length = params.realism, params.clip_frames
     reference, baseline = data.split(p.reference_split), data.split(p.baseline_split)
     # 1. frames: as many for the synthetic as for the baseline set; clips likewise
@@ -115,16 +176,32 @@ def realism_scores(
     }
     full = "_full" if p.max_reference_frames is None else ""  # every reference frame
 
-    def key_of(name: str, kind: str) -> str:
+    def key_of(name: str, kind: str, frames_per_clip: int = length) -> str:
         if kind == "frame":
-            return f"{name}_fid{count_name(p.n_frames)}{full}"
-        return f"{name}_fvd{count_name(p.n_clips)}_{length}f"
+            return f"{_prefix(p, name)}fid{count_name(p.n_frames)}{full}"
+        return f"{_prefix(p, name)}fvd{count_name(p.n_clips)}_{frames_per_clip}f"
 
+    at_lengths = p.fvd_frames is not None and "i3d" in extractors  # I3D at its own lengths
     for name, extractor in extractors.items():
+        if at_lengths and name == "i3d":
+            continue
         key, items = key_of(name, extractor.kind), frames if extractor.kind == "frame" else clips
-        out[key], out[f"{key}_real_baseline"] = _frechet_pair(extractor, items, params.batch_size)
+        ddof = 0 if _is_standard(p, name) else 1
+        out[key], out[f"{key}_real_baseline"] = _frechet_pair(
+            extractor, items, params.batch_size, ddof
+        )
     for name, (kind, reason) in (skipped or {}).items():
         out[key_of(name, kind)] = {"skipped": reason}
+    # 3. StyleGAN-V's fvd2048_16f / _128f: the I3D at each of fvd_frames; is50k
+    if at_lengths:
+        sets = {"synthetic": (data.synthetic, p.n_clips), "baseline": (baseline, p.n_clips),
+                "reference": (reference, p.reference_clips)}  # fmt: skip
+        keys = {n: key_of("i3d", "clip", n) for n in p.fvd_frames}
+        ddof = 0 if _is_standard(p, "i3d") else 1
+        out |= _fvd_at_lengths(extractors["i3d"], sets, keys, params.batch_size, ddof, rng)
+    if p.inception_score:
+        key = f"{_prefix(p, 'inception')}is{count_name(p.n_frames)}"
+        out |= _inception_scores(extractors["inception"], frames, key, params.batch_size)
     return out
 
 

@@ -1,4 +1,8 @@
-"""Frame pairs of the prepared videos for unsupervised flow training."""
+"""Frame pairs of the prepared videos for unsupervised flow training.
+
+``store_path`` is the resampled store or its source-rate store with exact ED/ES
+(:func:`echomotion.store.frames_store`, ``shared.pseudo_label_frames``).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ class FlowPairDataset(_StoreDataset):
     """One random frame pair per video of ``splits`` and epoch, with segment maps.
 
     With probability ``edes_fraction`` (videos with known ED/ES only) the pair is the
-    video's mid->ED or mid->ES pair, the pairs the export scores; otherwise it is
+    video's mid->ED or mid->ES pair, the pairs the export scores (``edes_pair="mid"``), or
+    its ED->ES pair (``"ed_es"``, UnSAMFlow's pair); otherwise it is
     (t, t + gap) with gap uniform in [1, ``max_gap``]. Either way the order is reversed
     with probability 1/2, and both frames share one random ``crop`` (None: whole frames).
     All choices are a pure function of (seed, epoch, index). ``in_memory``: see
@@ -33,6 +38,7 @@ class FlowPairDataset(_StoreDataset):
         splits: tuple[str, ...] = ("TRAIN",),
         max_gap: int = 4,
         edes_fraction: float = 0.25,
+        edes_pair: str = "mid",
         crop: int | None = None,
         segments: SegmentProvider | None = None,
         seed: int = 0,
@@ -43,7 +49,10 @@ class FlowPairDataset(_StoreDataset):
         self.videos = self.videos[self.lengths[self.videos] >= 2]
         if len(self.videos) == 0:
             raise ValueError(f"{store_path}: no video of {splits} with 2 frames or more")
+        if edes_pair not in ("mid", "ed_es"):
+            raise ValueError(f"edes_pair must be 'mid' or 'ed_es', got {edes_pair!r}")
         self.max_gap, self.edes_fraction, self.crop = max_gap, edes_fraction, crop
+        self.edes_pair = edes_pair
         self.segments = segments
         self._segment_cache: dict[int, np.ndarray] = {}
 
@@ -51,7 +60,10 @@ class FlowPairDataset(_StoreDataset):
         """Frame indices (a, b) within ``video`` of one random pair."""
         ed, es = int(self.table["ed"][video]), int(self.table["es"][video])
         if ed >= 0 and es >= 0 and abs(ed - es) >= 2 and rng.random() < self.edes_fraction:
-            a, b = midway(ed, es), (ed, es)[rng.integers(2)]
+            if self.edes_pair == "ed_es":
+                a, b = ed, es
+            else:
+                a, b = midway(ed, es), (ed, es)[rng.integers(2)]
         else:
             n = int(self.lengths[video])
             gap = int(rng.integers(1, min(self.max_gap, n - 1) + 1))

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from echomotion.flow.classical import NetworkFlow
-from echomotion.flow.losses import make_flow_loss
+from echomotion.flow.losses import attach_step_counter, make_flow_loss
 from echomotion.flow.pwc import PWCLite
 from echomotion.flow.segments import make_segment_provider
 from echomotion.training.loop import EvalFn, TrainResult, train_section
@@ -53,13 +53,14 @@ def make_eval_fn(pairs: TruthPairs) -> EvalFn:
 
 
 def build_dataset(videos_path: str | Path, params: FlowTrainParams, seed: int) -> FlowPairDataset:
-    """TRAIN pairs; segments only when the segment term of the loss is on."""
-    segments = make_segment_provider(params.segments) if params.loss.w_segment > 0 else None
+    """TRAIN pairs; segments only when the segment term of the loss is on at some step."""
+    segments = make_segment_provider(params.segments) if params.needs_segments() else None
     return FlowPairDataset(
         videos_path,
         ("TRAIN",),
         max_gap=params.max_gap,
         edes_fraction=params.edes_fraction,
+        edes_pair=params.edes_pair,
         crop=params.crop,
         segments=segments,
         seed=seed,
@@ -85,6 +86,9 @@ def train_flow(
     dataset = build_dataset(videos_path, params, seed)
     torch.manual_seed(seed)
     model = PWCLite(**params.model.model_dump())
+    if params.loss_schedule:  # the schedule's step counter, saved in the checkpoints
+        attach_step_counter(model)
+    loss_fn = make_flow_loss(params.loss, params.loss_schedule, params.train.grad_accum)
 
     # 2. ground truth for the eval, when there is some
     pairs = load_truth_pairs(videos_path, truth_path, "VAL", params.eval_videos)
@@ -94,7 +98,7 @@ def train_flow(
     result = train_section(
         model,
         dataset,
-        make_flow_loss(params.loss),
+        loss_fn,
         params,
         out_dir=out_dir,
         seed=seed,

@@ -4,11 +4,20 @@ The MCDM is conditioned on ``(motion - mean) / std`` with the TRAIN statistics o
 features store. Training normalises with :class:`MotionNormalizer`; the saved pipeline keeps
 the same statistics and the frame size the VAE was trained at in its config
 (``model_index.json``: ``motion_mean``, ``motion_std``, ``frame_size``) and normalises the
-raw motion vectors it is given with the same function, exactly as training did.
+raw motion vectors it is given with the same function, exactly as training did. With
+``mcdm_train.normalize_motion: false`` (the official code feeds the motion raw) the
+statistics are the identity (mean 0, std 1), so ``(motion - 0) / 1`` is the motion, bit for
+bit, in training and in the pipeline.
+
+The training schedule's ``clip_sample`` / ``clip_sample_range`` reach the sampler through
+the scheduler config (``ddpm`` and ``ddim`` take them). ``dpmsolver++`` has no fixed clipping:
+its ``thresholding`` divides x0 by a per-sample quantile (Imagen's dynamic thresholding), a
+different operation, so it samples unclipped.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +29,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline, normalize_motion
 
 from .params import SamplerName
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,11 @@ class MotionNormalizer:
         mean = np.asarray(attrs["motion_mean"], dtype=np.float32)
         return cls(mean, np.asarray(attrs["motion_std"], dtype=np.float32), tuple(frame_size))
 
+    @classmethod
+    def identity(cls, dim: int, frame_size: tuple[int, int]) -> MotionNormalizer:
+        """Mean 0, std 1 in each of ``dim`` channels: the motion is used raw."""
+        return cls(np.zeros(dim, np.float32), np.ones(dim, np.float32), tuple(frame_size))
+
     def __call__(self, motion: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Normalised float32 motion ``(..., D)`` (the pipeline's own normalisation)."""
         return normalize_motion(motion, torch.from_numpy(self.mean), torch.from_numpy(self.std))
@@ -63,6 +79,12 @@ def sampling_scheduler(config: dict[str, Any], name: SamplerName) -> SchedulerMi
     if name not in _SCHEDULERS:
         raise ValueError(f"scheduler must be one of {sorted(_SCHEDULERS)}, got {name!r}")
     cls, extra = _SCHEDULERS[name]
+    if config.get("clip_sample") and name == "dpmsolver++":
+        logger.warning(
+            "the schedule asks for clip_sample (+-%s), which dpmsolver++ lacks: it samples "
+            "unclipped (ddpm and ddim clip)",
+            config.get("clip_sample_range"),
+        )
     return cls.from_config(config, **extra)
 
 

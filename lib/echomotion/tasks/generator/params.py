@@ -18,6 +18,7 @@ from echomotion.training.params import LaunchParams, TrainParams
 
 SamplerName = Literal["ddpm", "ddim", "dpmsolver++"]
 ReferenceFrame = Literal["window_start", "random"]
+ShortVideos = Literal["drop", "pad"]
 
 
 class VAETrainParams(Section):
@@ -99,6 +100,22 @@ class MCDMTrainParams(Section):
         description="Reference frame: the window's first frame (the video starts at the "
         "reference) or a random frame of the same video.",
     )
+    short_videos: ShortVideos = Field(
+        "drop",
+        description="Videos with fewer frames than a window: 'drop' leaves them out; 'pad' "
+        "keeps them, zero-pads their windows and leaves the padded frames out of the loss.",
+    )
+    random_phase: bool = Field(
+        False,
+        description="Draw a window's phase (first frame modulo frame_stride) first, then its "
+        "start on that frame grid, as the official resampling does; with 'pad', windows that "
+        "run past the end are padded. A no-op at frame_stride 1.",
+    )
+    normalize_motion: bool = Field(
+        True,
+        description="Standardise the motion vector with the TRAIN statistics; False: raw "
+        "(the official code), and the pipeline keeps identity statistics.",
+    )
 
 
 class SampleParams(Section):
@@ -122,3 +139,12 @@ class SampleParams(Section):
         3, ge=1, description="Motion sources shown in grid.png and samples.gif."
     )
     preview_frames: int = Field(8, ge=1, description="Frames per row of grid.png.")
+    protocol: Literal["transfer", "official"] = Field(
+        "transfer",
+        description="transfer: per source a transfer video (next video's first frame) and a "
+        "self video (own first frame); official (LabelfreeMCDM evaluation): sources sorted by "
+        "file name, one self video each, its reference a random frame (seeded).",
+    )
+    max_sources: int | None = Field(
+        None, ge=1, description="Only the first N motion sources (None: all; official: 2048)."
+    )

@@ -4,6 +4,9 @@ Every video of ``params.splits`` that has a motion vector is a motion source. It
 two synthetic videos: ``transfer`` (appearance = the first frame of the next video of
 those splits, in store order, wrapping around) and ``self`` (its own first frame). The
 labels (EF, ESV, EDV) are the motion source's: the motion carries the cardiac function.
+With ``params.protocol`` "official" (the LabelfreeMCDM evaluation protocol) the sources
+are sorted by file name and each drives one ``self`` video whose reference is a random
+frame (seeded) of the same video; ``params.max_sources`` keeps the first N sources.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +41,13 @@ EXTRA_COLUMNS = ("Synthetic", "MotionSource", "AppearanceSource", "Mode")
 @dataclass(frozen=True)
 class Source:
     """One motion source: its video (index in videos.zarr), its feature row and the
-    appearance videos of its synthetic videos, by mode."""
+    appearance videos of its synthetic videos, and their reference frames (absent: the
+    first frame), by mode."""
 
     video: int
     feature_row: int
     appearance: dict[str, int]
+    reference_frame: dict[str, int] = field(default_factory=dict)
 
 
 def plan_sources(
@@ -63,18 +68,48 @@ def plan_sources(
     return sources
 
 
+def plan_official(
+    videos: RaggedStore, features: RaggedStore, splits: tuple[str, ...], seed: int
+) -> list[Source]:
+    """The official evaluation protocol (LabelfreeMCDM ``TensorMotionSet`` with
+    ``sample_motion.py``): the motion sources of ``splits`` sorted by file name, each the
+    appearance of its own ``self`` video, the reference a random frame of it (seeded)."""
+    rows = np.flatnonzero(np.isin(features.table["split"].astype(str), splits))
+    rows = sorted(rows, key=lambda r: str(features.table["file_name"][r]))
+    rng, lengths, sources = np.random.default_rng(seed), videos.lengths(), []
+    for row in rows:
+        video = int(features.table["video"][row])
+        if features.table["file_name"][row] != videos.table["file_name"][video]:
+            raise ValueError(f"features row {row} does not match videos.zarr video {video}")
+        frame = int(rng.integers(lengths[video]))
+        sources.append(Source(video, int(row), {"self": video}, {"self": frame}))
+    return sources
+
+
+def plan(videos: RaggedStore, features: RaggedStore, params: SampleParams, seed: int):
+    """The motion sources of ``params.protocol``, the first ``params.max_sources`` of them."""
+    if params.protocol == "official":
+        sources = plan_official(videos, features, params.splits, seed)
+    else:
+        sources = plan_sources(videos, features, params.splits)
+    return sources[: params.max_sources]
+
+
 def generate_videos(
     pipe: MotionConditionedVideoPipeline,
     references: np.ndarray,
     motion: torch.Tensor,
     params: SampleParams,
     seed: int,
+    ef: float | None = None,
 ) -> np.ndarray:
     """uint8 videos ``(B, T, H, W)``, one per reference frame ``(B, H, W)``, all driven by
-    the raw ``motion`` ``(1, D)`` (the pipeline normalises it); deterministic given ``seed``."""
+    the raw ``motion`` ``(1, D)`` (the pipeline normalises it) and, for a pipeline trained
+    with EF, by the driver's ``ef`` (percent); deterministic given ``seed``."""
     return pipe(
         reference=references,
         motion=motion,
+        ef=ef,
         num_frames=params.num_frames,
         window_overlap=params.window_overlap,
         num_inference_steps=params.num_inference_steps,
@@ -82,6 +117,18 @@ def generate_videos(
         noise_aug_strength=params.noise_aug_strength,
         generator=torch.Generator().manual_seed(seed),
     ).frames
+
+
+def driver_ef(pipe: MotionConditionedVideoPipeline, features: RaggedStore, row: int):
+    """The EF (percent) of features ``row``'s video when the pipeline conditions on EF
+    (``mcdm_train.model.condition_ef``), else None; ValueError naming a video without EF."""
+    if not pipe.config.get("condition_ef"):
+        return None
+    ef = float(features.table["ef"][row])
+    if math.isnan(ef):
+        name = features.table["file_name"][row]
+        raise ValueError(f"motion source {name} has no EF; the pipeline conditions on EF")
+    return ef
 
 
 def _label(value: float) -> str:
@@ -170,7 +217,7 @@ def sample_dataset(
     pipe = load_pipeline(pipeline_dir, params.scheduler).to(device)
     videos, features = RaggedStore(videos_path), RaggedStore(features_path).load("motion")
     _check_frame_size(videos, pipe.config.frame_size)
-    sources = plan_sources(videos, features, params.splits)
+    sources = plan(videos, features, params, seed)
     motions = torch.as_tensor(video_motion(features))  # (n_videos, D), raw
     fps = float(pipe.config.fps or 0.0)
     out_root, plots_dir = Path(out_root), Path(plots_dir)
@@ -182,9 +229,12 @@ def sample_dataset(
     for source in tqdm(sources, desc="sample", unit="source"):
         info = videos.row(source.video)
         modes = list(source.appearance)
-        refs = np.stack([videos.video(source.appearance[m])[0] for m in modes])  # (k, H, W)
+        refs = np.stack(
+            [videos.video(source.appearance[m])[source.reference_frame.get(m, 0)] for m in modes]
+        )  # (k, H, W)
         motion = motions[source.feature_row][None]  # (1, D)
-        synthetic = generate_videos(pipe, refs, motion, params, seed + source.video)
+        ef = driver_ef(pipe, features, source.feature_row)  # None: a label-free model
+        synthetic = generate_videos(pipe, refs, motion, params, seed + source.video, ef)
         for mode, video in zip(modes, synthetic, strict=True):
             name = f"{info['file_name']}_{mode}"
             write_video(tmp / VIDEOS / f"{name}.avi", video, fps or info["fps"], params.codec)

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKL
+from safetensors.torch import load_file
+from torch import nn
 from torch.utils.data import Dataset
 
 from echomotion.data import evenly_spaced
 from echomotion.device import process_state
+from echomotion.diffusion.discriminator import (
+    VAEWithDiscriminator,
+    build_discriminator,
+    vae_gan_loss,
+)
 from echomotion.diffusion.losses import vae_loss
+from echomotion.diffusion.lpips import load_lpips
 from echomotion.diffusion.metrics import reconstruction_metrics
 from echomotion.diffusion.vae import (
     build_vae,
@@ -23,8 +33,8 @@ from echomotion.diffusion.vae import (
     frames_to_images,
 )
 from echomotion.store import FrameRows, RaggedStore
-from echomotion.training.checkpoint import save_pretrained
-from echomotion.training.loop import train_section
+from echomotion.training.checkpoint import WEIGHTS_FILE, save_pretrained
+from echomotion.training.loop import LossFn, TrainResult, train_section
 
 from .media import save_png
 from .params import VAETrainParams
@@ -86,19 +96,23 @@ def train_vae(
     train_frames = split_frames(store, ("TRAIN",))
     if len(train_frames) == 0:
         raise ValueError(f"{videos_path}: no TRAIN video to train the VAE on")
-    # 2. train
+    # 2. train (with LPIPS or the discriminator: the VAE inside a wrapper, model/ and
+    # model_raw/ then rewritten as the plain VAE)
     torch.manual_seed(seed)
     vae = build_vae(params.model)
+    model, loss_fn = vae_objective(vae, params)
     result = train_section(
-        vae,
+        model,
         FrameDataset(train_frames, params.crop_size),
-        partial(vae_loss, params=params.loss),
+        loss_fn,
         params,
         out_dir=out_dir,
         seed=seed,
         log_file=log_file,
         name="vae",
     )
+    if model is not vae and process_state().is_main_process:
+        keep_plain_vae(result, params)
     # 3. scaling factor (1 / std of TRAIN latents), saved with the model
     vae.eval()
     sample = spread_frames(train_frames, params.scale_frames)
@@ -117,6 +131,37 @@ def train_vae(
     if figure is not None and len(val) and process_state().is_main_process:
         save_png(reconstruction_figure(vae, spread_frames(val, 4)), figure)
     return {**scores, "scaling_factor": scale, "steps": result.step, "val_frames": len(val)}
+
+
+def vae_objective(vae: AutoencoderKL, params: VAETrainParams) -> tuple[nn.Module, LossFn]:
+    """The module the loop trains and its loss: ``vae`` and ``losses.vae_loss`` unless
+    LPIPS or the discriminator is on, else a :class:`VAEWithDiscriminator` (the
+    discriminator drawn from the global RNG after the VAE) and ``vae_gan_loss``."""
+    loss = params.loss
+    if loss.lpips_weight > 0 and loss.lpips_weights is None:
+        logger.warning("lpips_weight %g without lpips_weights: LPIPS is off", loss.lpips_weight)
+    if not loss.gan_or_lpips:
+        return vae, partial(vae_loss, params=loss)
+    discriminator = build_discriminator(loss) if loss.disc_weight > 0 else None
+    lpips = load_lpips(loss.lpips_weights) if loss.lpips_active else None
+    model = VAEWithDiscriminator(vae, discriminator, grad_accum=params.train.grad_accum)
+    return model, partial(vae_gan_loss, params=loss, lpips=lpips)
+
+
+def keep_plain_vae(result: TrainResult, params: VAETrainParams) -> None:
+    """Leave ``model/`` to the caller's save of the plain VAE (the wrapper's file goes;
+    the discriminator lives on in the checkpoints only) and rewrite ``model_raw/`` (EMA
+    runs) as the plain VAE of the raw weights."""
+    shutil.rmtree(result.model_dir, ignore_errors=True)
+    raw = result.raw_model_dir
+    if raw is None or not (raw / WEIGHTS_FILE).is_file():
+        return
+    state = load_file(raw / WEIGHTS_FILE)
+    with torch.random.fork_rng(devices=[]):  # the copy's init must not shift later draws
+        plain = build_vae(params.model)
+    plain.load_state_dict({k.removeprefix("vae."): v for k, v in state.items() if k[:4] == "vae."})
+    shutil.rmtree(raw)
+    save_pretrained(plain, raw)
 
 
 def reconstruction_figure(vae, frames: np.ndarray, gap: int = 2) -> np.ndarray:

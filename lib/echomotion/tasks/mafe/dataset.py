@@ -12,6 +12,9 @@ The pseudo-label stores hold only the ED/ES pair, so their flow comes from OpenC
 (mid->t0, mid->t1) and their ReID rows are the video's ED/ES embeddings (the label is the
 video's identity, which any of its frames shares).
 
+``videos_path`` is the resampled store or its source-rate store with exact ED/ES
+(:func:`echomotion.store.frames_store`); the pseudo labels must come from the same one.
+
 Randomness (extra triplets and ``augment_batch``) is a pure function of
 (seed, epoch, index), so an item is the same in any worker and after a resume.
 """

@@ -53,11 +53,10 @@ Pair = tuple[int, int, int]  # (video index in videos.zarr, frame a, frame b)
 
 
 def pair_vectors(model: MAFE, img0: Tensor, img1: Tensor) -> tuple[Tensor, Tensor]:
-    """(motion (B, Dm), appearance (B, Da)) of frame pairs (B, 1, H, W), one backbone pass:
-    the same values as ``model.motion_vector`` and ``model.appearance_vector``."""
-    model.check_inputs(img0, img1)
-    _, appearance, motion = model.extract(model.pad(img0), model.pad(img1))
-    return model.pooled(motion), model.pooled(appearance)
+    """(motion (B, Dm), appearance (B, Da)) of frame pairs (B, 1, H, W), one backbone pass
+    (:meth:`MAFE.vectors`): the values of ``model.motion_vector`` and, without flip TTA,
+    of ``model.appearance_vector`` (with it, equal up to float rounding)."""
+    return model.vectors(img0, img1)
 
 
 @torch.no_grad()

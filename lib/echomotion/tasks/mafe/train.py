@@ -1,7 +1,9 @@
 """Stage ``mafe_train``: MAFE on ED/mid/ES triplets with pseudo flow and ReID labels.
 
 Trained with the project's one loop (``echomotion.training.train``) on the TRAIN triplets
-(augmented, see :mod:`.dataset`) and scored on the VAL triplets: interpolation PSNR/SSIM
+(augmented, see :mod:`.dataset`) and scored on the VAL triplets at every checkpoint (the
+official code keeps the weights of the best VAL PSNR: ``train.best_metric: psnr``) and at
+the end: interpolation PSNR/SSIM
 of the middle frame beside two naive baselines (copy the nearer input frame; the 50/50
 blend of both), end-point errors of the head's flows and of the flow decoded from the
 motion features alone (``flow_from_motion``) against the pseudo flow and, on the phantom,
@@ -190,7 +192,7 @@ def train_mafe(
     # 3. the shared training loop
     out_dir = Path(out_dir)
     log_file = Path(log_file) if log_file is not None else out_dir / "train.tsv"
-    train_section(
+    result = train_section(
         model,
         train_set,
         partial(mafe_loss, params=params.loss),
@@ -201,9 +203,10 @@ def train_mafe(
         eval_fn=(lambda m, step: evaluate(m)) if len(val_set) else None,
         name="mafe_train",
     )
-    # 4. final scores
+    # 4. final scores (of the best eval's weights with train.best_metric)
     val = evaluate(model) if len(val_set) else {}
-    return {"train": last_row(log_file), "val": val, "ground_truth": truth is not None}
+    metrics = {"train": last_row(log_file), "val": val, "ground_truth": truth is not None}
+    return metrics | ({"best": result.best} if result.best is not None else {})
 
 
 def load_mafe(model_dir: str | Path) -> MAFE:

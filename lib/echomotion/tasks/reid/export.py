@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from echomotion.data import TripletDataset, to_tensor
 from echomotion.reid.metrics import rank1_and_map
-from echomotion.reid.model import ReIDEncoder
+from echomotion.reid.model import ReIDModel, load_reid_encoder
 from echomotion.store import RaggedStoreWriter
 
 from .params import ReIDExportParams
@@ -31,19 +31,21 @@ REID_SCHEMA = {
 }
 
 
-def load_encoder(model_dir: str | Path) -> ReIDEncoder:
-    """The trained encoder of ``model_dir`` (save_pretrained form), in eval mode."""
-    return ReIDEncoder.from_pretrained(model_dir).eval()
+def load_encoder(model_dir: str | Path) -> ReIDModel:
+    """The trained encoder of ``model_dir`` (save_pretrained form, either method), in eval
+    mode."""
+    return load_reid_encoder(model_dir)
 
 
-def untrained_like(model: ReIDEncoder, seed: int) -> ReIDEncoder:
-    """An encoder of the same config initialised as training started (same ``seed``)."""
+def untrained_like(model: ReIDModel, seed: int) -> ReIDModel:
+    """An encoder of the same class and config initialised as training started (same
+    ``seed``)."""
     torch.manual_seed(seed)
-    return ReIDEncoder.from_config(model.config).eval()
+    return type(model).from_config(model.config).eval()
 
 
 @torch.no_grad()
-def embed_frames(model: ReIDEncoder, frames: np.ndarray, batch_size: int) -> np.ndarray:
+def embed_frames(model: ReIDModel, frames: np.ndarray, batch_size: int) -> np.ndarray:
     """(N, H, W) uint8 frames -> (N, D) float32 L2-normalised embeddings (eval mode), computed
     on the model's device."""
     model.eval()
@@ -71,7 +73,7 @@ def check_disjoint(train_names: list[str], heldout_names: list[str]) -> None:
 
 
 def heldout_metrics(
-    model: ReIDEncoder, untrained: ReIDEncoder, heldout: IdentityFrames, params: ReIDExportParams
+    model: ReIDModel, untrained: ReIDModel, heldout: IdentityFrames, params: ReIDExportParams
 ) -> dict[str, Any]:
     """Rank-1 / mAP of the trained encoder, the untrained one and raw pixels, plus chance.
 
@@ -100,7 +102,7 @@ def heldout_metrics(
 
 @torch.no_grad()
 def triplet_embeddings(
-    model: ReIDEncoder, videos_path: str | Path, batch_size: int
+    model: ReIDModel, videos_path: str | Path, batch_size: int
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Table rows and (V, 2, D) ED/ES embeddings of the triplet videos, in store order
     (computed on the model's device)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
-from echomotion.reid.params import ReIDLossParams
+from echomotion.reid.params import ReIDLossParams, ReIDPairParams
 from echomotion.section import Fraction, Section, Split
 from echomotion.training.params import LaunchParams, TrainParams
 
@@ -35,16 +37,26 @@ class ReIDAugmentParams(Section):
 
 
 class ReIDTrainParams(Section):
-    """Stage ``reid_train``: identity = TRAIN video, P x K batches of its frames."""
+    """Stage ``reid_train``: identity = TRAIN video; P x K batches of its frames (bnneck)
+    or balanced batches of frame pairs (siamese)."""
 
+    method: Literal["bnneck", "siamese"] = Field(
+        "bnneck",
+        description="'bnneck': ResNet + BNNeck, identity + triplet loss on P x K batches; "
+        "'siamese': ResNet + pair head, same/different cross-entropy on frame pairs "
+        "(EchoNet-Synthetic privacy network). Both export the L2-normalised D features.",
+    )
     model: ReIDModelParams = ReIDModelParams()
     loss: ReIDLossParams = ReIDLossParams()
+    pairs: ReIDPairParams = ReIDPairParams()
     augment: ReIDAugmentParams = ReIDAugmentParams()
     frames_per_video: int | None = Field(
         None, ge=2, description="Evenly spaced frames kept per TRAIN video; None: all."
     )
     instances: int = Field(
-        4, ge=2, description="K frames per identity in a batch; P = train.batch_size / K."
+        4,
+        ge=2,
+        description="K frames per identity in a batch; P = train.batch_size / K (bnneck).",
     )
     train: TrainParams = TrainParams(
         steps=400,
@@ -60,6 +72,8 @@ class ReIDTrainParams(Section):
 
     @model_validator(mode="after")
     def _check(self) -> ReIDTrainParams:
+        if self.method == "siamese":  # train.batch_size counts pairs
+            return self
         p, rest = divmod(self.train.batch_size, self.instances)
         if rest or p < 2:
             raise ValueError(

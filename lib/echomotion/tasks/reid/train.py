@@ -1,4 +1,5 @@
-"""Stage ``reid_train``: the ReID encoder on every phase of every TRAIN video."""
+"""Stage ``reid_train``: the ReID encoder on every phase of every TRAIN video, with the
+BNNeck (identity + triplet) or the Siamese (same/different pairs) method."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ import torch
 from echomotion.data import evenly_spaced
 from echomotion.device import process_state
 from echomotion.reid.dataset import FrameIdentityDataset
-from echomotion.reid.losses import reid_loss
-from echomotion.reid.model import ReIDEncoder
+from echomotion.reid.losses import reid_loss, siamese_loss
+from echomotion.reid.model import ReIDEncoder, ReIDModel, SiameseReIDEncoder
+from echomotion.reid.pairs import PairBatchSampler
 from echomotion.reid.sampler import PKBatchSampler
 from echomotion.store import RaggedStore
 from echomotion.training.data import BatchSamplerFactory
-from echomotion.training.loop import TrainResult, train_section
+from echomotion.training.loop import LossFn, TrainResult, train_section
 
 from .params import ReIDModelParams, ReIDTrainParams
 
@@ -58,10 +60,16 @@ def identity_frames(
     return IdentityFrames(np.concatenate(chunks), np.concatenate(labels), videos, names)
 
 
-def build_encoder(params: ReIDModelParams, num_identities: int, seed: int) -> ReIDEncoder:
-    """A freshly initialised encoder; the same ``seed`` gives the same initial weights."""
+def build_encoder(
+    params: ReIDModelParams, num_identities: int, seed: int, method: str = "bnneck"
+) -> ReIDModel:
+    """A freshly initialised encoder of ``method`` (bnneck: :class:`ReIDEncoder`, siamese:
+    :class:`SiameseReIDEncoder`); the same ``seed`` gives the same initial weights."""
+    classes = {"bnneck": ReIDEncoder, "siamese": SiameseReIDEncoder}
+    if method not in classes:
+        raise ValueError(f"unknown ReID method {method!r}; expected one of {sorted(classes)}")
     torch.manual_seed(seed)
-    return ReIDEncoder(**params.model_dump(), num_identities=num_identities)
+    return classes[method](**params.model_dump(), num_identities=num_identities)
 
 
 def pk_sampler_factory(instances: int) -> BatchSamplerFactory:
@@ -79,6 +87,31 @@ def pk_sampler_factory(instances: int) -> BatchSamplerFactory:
         )
 
     return factory
+
+
+def pair_sampler_factory(positive_fraction: float) -> BatchSamplerFactory:
+    """Batch sampler factory for :func:`echomotion.training.train`: ``batch_size`` frame
+    pairs per batch (``2 * batch_size`` frames), ``positive_fraction`` of them same-video,
+    over ``dataset.identities``."""
+
+    def factory(dataset, batch_size: int, seed: int, rank: int, world_size: int):
+        return PairBatchSampler(
+            dataset.identities,
+            pairs=batch_size,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            positive_fraction=positive_fraction,
+        )
+
+    return factory
+
+
+def objective(params: ReIDTrainParams) -> tuple[LossFn, BatchSamplerFactory]:
+    """The loss and the batch sampler factory of ``params.method``."""
+    if params.method == "siamese":
+        return siamese_loss, pair_sampler_factory(params.pairs.positive_fraction)
+    return partial(reid_loss, params=params.loss), pk_sampler_factory(params.instances)
 
 
 def read_identities(model_root: str | Path) -> list[str]:
@@ -142,17 +175,18 @@ def train_reid(
     )
     logger.info("%d TRAIN identities, %d frames", len(data.videos), len(dataset))
     _write_identities(out_dir, data)
-    # 2. Model and the shared loop with P x K batches.
-    model = build_encoder(params.model, len(data.videos), seed)
+    # 2. Model and the shared loop with P x K batches (bnneck) or pair batches (siamese).
+    model = build_encoder(params.model, len(data.videos), seed, params.method)
+    loss_fn, sampler_factory = objective(params)
     result = train_section(
         model,
         dataset,
-        partial(reid_loss, params=params.loss),
+        loss_fn,
         params,
         out_dir=out_dir,
         seed=seed,
         log_file=log_file,
-        batch_sampler_factory=pk_sampler_factory(params.instances),
+        batch_sampler_factory=sampler_factory,
         name="reid_train",
     )
     logger.info("reid_train: %d steps in %.1f s", result.step, time.perf_counter() - began)
