@@ -71,6 +71,24 @@ def test_preset_command_prints_dvc_set_params():
     assert dvc_args({"a": {"b": [1, 2]}}) == ["-S", "a.b=[1,2]"]
 
 
+@pytest.mark.parametrize("name", ["paper", "tiny"])
+def test_dvc_applies_the_preset_command_to_exactly_the_merged_params(tmp_path, name):
+    """The `-S` pairs go through DVC's own override parser (Hydra's grammar: lists of
+    dicts, URLs, nulls) and give the params the preset describes, value for value."""
+    from dvc.utils.hydra import apply_overrides
+
+    override, merged = load_preset(name, REPO / "params.yaml")
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    base = yaml.safe_load(params.read_text())
+    args = dvc_args(override, base)
+    assert args[::2] == ["-S"] * (len(args) // 2)
+    apply_overrides(str(params), args[1::2])
+    applied = validate_params(yaml.safe_load(params.read_text()), name)
+    assert applied == validate_params(merged, name)
+    assert applied != validate_params(base, name)  # the preset changed something
+
+
 def test_unknown_preset_and_bad_values_are_refused(tmp_path):
     from echomotion.config import ParamsError
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,18 @@ from .config import ParamsError, validate_params
 PRESETS = Path(__file__).resolve().parents[2] / "presets"
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists are leaves."""
+def flatten(
+    tree: dict[str, Any], prefix: str = "", base: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists are leaves. With ``base`` (the params the
+    override applies to), a dict is a leaf where ``base`` has no dict to descend into
+    (e.g. a section that is null there: it is set whole)."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, path + "."))
+        below = None if base is None else base.get(key)
+        if isinstance(value, dict) and (base is None or isinstance(below, dict)):
+            flat.update(flatten(value, path + ".", below))
         else:
             flat[path] = value
     return flat
@@ -57,12 +63,46 @@ def load_preset(name: str, base_path: Path = Path("params.yaml")) -> tuple[dict,
     return override, merged
 
 
-def dvc_args(override: dict[str, Any]) -> list[str]:
-    """`-S key=value` pairs for `dvc exp run` (values in JSON syntax without spaces, so
-    the shell's word splitting of `$(...)` keeps each pair whole)."""
+_PLAIN = re.compile(r"^[A-Za-z0-9_./-]+$")  # a string Hydra's grammar reads unquoted
+
+
+def hydra_value(value: Any) -> str:
+    """``value`` in the override grammar of ``dvc exp run -S`` (Hydra's): lists ``[a,b]``,
+    dicts ``{key:value}``, ``null``/``true``/``false``, numbers, and strings unquoted when
+    plain, else single-quoted (a URL, a string that reads as a number)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    if isinstance(value, str):
+        if _PLAIN.match(value) and not _reads_as_other(value):
+            return value
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    raise ParamsError(f"cannot pass {value!r} as -S")
+
+
+def _reads_as_other(text: str) -> bool:
+    """Whether Hydra would read the unquoted ``text`` as something other than a string."""
+    return text.lower() in {"null", "true", "false"} or _is_number(text)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def dvc_args(override: dict[str, Any], base: dict[str, Any] | None = None) -> list[str]:
+    """`-S key=value` pairs for `dvc exp run` that turn ``base`` (params.yaml) into the
+    preset's params (values in Hydra's override grammar without spaces, so the shell's
+    word splitting of `$(...)` keeps each pair whole)."""
     args = []
-    for key, value in flatten(override).items():
-        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    for key, value in flatten(override, base=base).items():
+        text = hydra_value(value)
         if any(c.isspace() for c in text):
             raise ParamsError(f"{key}: a value with spaces cannot be passed as -S: {text!r}")
         args += ["-S", f"{key}={text}"]
@@ -83,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         args.params.write_text(yaml.safe_dump(merged, sort_keys=False))
     else:
-        print(" ".join(dvc_args(override)))
+        print(" ".join(dvc_args(override, yaml.safe_load(args.params.read_text()))))
     return 0
 
 
