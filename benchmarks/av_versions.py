@@ -36,9 +36,9 @@ def child(out: Path) -> None:
     """Run phantom and prepare into ``out`` and print versions and digests as JSON."""
     import av
 
-    from echomotion.config import load_params
-    from echomotion.phantom.writer import generate_phantom
-    from echomotion.prepare import prepare_dataset
+    from echomotion.params import load_params
+    from echomotion.tasks.phantom.run import generate_phantom
+    from echomotion.tasks.prepare.run import prepare_dataset
 
     params = load_params(REPO / "params.yaml")
     os.chdir(out)  # relative paths, as in the pipeline (the store records its source root)

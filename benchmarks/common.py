@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from echomotion.config import load_params
+from echomotion.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ def phantom_root(work: Path) -> Path:
     root = REPO / "data/phantom/echonet"
     if (root / "FileList.csv").is_file():
         return root
-    from echomotion.phantom.writer import generate_phantom
+    from echomotion.tasks.phantom.run import generate_phantom
 
     params = load_params(REPO / "params.yaml")
     if not (work / "phantom/echonet/FileList.csv").is_file():

@@ -18,12 +18,11 @@ import numpy as np
 import torch
 
 from common import REPO, best_of, phantom_root, quiet
-from echomotion.config import load_params
 from echomotion.data import TripletDataset, to_tensor
-from echomotion.mafe.model import MAFE
-from echomotion.prepare import prepare_dataset
-from echomotion.tasks.mafe.features import compute_vectors, ed_es_pairs
-from echomotion.tasks.mafe.train import load_mafe
+from echomotion.mafe.model import MAFE, load_mafe
+from echomotion.params import load_params
+from echomotion.tasks.features.run import compute_vectors, ed_es_pairs
+from echomotion.tasks.prepare.run import prepare_dataset
 
 
 def videos_store(work: Path) -> Path:

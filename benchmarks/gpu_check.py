@@ -33,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from common import parse_device_args
 from echomotion.diffusion.conditioning import added_time_ids
+from echomotion.diffusion.loading import sampling_scheduler
 from echomotion.diffusion.losses import build_scheduler, mcdm_loss, vae_loss
 from echomotion.diffusion.unet import build_unet, unet_predict
 from echomotion.diffusion.vae import build_vae, decode_latents, encode_images
@@ -44,9 +45,8 @@ from echomotion.mafe.losses import mafe_loss
 from echomotion.mafe.model import MAFE
 from echomotion.params import Params
 from echomotion.reid.losses import reid_loss
-from echomotion.tasks.generator.conditioning import sampling_scheduler
-from echomotion.tasks.mafe.features import pair_vectors
-from echomotion.tasks.reid.train import build_encoder
+from echomotion.tasks.features.run import pair_vectors
+from echomotion.tasks.reid_train.run import build_encoder
 
 log = logging.getLogger("gpu_check")
 
@@ -492,7 +492,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tiny",
         action="store_true",
-        help="presets/tiny.yaml shapes and few steps, instead of presets/paper.yaml",
+        help="the tiny preset's shapes and few steps, instead of the paper preset's",
     )
     p.add_argument(
         "--precisions",

@@ -19,17 +19,17 @@ from pathlib import Path
 import torch
 
 from common import REPO, device_args, parse_device_args
-from echomotion.config import load_params, validate_params
+from echomotion.cli.preset import load_preset
 from echomotion.diffusion.losses import build_scheduler, mcdm_loss
 from echomotion.diffusion.params import MCDMModelParams
 from echomotion.diffusion.unet import build_unet
-from echomotion.preset import load_preset
-from echomotion.tasks.generator.params import MCDMTrainParams
+from echomotion.params import load_params, validate_params
+from echomotion.tasks.mcdm_train.params import MCDMTrainParams
 from echomotion.training.loop import train
 
 
 def preset_params(preset: str | None):
-    """params.yaml, or params.yaml with a preset (presets/<name>.yaml) merged in."""
+    """params.yaml, or params.yaml with a preset (lib/echomotion/presets/<name>.yaml) merged in."""
     if preset in (None, "default"):
         return load_params(REPO / "params.yaml")
     _, merged = load_preset(preset, REPO / "params.yaml")

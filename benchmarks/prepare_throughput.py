@@ -22,9 +22,10 @@ from pathlib import Path
 import av
 
 from common import REPO, best_of, phantom_root, quiet
-from echomotion.config import PhantomParams, PrepareParams, load_params
-from echomotion.phantom.writer import generate_phantom
-from echomotion.prepare import prepare_dataset
+from echomotion.params import load_params, pipeline_section
+from echomotion.tasks.phantom.run import generate_phantom
+from echomotion.tasks.prepare.params import PrepareParams
+from echomotion.tasks.prepare.run import prepare_dataset
 
 TEMPLATES = 16
 
@@ -60,7 +61,13 @@ def _copy_rows(src: Path, dst: Path, copies: int, names: dict[str, list[str]]) -
 def echonet_root(work: Path, n_videos: int, n_frames: int, fps: float) -> Path:
     """EchoNet-layout root of ``n_videos`` videos: hard links to ``TEMPLATES`` phantoms."""
     duration = (n_frames - 0.5) / fps
-    phantom = PhantomParams(n_videos=TEMPLATES, fps=fps, duration_s=(duration, duration))
+    phantom = pipeline_section(
+        "phantom",
+        REPO / "params.yaml",
+        n_videos=TEMPLATES,
+        fps=fps,
+        duration_s=(duration, duration),
+    )
     generate_phantom(phantom, seed=0, out_dir=work / "templates")
     src, root = work / "templates/echonet", work / "echonet"
     (root / "Videos").mkdir(parents=True)

@@ -18,12 +18,12 @@ import torch
 from mcdm_train_speed import preset_params
 
 from common import REPO, device_args, parse_device_args
-from echomotion.config import load_params
+from echomotion.diffusion.loading import load_pipeline, sampling_scheduler
 from echomotion.diffusion.losses import build_scheduler
 from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
 from echomotion.diffusion.unet import build_unet
 from echomotion.diffusion.vae import build_vae
-from echomotion.tasks.generator.conditioning import load_pipeline, sampling_scheduler
+from echomotion.params import load_params
 
 RUNS = (("ddpm", 128), ("dpmsolver++", 25))
 

@@ -29,10 +29,10 @@ import numpy as np
 import psutil
 from torch.utils.data import DataLoader, RandomSampler
 
-import echomotion.store
+import echomotion.stores.ragged
 from common import quiet
 from echomotion.data import VideoWindowDataset
-from echomotion.store import RaggedStore, RaggedStoreWriter
+from echomotion.stores.ragged import RaggedStore, RaggedStoreWriter
 
 SIZE = 112
 WINDOW = 16
@@ -106,7 +106,7 @@ class PeakSampler(threading.Thread):
 
 def run_loader(path: Path, mapped: bool, workers: int, n_windows: int) -> dict[str, float]:
     """Random 16-frame windows through the training dataset; seconds, windows/s, memory."""
-    echomotion.store.MAP_ABOVE_BYTES = 0 if mapped else 1 << 62  # workers fork after this
+    echomotion.stores.ragged.MAP_ABOVE_BYTES = 0 if mapped else 1 << 62  # workers fork after this
     ds = VideoWindowDataset(path, WINDOW, seed=0)
     sampler = RandomSampler(ds, replacement=True, num_samples=n_windows)
     loader = DataLoader(ds, batch_size=BATCH, sampler=sampler, num_workers=workers)

@@ -22,9 +22,9 @@ import torch
 import zarr
 
 from common import REPO, best_of, phantom_root, quiet
-from echomotion.config import load_params
-from echomotion.prepare import prepare_dataset
-from echomotion.store import RaggedStore
+from echomotion.params import load_params
+from echomotion.stores.ragged import RaggedStore
+from echomotion.tasks.prepare.run import prepare_dataset
 
 WINDOW = 64
 READS = 300

@@ -1,19 +1,11 @@
 """Stage `phantom`: the synthetic echo dataset (EchoNet-Dynamic layout + ground truth)."""
 
-from pathlib import Path
-
-from echomotion.config import write_used_params
-from echomotion.phantom.writer import generate_phantom
-from echomotion.stage import start, write_json
-
-OUT = Path("data/phantom")
+from echomotion.stage import start
+from echomotion.tasks.phantom.run import run
 
 
 def main() -> None:
-    params = start("phantom")
-    summary = generate_phantom(params.phantom, params.shared.seed, OUT)
-    write_used_params(params.phantom, OUT / "params_used.json")
-    write_json("metrics/phantom.json", summary)
+    run(start("phantom"))
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ INPUTS, OUT, RECORD = (Path(a).resolve() for a in sys.argv[1:4])
 RANK = int(os.environ["RANK"])
 WRITES = spy_on_writes(OUT, RANK)  # before the training code binds the writers
 
-from echomotion.tasks.generator import mcdm as mcdm_module  # noqa: E402
-from echomotion.tasks.generator.mcdm import train_mcdm  # noqa: E402
-from echomotion.tasks.generator.params import MCDMTrainParams  # noqa: E402
+from echomotion.tasks.mcdm_train import run as mcdm_module  # noqa: E402
+from echomotion.tasks.mcdm_train.params import MCDMTrainParams  # noqa: E402
+from echomotion.tasks.mcdm_train.run import train_mcdm  # noqa: E402
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-from echomotion.config import load_params
 from echomotion.diffusion.losses import build_scheduler, mcdm_loss, vae_loss
 from echomotion.diffusion.unet import build_unet
 from echomotion.diffusion.vae import build_vae
@@ -31,8 +30,9 @@ from echomotion.flow.losses import make_flow_loss
 from echomotion.flow.pwc import PWCLite
 from echomotion.mafe.losses import mafe_loss
 from echomotion.mafe.model import MAFE
+from echomotion.params import load_params
 from echomotion.reid.losses import reid_loss
-from echomotion.tasks.reid.train import build_encoder
+from echomotion.tasks.reid_train.run import build_encoder
 from echomotion.training.loop import train
 from echomotion.training.params import TrainParams
 

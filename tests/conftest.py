@@ -10,11 +10,18 @@ import numpy as np
 import pytest
 
 from echomotion.echonet import FILE_LIST_COLUMNS
+from echomotion.params import pipeline_section
 from echomotion.video import write_video
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def section(name: str, **updates):
+    """Section ``name`` of the repository's params.yaml with ``updates`` applied: the
+    sections have no code defaults (params.yaml is the one home of the pipeline's values)."""
+    return pipeline_section(name, REPO / "params.yaml", **updates)
 
 
 @pytest.fixture(scope="module")
@@ -97,14 +104,13 @@ def tiny_dataset(tmp_path_factory) -> dict[str, Path]:
     """A small phantom (8 videos, 1.8 s each, 64x64) prepared at 25 fps: the input of
     every stage test. Returns paths: ``phantom`` (dir), ``truth`` (truth.zarr),
     ``root`` (EchoNet layout) and ``videos`` (the prepared store)."""
-    from echomotion.config import PhantomParams, PrepareParams
-    from echomotion.phantom.writer import generate_phantom
-    from echomotion.prepare import prepare_dataset
+    from echomotion.tasks.phantom.run import generate_phantom
+    from echomotion.tasks.prepare.run import prepare_dataset
 
     work = tmp_path_factory.mktemp("tiny")
-    phantom = PhantomParams(n_videos=8, duration_s=(1.8, 1.8), size=112)
+    phantom = section("phantom", n_videos=8, duration_s=(1.8, 1.8), size=112)
     generate_phantom(phantom, seed=7, out_dir=work / "phantom")
-    prepare = PrepareParams(target_fps=25.0, size=64, min_frames=16, shard_frames=256)
+    prepare = section("prepare", target_fps=25.0, size=64, min_frames=16, shard_frames=256)
     root = work / "phantom" / "echonet"
     prepare_dataset(root, prepare, work / "videos.zarr", work / "rejects.csv")
     return {

@@ -96,7 +96,7 @@ def needed(stage: str, dvc_yaml: Path = REPO / "dvc.yaml") -> set[Path]:
     words = stages[stage]["cmd"].split()
     script = REPO / words[-1]
     files = {script, *project_imports(script)}
-    if "-m" in words:  # a launcher module (python -m echomotion.launch ... SCRIPT) runs too
+    if "-m" in words:  # a launcher module (python -m echomotion.cli.launch ... SCRIPT) runs too
         launcher = module_file(words[words.index("-m") + 1])
         if launcher is not None:
             files |= {launcher, *project_imports(launcher)}

@@ -7,13 +7,15 @@ import pytest
 import yaml
 
 from conftest import REPO
-from echomotion.config import ParamsError, load_params
-from echomotion.params import Params
+from echomotion.cli.preset import merge
+from echomotion.params import Params, ParamsError, load_params, validate_params
 
 
 def write(tmp_path, data):
+    """params.yaml of the repository with ``data`` merged over it (sections are complete
+    only in params.yaml: it is the one home of their values)."""
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(merge(yaml.safe_load((REPO / "params.yaml").read_text()), data)))
     return path
 
 
@@ -56,7 +58,7 @@ def test_motion_width_must_match_mafe(tmp_path):
 
 
 def test_params_are_read_only():
-    params = Params()
+    params = load_params(REPO / "params.yaml")
     with pytest.raises(Exception, match="frozen"):
         params.shared.seed = 3
 
@@ -73,7 +75,22 @@ def test_stage_script_stops_with_the_key(tmp_path):
 
 def test_a_bare_yaml_no_is_the_no_precision_option(tmp_path):
     # `dvc exp run -S` may rewrite params.yaml with `no` unquoted: YAML 1.1 reads False
-    path = tmp_path / "params.yaml"
-    train = "{steps: 1, batch_size: 1, lr: 0.1, checkpoint_every: 1, mixed_precision: no}"
-    path.write_text(f"mcdm_train:\n  train: {train}\n")
+    path = write(tmp_path, {"mcdm_train": {"train": {"mixed_precision": "MARK"}}})
+    path.write_text(path.read_text().replace("mixed_precision: MARK", "mixed_precision: no"))
+    assert "mixed_precision: no\n" in path.read_text()
     assert load_params(path).mcdm_train.train.mixed_precision == "no"
+
+
+def test_params_yaml_is_the_one_home_of_the_pipeline_values():
+    """No section of params.yaml and no field of one has a code default, so a value the
+    pipeline runs with is written once, in params.yaml (the reusable component models
+    nested in a section, e.g. TrainParams, keep their library defaults for code that builds
+    them outside the pipeline)."""
+    for name, field in Params.model_fields.items():
+        assert field.is_required(), f"Params.{name} has a default"
+        defaulted = [k for k, f in field.annotation.model_fields.items() if not f.is_required()]
+        assert defaulted == [], f"section {name}: fields with a code default: {defaulted}"
+    with pytest.raises(ParamsError, match=r"vae_train\.crop_size: Field required"):
+        raw = yaml.safe_load((REPO / "params.yaml").read_text())
+        del raw["vae_train"]["crop_size"]
+        validate_params(raw, "params.yaml")

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import echomotion.store
-from echomotion.config import PrepareParams
+import echomotion.stores.ragged
+from conftest import section
 from echomotion.data import TripletDataset, VideoWindowDataset, midway
-from echomotion.prepare import prepare_dataset
-from echomotion.store import MappedArray
+from echomotion.stores.ragged import MappedArray
+from echomotion.tasks.prepare.run import prepare_dataset
 
 
 @pytest.fixture
@@ -20,7 +20,9 @@ def store(echonet_root, tmp_path):
     for i in range(4):
         r.add(f"v{i}", n_frames=40 + 10 * i).trace(f"v{i}", ed=2 + i, es=20 + i)
     r.add("val", Split="VAL").add("nolabels")
-    params = PrepareParams(target_fps=None, size=32, min_frames=8, shard_frames=64, chunk_frames=16)
+    params = section(
+        "prepare", target_fps=None, size=32, min_frames=8, shard_frames=64, chunk_frames=16
+    )
     prepare_dataset(r.write(), params, tmp_path / "v.zarr", tmp_path / "rejects.csv")
     return tmp_path / "v.zarr"
 
@@ -72,7 +74,7 @@ def test_mapped_store_gives_the_same_windows_to_workers(store, tmp_path, monkeyp
     ds = VideoWindowDataset(store, 16, seed=0)
     plain = [b["frames"] for b in DataLoader(ds, batch_size=2)]
     monkeypatch.setenv("ECHOMOTION_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(echomotion.store, "MAP_ABOVE_BYTES", 0)  # map even this small store
+    monkeypatch.setattr(echomotion.stores.ragged, "MAP_ABOVE_BYTES", 0)  # map even this small store
     mapped = VideoWindowDataset(store, 16, seed=0)
     assert isinstance(mapped.store.frames("frames", 0, 1), MappedArray)
     assert len(pickle.dumps(mapped)) < 10_000  # workers get the file's name, not its frames

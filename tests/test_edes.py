@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from echomotion.config import PrepareParams
+from conftest import section
 from echomotion.edes import detect_ed_es, nearest_error
-from echomotion.prepare import prepare_dataset
-from echomotion.store import RaggedStore
+from echomotion.stores.ragged import RaggedStore
+from echomotion.tasks.prepare.run import prepare_dataset
 
 
 def beating(n=60, period=20, phase0=3, size=64, seed=0):
@@ -40,7 +40,7 @@ def test_detector_on_a_still_video_finds_nothing():
 
 @pytest.mark.parametrize("mode", ["tracings", "auto"])
 def test_prepare_mode_auto_ignores_tracings(tiny_dataset, tmp_path, mode):
-    params = PrepareParams(size=64, shard_frames=256, ed_es=mode)
+    params = section("prepare", size=64, shard_frames=256, ed_es=mode)
     report = prepare_dataset(tiny_dataset["root"], params, tmp_path / "v.zarr", tmp_path / "r.csv")
     store = RaggedStore(tmp_path / "v.zarr")
     sources = set(store.table["ed_es_source"])
@@ -51,7 +51,7 @@ def test_prepare_mode_auto_ignores_tracings(tiny_dataset, tmp_path, mode):
 
 
 def test_true_ed_es_from_phase():
-    from echomotion.tasks.edes import true_ed_es
+    from echomotion.tasks.edes_eval.run import true_ed_es
 
     phase = np.array([0.3, 0.0, 0.5, 1.0, 0.6, 0.1, 0.05, 0.4, 0.98, 0.9])
     ed, es = true_ed_es(phase)
@@ -59,7 +59,7 @@ def test_true_ed_es_from_phase():
 
 
 def test_edes_eval_on_the_phantom(tiny_dataset):
-    from echomotion.tasks.edes import evaluate_ed_es
+    from echomotion.tasks.edes_eval.run import evaluate_ed_es
 
     metrics = evaluate_ed_es(tiny_dataset["videos"], tiny_dataset["truth"])
     assert metrics["ground_truth"] and metrics["videos"] == 8

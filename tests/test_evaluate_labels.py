@@ -15,7 +15,7 @@ from test_tasks_evaluate import (
     read_csv,
 )
 
-from echomotion.store import RaggedStore, RaggedStoreWriter
+from echomotion.stores.ragged import RaggedStore, RaggedStoreWriter
 from echomotion.tasks.evaluate.ef import too_few_labels
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -34,7 +34,7 @@ from echomotion.evaluation.tracings import (
 )
 from echomotion.evaluation.transfer import mean_ssim, nearer_fraction, time_matched
 from echomotion.phantom.anatomy import LABELS
-from echomotion.store import RaggedStore
+from echomotion.stores.ragged import RaggedStore
 from echomotion.tasks.evaluate.figures import COLOURS, PANEL, lv_area_figure, save_lv_area_figure
 from echomotion.tasks.evaluate.lv import traced_sets
 from echomotion.training.loop import train

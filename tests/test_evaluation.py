@@ -316,7 +316,7 @@ def test_epe_matrix_is_the_mean_end_point_error_of_every_pair():
 
 def test_ed_es_given_or_detected(tiny_dataset):
     from echomotion.edes import detect_ed_es
-    from echomotion.store import RaggedStore
+    from echomotion.stores.ragged import RaggedStore
 
     store = RaggedStore(tiny_dataset["videos"])
     frames, fps = store.video(0), float(store.table["fps"][0])

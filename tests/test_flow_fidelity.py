@@ -13,8 +13,8 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
-from conftest import REPO
-from echomotion.config import validate_params
+from conftest import REPO, section
+from echomotion.cli.preset import load_preset
 from echomotion.flow.augment import (
     _view_inside,
     random_pair_transform,
@@ -33,14 +33,15 @@ from echomotion.flow.ops import backward_warp
 from echomotion.flow.params import (
     FlowLossParams,
     LossStage,
+    PWCLiteParams,
     SegmentParams,
     SpatialTransformParams,
 )
 from echomotion.flow.pwc import ConvexUpsampler, PWCLite
 from echomotion.flow.segments import CombinedSegments, MedSamBoxSegments, make_segment_provider
-from echomotion.preset import load_preset
-from echomotion.tasks.flow.params import FlowTrainParams, PWCLiteParams
-from echomotion.tasks.flow.train import train_flow
+from echomotion.params import validate_params
+from echomotion.tasks.flow_train.params import FlowTrainParams
+from echomotion.tasks.flow_train.run import train_flow
 from echomotion.training.params import TrainParams
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -157,13 +158,15 @@ def test_schedule_stages_apply_in_order_and_validate():
     assert (at5.w_census, at5.w_ar, at5.w_l1) == (0.0, 0.02, base.w_l1)
     assert (at9.w_census, at9.w_ar) == (0.0, 0.1)
     with pytest.raises(ValidationError, match="increase"):
-        FlowTrainParams(loss_schedule=stages[::-1])
+        section("flow_train", loss_schedule=stages[::-1])
     with pytest.raises(ValidationError):
         LossStage(from_step=0, w_tern=1.0)
-    params = FlowTrainParams(loss=FlowLossParams(w_segment=0.0), loss_schedule=stages)
+    params = section("flow_train", loss=FlowLossParams(w_segment=0.0), loss_schedule=stages)
     assert not params.needs_segments()
     late = (LossStage(from_step=3, w_segment=0.1),)
-    assert FlowTrainParams(loss=FlowLossParams(w_segment=0.0), loss_schedule=late).needs_segments()
+    assert section(
+        "flow_train", loss=FlowLossParams(w_segment=0.0), loss_schedule=late
+    ).needs_segments()
 
 
 def test_scheduled_loss_reads_the_step_from_the_model_counter():
@@ -187,7 +190,8 @@ def test_scheduled_loss_reads_the_step_from_the_model_counter():
 
 
 def _schedule_run(tiny_dataset, out: Path, steps: int) -> Path:
-    params = FlowTrainParams(
+    params = section(
+        "flow_train",
         model=PWCLiteParams(**TINY),
         loss=FlowLossParams(
             census_patch=5, pyramid_weights=(1.0, 1.0), w_segment=0.0, ar_mask=False
@@ -481,8 +485,8 @@ def test_ransac_and_ar_run_under_bf16_autocast():
 def test_ed_es_pairs_are_the_traced_frames_in_either_order(tiny_dataset) -> None:
     """``edes_pair="ed_es"``: every item is the video's own ED->ES pair (UnSAMFlow's one
     pair per video), reversed half of the time; ``"mid"`` keeps today's mid->ED/ES pairs."""
-    from echomotion.store import RaggedStore
-    from echomotion.tasks.flow.pairs import FlowPairDataset
+    from echomotion.flow.pairs import FlowPairDataset
+    from echomotion.stores.ragged import RaggedStore
 
     table = RaggedStore(tiny_dataset["videos"]).table
     data = FlowPairDataset(tiny_dataset["videos"], edes_fraction=1.0, edes_pair="ed_es", seed=0)

@@ -1,4 +1,4 @@
-"""The `python -m echomotion.generate` command on a tiny untrained pipeline: duration at the
+"""The `python -m echomotion.cli.generate` command on a tiny untrained pipeline: duration at the
 pipeline's frame rate, the container each suffix names, one-line errors, help text."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import torch
 from PIL import Image
 
 from conftest import REPO, moving_blob_video
+from echomotion.cli.generate import build_parser, main
 from echomotion.diffusion.losses import build_scheduler
 from echomotion.diffusion.params import MCDMModelParams, NoiseScheduleParams, VAEModelParams
 from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
 from echomotion.diffusion.unet import build_unet
 from echomotion.diffusion.vae import build_vae
-from echomotion.generate import build_parser, main
 from echomotion.mafe.model import MAFE
 from echomotion.mafe.params import MAFEModelParams
 from echomotion.video import read_video, write_video
@@ -144,7 +144,7 @@ def test_bad_input_exits_2_with_one_line(cli, capsys, motion, appearance, out, e
     assert run(cli, out, motion, appearance, extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert err[0].startswith("python -m echomotion.generate: error: ")
+    assert err[0].startswith("python -m echomotion.cli.generate: error: ")
     assert message.format(tmp=cli["tmp"]) in err[0]
     assert not (cli["tmp"] / out).exists()
 
@@ -169,14 +169,14 @@ def test_help_lists_every_option_with_help_and_defaults(capsys):
 
 def test_console_script_points_at_main():
     scripts = (REPO / "pyproject.toml").read_text().split("[project.scripts]\n")[1]
-    assert scripts.split("\n[")[0].strip() == 'echomotion-generate = "echomotion.generate:main"'
+    assert scripts.split("\n[")[0].strip() == 'echomotion-generate = "echomotion.cli.generate:main"'
 
 
 def test_generate_runs_as_a_module(cli):
     tmp = cli["tmp"]
     args = ["--motion", str(tmp / "missing.avi"), "--appearance", str(tmp / "b.avi"),
             "--out", str(tmp / "x.avi"), *cli["base"]]  # fmt: skip
-    cmd = [sys.executable, "-m", "echomotion.generate", *args]
+    cmd = [sys.executable, "-m", "echomotion.cli.generate", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=Path(tmp))
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
     assert "missing.avi: file not found" in done.stderr

@@ -1,4 +1,4 @@
-"""`python -m echomotion.launch`: the command dvc.yaml starts every training stage with."""
+"""`python -m echomotion.cli.launch`: the command dvc.yaml starts every training stage with."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from echomotion.launch import accelerate_command, parse_args
+from echomotion.cli.launch import accelerate_command, parse_args
 from echomotion.training.params import LaunchParams
 
 TRAINING_STAGES = ("flow_train", "reid_train", "mafe_train", "vae_train", "mcdm_train")
@@ -35,7 +35,7 @@ def rank_lines(cwd) -> list[str]:
 
 
 def launch(*args: str, cwd) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "echomotion.launch", *args]
+    cmd = [sys.executable, "-m", "echomotion.cli.launch", *args]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
@@ -92,7 +92,7 @@ def test_training_stages_launch_with_their_params(stage):
     <stage>.launch.num_processes=N` is all a multi-GPU run needs."""
     cmd = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["cmd"]
     assert cmd.split() == [
-        "python", "-m", "echomotion.launch", f"${{{stage}.launch}}",
+        "python", "-m", "echomotion.cli.launch", f"${{{stage}.launch}}",
         "--mixed_precision", f"${{{stage}.train.mixed_precision}}", f"stages/{stage}.py",
     ]  # fmt: skip
     params = yaml.safe_load((REPO / "params.yaml").read_text())[stage]["launch"]

@@ -11,17 +11,14 @@ import pytest
 import torch
 from test_tasks_mafe import write_fake_pseudo_stores
 
-# config first: it imports every tasks package (see tests/test_tasks_mafe.py)
-import echomotion.config  # noqa: F401
-from conftest import REPO
-from echomotion.config import validate_params
+from conftest import REPO, section
+from echomotion.cli.preset import load_preset
 from echomotion.mafe.losses import mafe_loss
 from echomotion.mafe.model import MAFE
 from echomotion.mafe.params import MAFEModelParams
-from echomotion.preset import load_preset
-from echomotion.tasks.mafe.features import pair_vectors
-from echomotion.tasks.mafe.params import MAFETrainParams
-from echomotion.tasks.mafe.train import train_mafe
+from echomotion.params import validate_params
+from echomotion.tasks.features.run import pair_vectors
+from echomotion.tasks.mafe_train.run import train_mafe
 from echomotion.training.loop import lr_factor
 from echomotion.training.params import TrainParams
 
@@ -167,7 +164,7 @@ def test_mafe_train_keeps_the_best_val_psnr(tiny_dataset, tmp_path):
         steps=4, batch_size=3, lr=3e-2, checkpoint_every=1, log_every=1,
         best_metric="psnr", best_mode="max",
     )  # fmt: skip
-    params = MAFETrainParams(model=TINY, train=train, eval_batch_size=4)
+    params = section("mafe_train", model=TINY, train=train, eval_batch_size=4)
     metrics = train_mafe(
         tiny_dataset["videos"], pseudo["flow"], pseudo["reid"], params,
         out_dir=tmp_path / "mafe", seed=0, log_file=tmp_path / "plots" / "train.tsv",

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
-from echomotion.config import validate_params
+from conftest import REPO, section
+from echomotion.cli.generate import InputError, build_parser, check_ef
+from echomotion.cli.preset import load_preset
 from echomotion.diffusion.conditioning import condition_time_ids, ef_token
+from echomotion.diffusion.loading import MotionNormalizer, load_pipeline, sampling_scheduler
 from echomotion.diffusion.losses import build_scheduler, mcdm_loss, per_sample_mse
 from echomotion.diffusion.params import (
     MCDMLossParams,
@@ -24,17 +26,10 @@ from echomotion.diffusion.params import (
 from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
 from echomotion.diffusion.unet import build_unet
 from echomotion.diffusion.vae import build_vae
-from echomotion.generate import InputError, build_parser, check_ef
-from echomotion.preset import load_preset
-from echomotion.store import RaggedStore, RaggedStoreWriter
-from echomotion.tasks.generator.conditioning import (
-    MotionNormalizer,
-    load_pipeline,
-    sampling_scheduler,
-)
-from echomotion.tasks.generator.mcdm import LatentClipDataset, load_clip_data, train_mcdm
-from echomotion.tasks.generator.params import MCDMTrainParams
-from echomotion.tasks.generator.sample import driver_ef
+from echomotion.params import validate_params
+from echomotion.stores.ragged import RaggedStore, RaggedStoreWriter
+from echomotion.tasks.mcdm_train.run import LatentClipDataset, load_clip_data, train_mcdm
+from echomotion.tasks.sample.run import driver_ef
 from echomotion.training.params import TrainParams
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -350,7 +345,7 @@ def test_training_with_every_official_option_saves_a_pipeline_that_samples(tmp_p
     latents, features, motion = write_stores(tmp_path, [9, 3, 8, 10], [40.0, 50.0, 60.0, 70.0])
     vae = build_vae(VAEModelParams(block_out_channels=(8, 8, 16, 16), norm_num_groups=8))
     vae.save_pretrained(tmp_path / "vae")
-    params = MCDMTrainParams(
+    params = section("mcdm_train",
         model=MCDMModelParams(**TINY, motion_dim=D, time_ids="zeros", condition_ef=True),
         schedule=NoiseScheduleParams(clip_sample=True, clip_sample_range=4.0),
         train=TrainParams(steps=2, batch_size=2, lr=1e-3, checkpoint_every=2, log_every=1),

@@ -10,18 +10,22 @@ import av
 import numpy as np
 import pytest
 
-from conftest import REPO, EchoNetRoot
-from echomotion.config import PrepareParams, validate_params
+from conftest import REPO, EchoNetRoot, section
+from echomotion.cli.preset import load_preset
 from echomotion.data import TripletDataset, midway
-from echomotion.preset import load_preset
-from echomotion.store import NATIVE, RaggedStore, RaggedStoreWriter, frames_store
-from echomotion.tasks.flow.pairs import FlowPairDataset
-from echomotion.tasks.mafe.dataset import PseudoLabelTriplets
-from echomotion.tasks.reid.train import identity_frames
+from echomotion.flow.pairs import FlowPairDataset
+from echomotion.mafe.dataset import PseudoLabelTriplets
+from echomotion.params import load_params, validate_params
+from echomotion.reid.identities import identity_frames
+from echomotion.stores.ragged import RaggedStore, RaggedStoreWriter
+from echomotion.stores.videos import NATIVE, frames_store
+from echomotion.tasks.prepare.params import PrepareParams
 from echomotion.video import read_video, resample_indices
 
 SIZE = 32
-PARAMS = PrepareParams(target_fps=25.0, size=SIZE, min_frames=8, shard_frames=64, chunk_frames=16)
+PARAMS = section(
+    "prepare", target_fps=25.0, size=SIZE, min_frames=8, shard_frames=64, chunk_frames=16
+)
 NATIVE_PARAMS = PARAMS.model_copy(update={"native_frames": True})
 # name -> (source frames, fps, traced ED, traced ES); odd traced frames are dropped at 25 fps
 VIDEOS = {"a": (40, 50.0, 11, 21), "b": (50, 50.0, None, None), "c": (30, 20.0, 3, 9)}
@@ -37,7 +41,7 @@ def _root(path: Path) -> Path:
 
 
 def _prepare(root: Path, out: Path, params: PrepareParams):
-    from echomotion.prepare import prepare_dataset
+    from echomotion.tasks.prepare.run import prepare_dataset
 
     return prepare_dataset(root, params, out / "videos.zarr", out / "rejects.csv")
 
@@ -209,7 +213,7 @@ def test_mafe_triplets_in_native_mode(stores, tmp_path):
 
 
 def test_truth_pairs_of_the_native_store_use_the_source_frames(tiny_native):
-    from echomotion.tasks.flow.truth import _resized_truth, load_truth_pairs
+    from echomotion.flow.truth import _resized_truth, load_truth_pairs
 
     videos, truth = tiny_native
     native = RaggedStore(videos / NATIVE)
@@ -232,8 +236,8 @@ def test_truth_pairs_of_the_native_store_use_the_source_frames(tiny_native):
 def tiny_native(tiny_dataset, tmp_path_factory) -> tuple[Path, Path]:
     """The tiny phantom prepared with native frames (tracings give exact ED/ES)."""
     out = tmp_path_factory.mktemp("tiny_native")
-    params = PrepareParams(
-        target_fps=25.0, size=64, min_frames=16, shard_frames=256, native_frames=True
+    params = section(
+        "prepare", target_fps=25.0, size=64, min_frames=16, shard_frames=256, native_frames=True
     )
     _prepare(tiny_dataset["root"], out, params)
     return out / "videos.zarr", tiny_dataset["truth"]
@@ -243,6 +247,6 @@ def test_paper_preset_reads_native_frames():
     _, merged = load_preset("paper", REPO / "params.yaml")
     paper = validate_params(merged, "paper preset")
     assert paper.prepare.native_frames and paper.shared.pseudo_label_frames == "native"
-    defaults = validate_params({}, "defaults")
+    defaults = load_params(REPO / "params.yaml")
     assert not defaults.prepare.native_frames
     assert defaults.shared.pseudo_label_frames == "resampled"

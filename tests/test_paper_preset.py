@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from conftest import REPO
-from echomotion.config import validate_params
-from echomotion.preset import dvc_args, load_preset
+from echomotion.cli.preset import dvc_args, load_preset
+from echomotion.params import validate_params
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_preset_follows_the_official_code_where_a_param_exists(paper):
 
 def test_preset_command_prints_dvc_set_params():
     out = subprocess.run(
-        [sys.executable, "-m", "echomotion.preset", "paper"],
+        [sys.executable, "-m", "echomotion.cli.preset", "paper"],
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     pairs = dict(zip(out[1::2], out[::2], strict=True))
@@ -90,7 +90,7 @@ def test_dvc_applies_the_preset_command_to_exactly_the_merged_params(tmp_path, n
 
 
 def test_unknown_preset_and_bad_values_are_refused(tmp_path):
-    from echomotion.config import ParamsError
+    from echomotion.params import ParamsError
 
     with pytest.raises(ParamsError, match="no such preset"):
         load_preset("nope", REPO / "params.yaml")
@@ -107,7 +107,7 @@ def test_every_paper_model_runs_at_paper_shapes(paper):
     from echomotion.diffusion.vae import build_vae
     from echomotion.flow.pwc import PWCLite
     from echomotion.mafe.model import MAFE
-    from echomotion.tasks.reid.train import build_encoder
+    from echomotion.tasks.reid_train.run import build_encoder
 
     size = paper.prepare.size
     frame = torch.rand(1, 1, size, size)

@@ -12,15 +12,16 @@ import cv2
 import numpy as np
 import pytest
 
-from echomotion.config import PhantomParams
+from conftest import section
 from echomotion.phantom.anatomy import LABELS
 from echomotion.phantom.motion import flow_between
 from echomotion.phantom.simulate import simulate_video
-from echomotion.phantom.writer import TRUTH_SCHEMA, generate_phantom
-from echomotion.store import RaggedStore
+from echomotion.stores.phantom_truth import TRUTH_SCHEMA
+from echomotion.stores.ragged import RaggedStore
+from echomotion.tasks.phantom.run import generate_phantom
 from echomotion.video import read_video
 
-PARAMS = PhantomParams(n_videos=5, duration_s=(0.6, 0.8))
+PARAMS = section("phantom", n_videos=5, duration_s=(0.6, 0.8))
 SEED = 11
 PIXEL_CM = 0.14
 
@@ -165,7 +166,7 @@ def test_no_folding(phantom):
 
 
 def test_flow_between_warps_frame_b_onto_frame_a():
-    params = PhantomParams(n_videos=3, duration_s=(0.6, 0.7), ef_percent=(65.0, 75.0))
+    params = section("phantom", n_videos=3, duration_s=(0.6, 0.7), ef_percent=(65.0, 75.0))
     video = simulate_video(params, 5, 0, decorrelate=False)
     a, b = video.ed_frame, video.es_frame
     flow = flow_between(video.displacement[a], video.displacement[b])

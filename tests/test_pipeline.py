@@ -21,6 +21,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.utils.torch_utils import randn_tensor
 
 from echomotion.diffusion.conditioning import added_time_ids
+from echomotion.diffusion.loading import load_pipeline
 from echomotion.diffusion.losses import build_scheduler
 from echomotion.diffusion.params import MCDMModelParams, NoiseScheduleParams, VAEModelParams
 from echomotion.diffusion.pipeline import (
@@ -32,7 +33,6 @@ from echomotion.diffusion.unet import build_unet, unet_predict
 from echomotion.diffusion.vae import build_vae, encode_images, frames_to_images
 from echomotion.mafe.model import MAFE
 from echomotion.mafe.params import MAFEModelParams
-from echomotion.tasks.generator.conditioning import load_pipeline
 
 D, WINDOW, SIZE = 16, 3, 32  # motion dim, training window, frame size (latents 4x4)
 TINY_MAFE = MAFEModelParams(

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import REPO
 from echomotion.echonet import read_file_list
-from echomotion.store import RaggedStore
+from echomotion.stores.ragged import RaggedStore
 
 pytestmark = pytest.mark.slow
 _ANYWHERE = shutil.ignore_patterns(
@@ -74,7 +74,7 @@ def tiny_repo(dst: Path) -> Path:
     """A copy of the repository at ``dst`` with the tiny preset's params, committed to a
     new git repo (what `dvc exp run` needs)."""
     shutil.copytree(REPO, dst, ignore=IGNORE)
-    sh(dst, sys.executable, "-m", "echomotion.preset", "tiny", "--write")
+    sh(dst, sys.executable, "-m", "echomotion.cli.preset", "tiny", "--write")
     sh(dst, "git", "init", "-q")
     sh(dst, "git", "config", "user.email", "ci@example.invalid")
     sh(dst, "git", "config", "user.name", "ci")
@@ -154,7 +154,7 @@ def test_exp_run_on_a_prepare_param_skips_the_phantom(repo):
 
 def test_training_stages_train_on_two_ranks_through_dvc(repo, tmp_path):
     """`dvc exp run -S <stage>.launch.num_processes=2`: each training stage runs as 2 gloo
-    ranks (dvc.yaml's `python -m echomotion.launch ${<stage>.launch}`), the pipeline
+    ranks (dvc.yaml's `python -m echomotion.cli.launch ${<stage>.launch}`), the pipeline
     completes, and rank 1 writes no file."""
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(SPY)

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from test_pipeline_e2e import sh, tiny_repo
 
-from echomotion.store import RaggedStore
+from echomotion.stores.ragged import RaggedStore
 from echomotion.wild import make_wild
 
 pytestmark = pytest.mark.slow

@@ -9,13 +9,15 @@ import math
 import numpy as np
 import pytest
 
-from conftest import tracing_rows
-from echomotion.config import PrepareParams
+from conftest import section, tracing_rows
 from echomotion.echonet import FILE_LIST_COLUMNS, TableError, check_file_name
-from echomotion.prepare import map_frame, prepare_dataset, resample_indices
-from echomotion.store import RaggedStore
+from echomotion.stores.ragged import RaggedStore
+from echomotion.tasks.prepare.run import map_frame, prepare_dataset
+from echomotion.video import resample_indices
 
-PARAMS = PrepareParams(target_fps=25.0, size=32, min_frames=8, shard_frames=64, chunk_frames=16)
+PARAMS = section(
+    "prepare", target_fps=25.0, size=32, min_frames=8, shard_frames=64, chunk_frames=16
+)
 
 
 def run(root, tmp_path, params=PARAMS):
@@ -137,7 +139,7 @@ def test_larger_traced_area_is_ed_whatever_the_order(echonet_root, tmp_path):
 
 def test_interrupted_prepare_leaves_no_store(echonet_root, tmp_path, monkeypatch):
     root = echonet_root.add("a").add("b").write()
-    import echomotion.prepare as prep
+    import echomotion.tasks.prepare.run as prep
 
     calls = []
 
@@ -242,7 +244,7 @@ def test_low_fps_policy_and_the_resampling_report(echonet_root, tmp_path, policy
 
 
 def test_source_histograms_and_plots(tmp_path):
-    from echomotion.prepare import PrepareReport, source_histograms, write_source_plots
+    from echomotion.tasks.prepare.run import PrepareReport, source_histograms, write_source_plots
 
     by_fps, by_size = source_histograms(
         [8.3, 50.0, 50.0, 60.0], [(120, 160), (0, 0), (112, 112)] * 1 + [(112, 112)]

@@ -10,16 +10,17 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from conftest import REPO
-from echomotion.config import validate_params
-from echomotion.preset import load_preset
+from conftest import REPO, section
+from echomotion.cli.preset import load_preset
+from echomotion.params import validate_params
 from echomotion.reid.losses import siamese_loss, split_pairs
 from echomotion.reid.model import ReIDEncoder, SiameseReIDEncoder, load_reid_encoder
 from echomotion.reid.pairs import PairBatchSampler
-from echomotion.store import RaggedStore
-from echomotion.tasks.reid.export import export_reid, load_encoder, untrained_like
-from echomotion.tasks.reid.params import ReIDExportParams, ReIDModelParams, ReIDTrainParams
-from echomotion.tasks.reid.train import build_encoder, train_reid
+from echomotion.reid.params import ReIDModelParams
+from echomotion.stores.ragged import RaggedStore
+from echomotion.tasks.reid_export.run import export_reid, load_encoder, untrained_like
+from echomotion.tasks.reid_train.params import ReIDTrainParams
+from echomotion.tasks.reid_train.run import build_encoder, train_reid
 from echomotion.training.params import TrainParams
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -153,12 +154,12 @@ def test_load_reid_encoder_picks_the_saved_class(tmp_path):
 def test_method_param_and_its_batch_rule():
     train = TrainParams(steps=1, batch_size=6, lr=1e-3, checkpoint_every=1)
     with pytest.raises(ValidationError, match="multiple of instances"):
-        ReIDTrainParams(train=train, instances=4)
-    siamese = ReIDTrainParams(method="siamese", train=train, instances=4)  # 6 pairs
+        section("reid_train", train=train, instances=4)
+    siamese = section("reid_train", method="siamese", train=train, instances=4)  # 6 pairs
     assert siamese.pairs.positive_fraction == 0.5
-    assert ReIDTrainParams().method == "bnneck"
+    assert section("reid_train").method == "bnneck"
     with pytest.raises(ValidationError):
-        ReIDTrainParams(method="arcface")
+        section("reid_train", method="arcface")
 
 
 # ----------------------------------------------------------------------------- the stages
@@ -166,7 +167,7 @@ def test_method_param_and_its_batch_rule():
 
 def test_siamese_stage_trains_and_exports_the_same_metrics(tiny_dataset, tmp_path):
     train = TrainParams(steps=2, batch_size=4, lr=1e-3, checkpoint_every=2, log_every=1)
-    params = ReIDTrainParams(method="siamese", model=TINY, frames_per_video=10, train=train)
+    params = section("reid_train", method="siamese", model=TINY, frames_per_video=10, train=train)
     out = tmp_path / "models" / "reid"
     log = tmp_path / "train.tsv"
     report = train_reid(tiny_dataset["videos"], params, out_dir=out, seed=SEED, log_file=log)
@@ -175,7 +176,7 @@ def test_siamese_stage_trains_and_exports_the_same_metrics(tiny_dataset, tmp_pat
     assert report.as_dict()["final"]["positive_fraction"] == 0.5
     model = load_encoder(out / "model")
     assert type(model) is SiameseReIDEncoder and model.config.num_identities == 6
-    export = ReIDExportParams(eval_frames=4, pixel_size=8, batch_size=16)
+    export = section("reid_export", eval_frames=4, pixel_size=8, batch_size=16)
     store = tmp_path / "reid.zarr"
     metrics = export_reid(tiny_dataset["videos"], out, store, export, seed=SEED)
     for method in ("trained", "untrained", "pixels", "chance"):

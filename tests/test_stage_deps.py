@@ -42,18 +42,17 @@ def test_deps_list_no_code_the_stage_does_not_run(stage):
 
 
 def test_the_check_fails_on_the_hand_written_mcdm_deps_it_replaced():
-    """The deps mcdm_train had before they were derived: `video_motion` (tasks/mafe/features.py)
-    runs in the stage but was not among them."""
+    """The deps mcdm_train had before they were derived, in today's layout: `video_motion`
+    (the features store's reader, stores/features.py) runs in the stage but was not among
+    them."""
     old = [
         "stages/mcdm_train.py",
-        "lib/echomotion/tasks/generator/mcdm.py",
-        "lib/echomotion/tasks/generator/conditioning.py",
-        "lib/echomotion/tasks/generator/latents.py",
+        "lib/echomotion/tasks/mcdm_train",
         "lib/echomotion/diffusion",
         "lib/echomotion/training",
-        "lib/echomotion/store.py",
+        "lib/echomotion/stores/ragged.py",
     ]
-    assert "lib/echomotion/tasks/mafe/features.py" in uncovered("mcdm_train", old)
+    assert "lib/echomotion/stores/features.py" in uncovered("mcdm_train", old)
     assert not uncovered("mcdm_train", suggested_deps("mcdm_train"))
 
 

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from echomotion.store import MappedArray, RaggedStore, RaggedStoreWriter
+from echomotion.stores.ragged import MappedArray, RaggedStore, RaggedStoreWriter
 
 
 def videos(n=12, seed=0):

@@ -17,21 +17,20 @@ from pydantic import ValidationError
 from scipy.stats import entropy
 from torch import Tensor, nn
 
-from conftest import REPO
-from echomotion.config import validate_params
+from conftest import REPO, section
+from echomotion.cli.preset import load_preset
 from echomotion.evaluation import detectors
 from echomotion.evaluation.extractors import TorchScriptFeatures, extract_probabilities
 from echomotion.evaluation.frechet import frechet_distance, gaussian_stats
 from echomotion.evaluation.inception_score import inception_score
 from echomotion.evaluation.params import TorchScriptExtractorParams
 from echomotion.evaluation.videos import VideoSet
-from echomotion.preset import load_preset
-from echomotion.store import RaggedStore, RaggedStoreWriter
+from echomotion.params import validate_params
+from echomotion.stores.ragged import RaggedStore, RaggedStoreWriter
 from echomotion.tasks.evaluate.data import EvalData
-from echomotion.tasks.evaluate.params import EvaluateParams, RealismParams
+from echomotion.tasks.evaluate.params import RealismParams
 from echomotion.tasks.evaluate.scores import realism_scores
-from echomotion.tasks.generator import sample
-from echomotion.tasks.generator.params import SampleParams
+from echomotion.tasks.sample import run as sample
 from echomotion.video import read_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -277,7 +276,7 @@ def standard_extractors(tmp_path, standard: bool = True) -> tuple[dict, RealismP
 def test_stylegan_v_names_lengths_and_inception_score(tmp_path):
     data = eval_data(tmp_path)
     extractors, realism = standard_extractors(tmp_path)
-    params = EvaluateParams(clip_frames=8, batch_size=4, realism=realism)
+    params = section("evaluate", clip_frames=8, batch_size=4, realism=realism)
     out = realism_scores(data, extractors, params, np.random.default_rng(0))
     for key in ("fid40_full", "fvd8_8f"):
         assert np.isfinite(out[key]) and out[key] >= 0 and np.isfinite(out[f"{key}_real_baseline"])
@@ -295,7 +294,7 @@ def test_own_detectors_keep_their_prefixed_names(tmp_path):
     data = eval_data(tmp_path)
     extractors, realism = standard_extractors(tmp_path, standard=False)
     realism = realism.model_copy(update={"fvd_frames": None})
-    params = EvaluateParams(clip_frames=8, batch_size=4, realism=realism)
+    params = section("evaluate", clip_frames=8, batch_size=4, realism=realism)
     out = realism_scores(data, extractors, params, np.random.default_rng(0))
     assert {"inception_fid40_full", "i3d_fvd8_8f", "inception_is40_mean"} <= set(out)
     with pytest.raises(ValidationError, match="needs an inception"):
@@ -325,7 +324,7 @@ def write_stores(tmp_path) -> tuple[RaggedStore, RaggedStore]:
 
 def test_official_plan_sorted_self_random_reference(tmp_path):
     videos, features = write_stores(tmp_path)
-    official = SampleParams(splits=("TRAIN",), protocol="official")
+    official = section("sample", splits=("TRAIN",), protocol="official")
     sources = sample.plan(videos, features, official, seed=3)
     assert [str(videos.table["file_name"][s.video]) for s in sources] == ["a", "b", "c", "d"]
     assert all(s.appearance == {"self": s.video} for s in sources)
@@ -337,7 +336,7 @@ def test_official_plan_sorted_self_random_reference(tmp_path):
     first2 = official.model_copy(update={"max_sources": 2})
     assert sample.plan(videos, features, first2, seed=3) == sources[:2]
     # the default protocol is today's plan: store order, transfer + self, first frames
-    transfer = SampleParams(splits=("TRAIN",))
+    transfer = section("sample", splits=("TRAIN",))
     assert sample.plan(videos, features, transfer, 3) == sample.plan_sources(
         videos, features, ("TRAIN",)
     )
@@ -361,7 +360,7 @@ def test_official_sampling_conditions_on_the_drawn_frame(tmp_path, monkeypatch):
         return np.repeat(refs[:, None], params.num_frames, axis=1)  # (k, T, H, W)
 
     monkeypatch.setattr(sample, "generate_videos", repeat_reference)
-    params = SampleParams(splits=("TRAIN",), protocol="official", num_frames=4, codec="ffv1",
+    params = section("sample", splits=("TRAIN",), protocol="official", num_frames=4, codec="ffv1",
                           max_sources=3, preview_sources=1)  # fmt: skip
     stores = (tmp_path / "videos.zarr", tmp_path / "features.zarr")
     report = sample.sample_dataset("unused", *stores, tmp_path / "out", tmp_path / "plots",

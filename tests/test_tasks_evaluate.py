@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import section
 from device_check import assert_runs_on, assert_runs_on_meta
 from echomotion.evaluation.ef_regressor import EFRegressor
 from echomotion.evaluation.lv import LVSegmenter
@@ -32,7 +33,7 @@ from echomotion.mafe.model import MAFE
 from echomotion.mafe.params import MAFEModelParams
 from echomotion.reid.model import ReIDEncoder
 from echomotion.stage import write_json
-from echomotion.store import RaggedStore, RaggedStoreWriter
+from echomotion.stores.ragged import RaggedStore, RaggedStoreWriter
 from echomotion.tasks.evaluate.data import EvaluatePaths, load_data
 from echomotion.tasks.evaluate.ef import ef_scores
 from echomotion.tasks.evaluate.lv import lv_scores, segmentation_scores, traced_sets
@@ -132,7 +133,7 @@ def tiny_params(tmp_path, steps: int = 4, flow: str = "dis") -> EvaluateParams:
         torch.manual_seed(0)
         torch.jit.save(torch.jit.script(StandIn()), str(standin))
     extractor = {"path": str(standin), "size": 24, "call_kwargs": {"return_features": True}}
-    return EvaluateParams(
+    return section("evaluate",
         clip_frames=8,
         batch_size=8,
         realism=RealismParams(

@@ -9,23 +9,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import REPO
+from conftest import REPO, section
 from device_check import assert_runs_on, assert_runs_on_meta
-from echomotion.config import load_params
 from echomotion.data import TripletDataset, midway
 from echomotion.flow.classical import NetworkFlow
 from echomotion.flow.losses import photometric_loss
-from echomotion.flow.params import FlowLossParams, FlowProviderParams, SegmentParams
+from echomotion.flow.pairs import FlowPairDataset
+from echomotion.flow.params import FlowLossParams, FlowProviderParams, PWCLiteParams, SegmentParams
 from echomotion.flow.pwc import PWCLite
+from echomotion.flow.truth import load_truth_pairs, score_provider
+from echomotion.params import load_params
 from echomotion.phantom.motion import flow_between
-from echomotion.prepare import resample_indices
-from echomotion.store import RaggedStore, RaggedStoreWriter
-from echomotion.tasks.flow.export import export_flow
-from echomotion.tasks.flow.pairs import FlowPairDataset
-from echomotion.tasks.flow.params import FlowExportParams, FlowTrainParams, PWCLiteParams
-from echomotion.tasks.flow.train import train_flow
-from echomotion.tasks.flow.truth import load_truth_pairs, score_provider
+from echomotion.stores.ragged import RaggedStore, RaggedStoreWriter
+from echomotion.tasks.flow_export.run import export_flow
+from echomotion.tasks.flow_train.params import FlowTrainParams
+from echomotion.tasks.flow_train.run import train_flow
 from echomotion.training.params import TrainParams
+from echomotion.video import resample_indices
 
 TINY_MODEL = PWCLiteParams(
     pyramid_channels=(8, 12, 16),
@@ -42,7 +42,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny_train_params(steps: int, **train) -> FlowTrainParams:
     loop = {"batch_size": 2, "lr": 2e-3, "checkpoint_every": 2, "log_every": 1} | train
-    return FlowTrainParams(
+    return section(
+        "flow_train",
         model=TINY_MODEL,
         loss=FlowLossParams(census_patch=5, pyramid_weights=(1.0, 1.0)),
         segments=SegmentParams(min_area=8),
@@ -175,7 +176,7 @@ def gt_magnitude(tiny_dataset, kind: int) -> float:
 
 
 def export(tiny_dataset, tmp_path, model_dir, method="dis", truth=None, device="cpu") -> dict:
-    params = FlowExportParams(provider=FlowProviderParams(method=method, batch_size=3))
+    params = section("flow_export", provider=FlowProviderParams(method=method, batch_size=3))
     truth = tiny_dataset["truth"] if truth is None else truth
     out = tmp_path / "flow.zarr"
     return export_flow(tiny_dataset["videos"], model_dir, truth, params, out, device)

@@ -17,31 +17,22 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler
 from PIL import Image
 
+from conftest import section
 from device_check import assert_runs_on, assert_runs_on_meta
 from echomotion.data import TripletDataset
+from echomotion.diffusion.loading import load_pipeline, sampling_scheduler
 from echomotion.diffusion.params import MCDMModelParams, VAEModelParams
 from echomotion.diffusion.vae import encode_frames
 from echomotion.echonet import read_file_list
 from echomotion.mafe.model import MAFE
 from echomotion.mafe.params import MAFEModelParams
-from echomotion.store import RaggedStore, RaggedStoreWriter
-from echomotion.tasks.generator.conditioning import load_pipeline, sampling_scheduler
-from echomotion.tasks.generator.latents import encode_videos
-from echomotion.tasks.generator.mcdm import LatentClipDataset, train_mcdm
-from echomotion.tasks.generator.media import HEADER_HEIGHT, LABEL_WIDTH
-from echomotion.tasks.generator.params import (
-    LatentsParams,
-    MCDMTrainParams,
-    SampleParams,
-    VAETrainParams,
-)
-from echomotion.tasks.generator.sample import (
-    EXTRA_COLUMNS,
-    generate_videos,
-    sample_dataset,
-    time_matched,
-)
-from echomotion.tasks.generator.vae import train_vae
+from echomotion.media import HEADER_HEIGHT, LABEL_WIDTH
+from echomotion.stores.ragged import RaggedStore, RaggedStoreWriter
+from echomotion.tasks.latents.run import encode_videos
+from echomotion.tasks.mcdm_train.params import MCDMTrainParams
+from echomotion.tasks.mcdm_train.run import LatentClipDataset, train_mcdm
+from echomotion.tasks.sample.run import EXTRA_COLUMNS, generate_videos, sample_dataset, time_matched
+from echomotion.tasks.vae_train.run import train_vae
 from echomotion.training.params import TrainParams
 from echomotion.video import read_video
 
@@ -50,7 +41,8 @@ SEED = 5
 TINY_MAFE = MAFEModelParams(
     embed_dim=2, depths=(1, 1, 1), num_heads=(1, 1), window_size=4, motion_ratio=1, reid_dim=4
 )
-VAE = VAETrainParams(
+VAE = section(
+    "vae_train",
     model=VAEModelParams(block_out_channels=(8, 8, 16, 16), norm_num_groups=8),
     train=TrainParams(steps=2, batch_size=4, lr=1e-3, checkpoint_every=2, log_every=1),
     crop_size=32,
@@ -58,14 +50,14 @@ VAE = VAETrainParams(
     eval_frames=8,
     encode_batch_size=16,
 )
-SAMPLE = SampleParams(
+SAMPLE = section("sample",
     splits=("VAL", "TEST"), num_inference_steps=2, num_frames=6, window_overlap=1,
     preview_frames=4,
 )  # fmt: skip
 
 
 def mcdm_params(motion_dim: int, steps: int = 2) -> MCDMTrainParams:
-    return MCDMTrainParams(
+    return section("mcdm_train",
         model=MCDMModelParams(
             block_out_channels=(32, 32), motion_dim=motion_dim, num_frames=4,
             addition_time_embed_dim=8,
@@ -114,7 +106,7 @@ def work(tiny_dataset, tmp_path_factory) -> dict:
     )  # fmt: skip
     paths["latents_report"] = encode_videos(
         paths["videos"], tmp / "vae/model", tmp / "latents.zarr",
-        LatentsParams(batch_size=32, shard_frames=256, chunk_frames=16),
+        section("latents", batch_size=32, shard_frames=256, chunk_frames=16),
     )  # fmt: skip
     torch.manual_seed(0)
     mafe = MAFE.from_params(TINY_MAFE).eval()
@@ -318,7 +310,7 @@ def test_sampling_is_seeded(work):
     assert isinstance(pipe.scheduler, DPMSolverMultistepScheduler)
     refs = RaggedStore(work["videos"]).video(0)[:2]
     motion = torch.ones(1, work["dim"])  # raw: the pipeline normalises it
-    params = SampleParams(num_inference_steps=2, num_frames=4)
+    params = section("sample", num_inference_steps=2, num_frames=4)
     first, again = (generate_videos(pipe, refs, motion, params, seed=1) for _ in range(2))
     other = generate_videos(pipe, refs, motion, params, seed=2)
     assert first.shape == (2, 4, 64, 64) and np.array_equal(first, again)
@@ -357,7 +349,7 @@ def test_vae_and_mcdm_folders_are_byte_identical_when_trained_again(work, tmp_pa
 
 def test_latents_encode_on_the_given_device(work, tmp_path):
     """The VAE and every frame batch on the stage's device (meta: nothing left on the CPU)."""
-    params = LatentsParams(batch_size=32, shard_frames=256, chunk_frames=16)
+    params = section("latents", batch_size=32, shard_frames=256, chunk_frames=16)
 
     def run(device):
         out = tmp_path / f"{device}.zarr"

@@ -9,25 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-# config first: it imports every tasks package, which import the library modules that import
-# config (a cycle when echomotion.flow or echomotion.mafe is imported first)
-import echomotion.config  # noqa: F401
+from conftest import section
 from device_check import assert_runs_on, assert_runs_on_meta
 from echomotion.data import TripletDataset, midway
+from echomotion.evaluation.probes import ef_probe, fit_ridge, identity_retrieval
 from echomotion.flow.classical import DISFlow
 from echomotion.flow.ops import backward_warp
+from echomotion.mafe.dataset import PseudoLabelTriplets
+from echomotion.mafe.model import load_mafe
 from echomotion.mafe.params import MAFEAugmentParams, MAFEModelParams
-from echomotion.store import RaggedStore, RaggedStoreWriter
-from echomotion.tasks.mafe.dataset import PseudoLabelTriplets
-from echomotion.tasks.mafe.features import (
-    ef_probe,
-    export_features,
-    fit_ridge,
-    identity_retrieval,
-    pair_vectors,
-)
-from echomotion.tasks.mafe.params import FeaturesParams, MAFETrainParams
-from echomotion.tasks.mafe.train import interpolation_scores, load_mafe, train_mafe
+from echomotion.stores.ragged import RaggedStore, RaggedStoreWriter
+from echomotion.tasks.features.run import export_features, pair_vectors
+from echomotion.tasks.mafe_train.params import MAFETrainParams
+from echomotion.tasks.mafe_train.run import interpolation_scores, train_mafe
 from echomotion.training.params import TrainParams
 
 REID_DIM = 16
@@ -71,7 +65,7 @@ def pseudo(tiny_dataset, tmp_path_factory) -> dict[str, Path]:
 
 def tiny_train_params(steps: int) -> MAFETrainParams:
     train = TrainParams(steps=steps, batch_size=3, lr=1e-3, checkpoint_every=2, log_every=1)
-    return MAFETrainParams(model=TINY_MODEL, train=train, eval_batch_size=4)
+    return section("mafe_train", model=TINY_MODEL, train=train, eval_batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +189,7 @@ def test_mafe_train_resumes_from_its_checkpoint(trained):
 
 
 def test_reid_width_must_match(tiny_dataset, pseudo, tmp_path):
-    params = MAFETrainParams(model=TINY_MODEL.model_copy(update={"reid_dim": 8}))
+    params = section("mafe_train", model=TINY_MODEL.model_copy(update={"reid_dim": 8}))
     with pytest.raises(ValueError, match="reid_dim"):
         train_mafe(
             tiny_dataset["videos"], pseudo["flow"], pseudo["reid"], params, out_dir=tmp_path, seed=0
@@ -218,7 +212,7 @@ def test_interpolation_baselines():
 @pytest.fixture(scope="module")
 def features(tiny_dataset, trained, tmp_path_factory) -> dict:
     path = tmp_path_factory.mktemp("features") / "features.zarr"
-    params = FeaturesParams(batch_size=3, retrieval_shifts=(-2, 2))
+    params = section("features", batch_size=3, retrieval_shifts=(-2, 2))
     metrics = export_features(tiny_dataset["videos"], trained["out"] / "model/model", path, params)
     return {"path": path, "metrics": metrics}
 
@@ -319,7 +313,7 @@ def test_retrieval_finds_identity_only_when_vectors_carry_it():
 
 def test_features_run_mafe_on_the_given_device(tiny_dataset, trained, features, tmp_path):
     """MAFE and every frame pair on the stage's device (meta: nothing left on the CPU)."""
-    params = FeaturesParams(batch_size=3, retrieval_shifts=(-2, 2))
+    params = section("features", batch_size=3, retrieval_shifts=(-2, 2))
 
     def run(device):
         model_dir = trained["out"] / "model/model"

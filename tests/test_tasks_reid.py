@@ -10,20 +10,19 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from conftest import REPO, section
 from device_check import assert_runs_on, assert_runs_on_meta
-from echomotion.data import TripletDataset, to_tensor
-from echomotion.params import Params
+from echomotion.data import TripletDataset, evenly_spaced, to_tensor
+from echomotion.params import load_params
+from echomotion.reid.identities import IDENTITIES_FILE, read_identities
 from echomotion.reid.model import ReIDEncoder
-from echomotion.store import RaggedStore
-from echomotion.tasks.reid.export import REID_SCHEMA, check_disjoint, export_reid, untrained_like
-from echomotion.tasks.reid.params import ReIDExportParams, ReIDModelParams, ReIDTrainParams
-from echomotion.tasks.reid.train import (
-    IDENTITIES_FILE,
-    build_encoder,
-    evenly_spaced,
-    read_identities,
-    train_reid,
-)
+from echomotion.reid.params import ReIDModelParams
+from echomotion.stores.pseudo_reid import REID_SCHEMA
+from echomotion.stores.ragged import RaggedStore
+from echomotion.tasks.reid_export.params import ReIDExportParams
+from echomotion.tasks.reid_export.run import check_disjoint, export_reid, untrained_like
+from echomotion.tasks.reid_train.params import ReIDTrainParams
+from echomotion.tasks.reid_train.run import build_encoder, train_reid
 from echomotion.training.params import TrainParams
 
 SEED = 5
@@ -36,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def train_params(steps: int) -> ReIDTrainParams:
     train = TrainParams(steps=steps, batch_size=8, lr=1e-3, checkpoint_every=2, log_every=1)
-    return ReIDTrainParams(model=TINY_MODEL, frames_per_video=10, instances=2, train=train)
+    return section("reid_train", model=TINY_MODEL, frames_per_video=10, instances=2, train=train)
 
 
 def split_names(videos_path, splits: tuple[str, ...]) -> list[str]:
@@ -59,7 +58,7 @@ def trained(tiny_dataset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(tiny_dataset, trained):
     path = trained["out"].parent.parent / "data" / "pseudo" / "reid.zarr"
-    params = ReIDExportParams(eval_frames=EVAL_FRAMES, pixel_size=8, batch_size=16)
+    params = section("reid_export", eval_frames=EVAL_FRAMES, pixel_size=8, batch_size=16)
     metrics = export_reid(tiny_dataset["videos"], trained["out"], path, params, seed=SEED)
     return {"path": path, "metrics": metrics}
 
@@ -171,7 +170,7 @@ def test_export_refuses_a_model_trained_on_heldout_videos(tiny_dataset, trained,
     content = json.loads((trained["out"] / IDENTITIES_FILE).read_text())
     content["file_names"][0] = split_names(tiny_dataset["videos"], ("VAL",))[0]
     (root / IDENTITIES_FILE).write_text(json.dumps(content))
-    params = ReIDExportParams(eval_frames=EVAL_FRAMES)
+    params = section("reid_export", eval_frames=EVAL_FRAMES)
     with pytest.raises(ValueError, match="held-out"):
         export_reid(tiny_dataset["videos"], root, tmp_path / "reid.zarr", params, seed=SEED)
     assert not (tmp_path / "reid.zarr").exists()
@@ -181,14 +180,14 @@ def test_export_refuses_a_model_trained_on_heldout_videos(tiny_dataset, trained,
 
 
 def test_params_defaults_registered_and_validated():
-    params = Params()
+    params = load_params(REPO / "params.yaml")
     assert isinstance(params.reid_train, ReIDTrainParams)
     assert isinstance(params.reid_export, ReIDExportParams)
     assert params.reid_train.train.batch_size % params.reid_train.instances == 0
     with pytest.raises(ValidationError, match="multiple of instances"):
-        ReIDTrainParams(instances=5)
+        section("reid_train", instances=5)
     with pytest.raises(ValidationError, match="must not hold TRAIN"):
-        ReIDExportParams(eval_splits=("VAL", "TRAIN"))
+        section("reid_export", eval_splits=("VAL", "TRAIN"))
 
 
 def test_evenly_spaced():
@@ -202,7 +201,7 @@ def test_evenly_spaced():
 def test_export_runs_the_encoders_on_the_given_device(tiny_dataset, trained, exported, tmp_path):
     """Both encoders and every frame batch on the stage's device (meta: nothing left on
     the CPU)."""
-    params = ReIDExportParams(eval_frames=EVAL_FRAMES, pixel_size=8, batch_size=16)
+    params = section("reid_export", eval_frames=EVAL_FRAMES, pixel_size=8, batch_size=16)
 
     def run(device):
         out = tmp_path / f"{device}.zarr"

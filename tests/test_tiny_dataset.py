@@ -1,6 +1,6 @@
 """The shared tiny dataset fixture is what the stage tests assume."""
 
-from echomotion.store import RaggedStore
+from echomotion.stores.ragged import RaggedStore
 
 
 def test_tiny_dataset_has_every_split_and_ed_es(tiny_dataset):

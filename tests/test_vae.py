@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import section
 from echomotion.diffusion.losses import vae_loss
 from echomotion.diffusion.metrics import psnr, reconstruction_metrics, ssim
 from echomotion.diffusion.params import VAELossParams, VAEModelParams
@@ -16,7 +17,6 @@ from echomotion.diffusion.vae import (
     frames_to_images,
     images_to_frames,
 )
-from echomotion.tasks.generator.params import VAETrainParams
 
 TINY = VAEModelParams(block_out_channels=(8, 8, 16, 16), norm_num_groups=8)
 
@@ -41,8 +41,10 @@ def test_params_reject_bad_sizes():
         VAEModelParams(block_out_channels=(8, 8, 16, 16, 16))
     assert VAEModelParams(block_out_channels=(8, 8, 16), norm_num_groups=8).downsampling == 4
     with pytest.raises(ValueError, match="multiple of 4"):
-        VAETrainParams(
-            model=VAEModelParams(block_out_channels=(8, 8, 16), norm_num_groups=8), crop_size=38
+        section(
+            "vae_train",
+            model=VAEModelParams(block_out_channels=(8, 8, 16), norm_num_groups=8),
+            crop_size=38,
         )
     with pytest.raises(ValueError, match="must divide"):
         VAEModelParams(block_out_channels=(8, 12, 16, 16), norm_num_groups=8)

@@ -16,8 +16,8 @@ import torch
 from diffusers import AutoencoderKL
 from safetensors.torch import save_file
 
-from conftest import REPO
-from echomotion.config import validate_params
+from conftest import REPO, section
+from echomotion.cli.preset import load_preset
 from echomotion.diffusion.discriminator import (
     NLayerDiscriminator,
     VAEWithDiscriminator,
@@ -30,9 +30,9 @@ from echomotion.diffusion.losses import vae_loss
 from echomotion.diffusion.lpips import LPIPS, load_lpips
 from echomotion.diffusion.params import VAELossParams, VAEModelParams
 from echomotion.diffusion.vae import build_vae
-from echomotion.preset import load_preset
-from echomotion.tasks.generator.params import VAETrainParams
-from echomotion.tasks.generator.vae import train_vae, vae_objective
+from echomotion.params import validate_params
+from echomotion.tasks.vae_train.params import VAETrainParams
+from echomotion.tasks.vae_train.run import train_vae, vae_objective
 from echomotion.training import checkpoint as ckpt
 from echomotion.training.params import TrainParams
 
@@ -209,7 +209,7 @@ def test_lpips_term_enters_the_loss(tmp_path):
 
 
 def test_defaults_keep_the_plain_vae_and_vae_loss():
-    params = VAETrainParams()
+    params = section("vae_train")
     assert not params.loss.gan_or_lpips
     vae = build_vae(params.model)
     model, loss_fn = vae_objective(vae, params)
@@ -245,7 +245,7 @@ def test_paper_shape_gan_step_on_cpu():
 
 
 def gan_params(steps: int) -> VAETrainParams:
-    return VAETrainParams(
+    return section("vae_train",
         model=VAEModelParams(block_out_channels=(8, 8, 16, 16), norm_num_groups=8),
         loss=VAELossParams(disc_weight=0.5, disc_start=1, disc_channels=8, disc_layers=2),
         train=TrainParams(steps=steps, batch_size=4, lr=1e-3, checkpoint_every=2, log_every=1,

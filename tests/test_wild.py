@@ -7,10 +7,10 @@ import csv
 import av
 import numpy as np
 
-from echomotion.config import PrepareParams
+from conftest import section
 from echomotion.echonet import read_file_list, read_tracings
-from echomotion.prepare import prepare_dataset
-from echomotion.tasks.mafe.features import ef_probe
+from echomotion.evaluation.probes import ef_probe
+from echomotion.tasks.prepare.run import prepare_dataset
 from echomotion.wild import VARIANTS, make_wild
 
 
@@ -53,7 +53,7 @@ def test_make_wild_is_deterministic_and_unlabelled(echonet_root, tmp_path):
     blank = [r for r in rows(tmp_path / "a" / "FileList.csv") if not r["FPS"]]
     assert len(blank) == 1
     report = prepare_dataset(
-        tmp_path / "a", PrepareParams(size=32, min_frames=8, shard_frames=64),
+        tmp_path / "a", section("prepare", size=32, min_frames=8, shard_frames=64),
         tmp_path / "videos.zarr", tmp_path / "rejects.csv",
     )  # fmt: skip
     assert report.accepted == 12 and report.upsampled == 3 and report.without_ef == 12

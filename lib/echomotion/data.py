@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .store import RaggedStore
+from echomotion.stores.ragged import RaggedStore
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:

@@ -36,7 +36,7 @@ def process_state() -> PartialState:
     """accelerate's state of this process: its rank, the number of processes, its device.
 
     On a machine without CUDA this is a member of the gloo group of a multi-process CPU run
-    (``python -m echomotion.launch --num_processes N``); a bare ``PartialState()`` there
+    (``python -m echomotion.cli.launch --num_processes N``); a bare ``PartialState()`` there
     would start a lone process instead, and its rank would write as if it were rank 0. The
     state is created once per process: every caller must go through this function.
     """

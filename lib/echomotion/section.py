@@ -1,5 +1,5 @@
-"""The base of every params section (kept apart from config.py, which imports the
-sections defined next to the code that uses them)."""
+"""The base of every params model: unknown keys are errors, values read-only; and the
+split names. Imported by every params module, it imports none of them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Split = Literal["TRAIN", "VAL", "TEST"]
+SPLITS: tuple[Split, ...] = ("TRAIN", "VAL", "TEST")
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 

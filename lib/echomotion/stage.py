@@ -10,8 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .config import load_params, write_used_params
-from .params import Params
+from echomotion.params import Params, load_params, write_used_params
 
 
 def start(name: str, params_path: str | Path = "params.yaml") -> Params:
@@ -46,8 +45,10 @@ def finish_training(
     section: BaseModel, used_params: str | Path, metrics_path: str | Path, metrics: dict[str, Any]
 ) -> None:
     """A training stage's last step: rank 0 writes the params it ran with and its metrics;
-    the other ranks of a multi-process run (``python -m echomotion.launch``) write nothing."""
-    from .device import process_state  # imports torch: not for the stages that never train
+    the other ranks of a multi-process run (``python -m echomotion.cli.launch``) write nothing."""
+    from echomotion.device import (
+        process_state,  # imports torch: not for the stages that never train
+    )
 
     if process_state().is_main_process:
         write_used_params(section, used_params)

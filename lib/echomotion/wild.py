@@ -26,8 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .echonet import FILE_LIST, FILE_LIST_COLUMNS, TRACING_COLUMNS, TRACINGS, VIDEOS
-from .video import read_video, resample_indices, write_video
+from echomotion.echonet import FILE_LIST, FILE_LIST_COLUMNS, TRACING_COLUMNS, TRACINGS, VIDEOS
+from echomotion.video import read_video, resample_indices, write_video
 
 __all__ = ["VARIANTS", "Variant", "WildVideo", "make_wild"]
 

@@ -28,10 +28,10 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
 from torch.func import functional_call
 
-from ..training.forward import inner_module
-from .lpips import LPIPS
-from .metrics import ssim
-from .params import VAELossParams
+from echomotion.diffusion.lpips import LPIPS
+from echomotion.diffusion.metrics import ssim
+from echomotion.diffusion.params import VAELossParams
+from echomotion.training.forward import inner_module
 
 
 class NLayerDiscriminator(nn.Module):

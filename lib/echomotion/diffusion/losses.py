@@ -13,10 +13,9 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNetSpatioTemporalConditionM
 
 from echomotion.diffusion.conditioning import augment_reference, condition_time_ids, drop_motion
 from echomotion.diffusion.metrics import ssim
+from echomotion.diffusion.params import MCDMLossParams, NoiseScheduleParams, VAELossParams
 from echomotion.diffusion.unet import unet_predict
 from echomotion.training.forward import through_forward
-
-from .params import MCDMLossParams, NoiseScheduleParams, VAELossParams
 
 
 def build_scheduler(params: NoiseScheduleParams) -> DDPMScheduler:

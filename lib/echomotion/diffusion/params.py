@@ -8,7 +8,17 @@ from pydantic import Field, field_validator, model_validator
 
 from echomotion.section import Fraction, Section
 
+SamplerName = Literal["ddpm", "ddim", "dpmsolver++"]
+
+
+ReferenceFrame = Literal["window_start", "random"]
+
+
+ShortVideos = Literal["drop", "pad"]
+
+
 TimeIds = Literal["signals", "zeros"]  # see echomotion.diffusion.conditioning
+
 
 GROUPNORM_GROUPS = 32  # hard-coded in diffusers' spatio-temporal blocks: widths must divide by it
 

@@ -22,8 +22,7 @@ from diffusers import UNetSpatioTemporalConditionModel
 from einops import repeat
 
 from echomotion.diffusion.conditioning import NUM_ADDED_TIME_IDS
-
-from .params import MCDMModelParams
+from echomotion.diffusion.params import MCDMModelParams
 
 
 def build_unet(params: MCDMModelParams) -> UNetSpatioTemporalConditionModel:

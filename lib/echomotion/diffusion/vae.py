@@ -9,12 +9,21 @@ in float16.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from accelerate.utils import extract_model_from_parallel
 from diffusers import AutoencoderKL
 
-from .params import VAEModelParams
+from echomotion.diffusion.params import VAEModelParams
+
+
+def load_vae(vae_dir: str | Path) -> AutoencoderKL:
+    """The trained VAE in eval mode; FileNotFoundError naming the folder when missing."""
+    if not (Path(vae_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"{vae_dir}: no saved VAE (config.json); run vae_train first")
+    return AutoencoderKL.from_pretrained(vae_dir).eval()
 
 
 def build_vae(params: VAEModelParams) -> AutoencoderKL:

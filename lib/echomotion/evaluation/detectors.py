@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from .params import TorchScriptExtractorParams
+from echomotion.evaluation.params import TorchScriptExtractorParams
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..data import VideoWindowDataset, to_tensor
-from .extractors import batches
-from .params import EFRegressorParams
-from .videos import VideoSet, clip_frame_indices, gather_clips, spaced_clips
+from echomotion.data import VideoWindowDataset, to_tensor
+from echomotion.evaluation.extractors import batches
+from echomotion.evaluation.params import EFRegressorParams
+from echomotion.evaluation.videos import VideoSet, clip_frame_indices, gather_clips, spaced_clips
 
 
 def _norm(channels: int) -> nn.GroupNorm:

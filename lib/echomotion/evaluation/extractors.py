@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from ..data import to_tensor
-from .detectors import load_detector
-from .params import TorchScriptExtractorParams
+from echomotion.data import to_tensor
+from echomotion.evaluation.detectors import load_detector
+from echomotion.evaluation.params import TorchScriptExtractorParams
 
 Kind = Literal["frame", "clip"]
 

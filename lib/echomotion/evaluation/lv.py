@@ -21,9 +21,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..data import to_tensor
-from .extractors import batches
-from .params import LVSegmenterParams
+from echomotion.data import to_tensor
+from echomotion.evaluation.extractors import batches
+from echomotion.evaluation.params import LVSegmenterParams
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:

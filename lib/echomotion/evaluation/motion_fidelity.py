@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import to_tensor
-from ..edes import detect_ed_es
-from .extractors import batches
+from echomotion.data import to_tensor
+from echomotion.edes import detect_ed_es
+from echomotion.evaluation.extractors import batches
 
 if TYPE_CHECKING:  # the flow package imports config, which imports the stage sections
-    from ..flow.classical import FlowProvider
+    from echomotion.flow.classical import FlowProvider
 
 
 def standardise(vectors: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

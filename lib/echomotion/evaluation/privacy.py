@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import to_tensor
-from ..echonet import FILE_LIST, TRACINGS, VIDEOS
-from .extractors import batches
-from .videos import VideoSet
+from echomotion.data import to_tensor
+from echomotion.echonet import FILE_LIST, TRACINGS, VIDEOS
+from echomotion.evaluation.extractors import batches
+from echomotion.evaluation.videos import VideoSet
 
 log = logging.getLogger(__name__)
 

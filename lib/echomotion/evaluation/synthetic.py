@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..echonet import FILE_LIST, VIDEOS, TableError, check_file_name
-from ..video import VideoReadError, read_video
-from .videos import VideoSet, resize_frames
+from echomotion.echonet import FILE_LIST, VIDEOS, TableError, check_file_name
+from echomotion.evaluation.videos import VideoSet, resize_frames
+from echomotion.video import VideoReadError, read_video
 
 log = logging.getLogger(__name__)
 

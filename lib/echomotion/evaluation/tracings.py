@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..echonet import FILE_LIST, TRACING_COLUMNS, TRACINGS, check_file_name
+from echomotion.echonet import FILE_LIST, TRACING_COLUMNS, TRACINGS, check_file_name
 
 log = logging.getLogger(__name__)
 

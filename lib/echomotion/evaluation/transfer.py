@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import to_tensor
-from ..diffusion.metrics import ssim
-from ..video import resample_indices
+from echomotion.data import to_tensor
+from echomotion.diffusion.metrics import ssim
+from echomotion.video import resample_indices
 
 
 def time_matched(

@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..store import RaggedStore
-from ..video import read_video
+from echomotion.stores.ragged import RaggedStore
+from echomotion.video import read_video
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:

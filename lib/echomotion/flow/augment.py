@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ops import pixel_grid
-from .params import SpatialTransformParams
+from echomotion.flow.ops import pixel_grid
+from echomotion.flow.params import SpatialTransformParams
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .params import FlowProviderParams
+from echomotion.flow.params import FlowProviderParams
 
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .augment import transform_pair
-from .ops import backward_warp, inside_frame, pixel_grid, resize_image
-from .params import FlowLossParams, LossStage
+from echomotion.flow.augment import transform_pair
+from echomotion.flow.ops import backward_warp, inside_frame, pixel_grid, resize_image
+from echomotion.flow.params import FlowLossParams, LossStage
 
 LossFn = Callable[[nn.Module, dict[str, Tensor]], tuple[Tensor, dict[str, float]]]
 

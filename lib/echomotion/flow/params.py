@@ -9,6 +9,32 @@ from pydantic import Field, field_validator, model_validator
 from echomotion.section import Section
 
 
+class PWCLiteParams(Section):
+    """Architecture of the flow network: the arguments of :class:`echomotion.flow.PWCLite`."""
+
+    pyramid_channels: tuple[int, ...] = Field(
+        (16, 32, 48, 64), description="Feature channels per pyramid level, finest first."
+    )
+    max_displacement: int = Field(3, ge=1, description="Cost-volume search radius per level.")
+    feature_channels: int = Field(32, ge=1, description="1x1 projection fed to the estimator.")
+    estimator_channels: tuple[int, ...] = (64, 48, 32)
+    context_channels: tuple[int, ...] = (48, 48, 32, 16)
+    context_dilations: tuple[int, ...] = (1, 2, 4, 8)
+    estimator_connectivity: Literal["chain", "reduce"] = Field(
+        "chain", description="reduce: each estimator conv reads the previous two (UnSAMFlow)."
+    )
+    output_level: int = Field(
+        0, ge=0, description="Finest pyramid level decoded (0: stride 2, 1: stride 4)."
+    )
+    learned_upsampler: bool = Field(
+        False, description="Convex (RAFT) upsampling by 2**(output_level+1); False: bilinear."
+    )
+    upsampler_channels: int = Field(128, ge=1, description="Hidden width of the upsampler.")
+    upsampler_feature_layer: int = Field(
+        -1, description="Context layer whose output the upsampler reads (-1: last hidden)."
+    )
+
+
 class FlowProviderParams(Section):
     """Which flow a consumer uses: the trained network or a classical method."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
@@ -20,7 +21,15 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import Tensor, nn
 
-from .ops import backward_warp, local_correlation, pad_to_multiple, resize_flow
+from echomotion.flow.ops import backward_warp, local_correlation, pad_to_multiple, resize_flow
+
+
+def load_model(model_dir: str | Path) -> PWCLite | None:
+    """The trained network, or None when ``model_dir`` holds none."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        return None
+    return PWCLite.from_pretrained(model_dir).eval()
 
 
 @dataclass

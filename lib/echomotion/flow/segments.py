@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .params import MEDSAM_ECHO_BOXES, SegmentParams
+from echomotion.flow.params import MEDSAM_ECHO_BOXES, SegmentParams
 
 
 class SegmentProvider(Protocol):

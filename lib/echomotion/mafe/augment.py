@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .params import MAFEAugmentParams
+from echomotion.mafe.params import MAFEAugmentParams
 
 IMAGE_KEYS = ("img0", "img1", "gt")
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .params import MAFELossParams
+from echomotion.mafe.params import MAFELossParams
 
 # Binomial 5-tap kernel of the Laplacian pyramid (outer product of [1, 4, 6, 4, 1] / 16).
 _TAPS = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0

@@ -19,6 +19,7 @@ is the other way to 3072 (the CPU default's ratio).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -36,11 +37,16 @@ from echomotion.mafe.heads import (
     RefineNet,
     conv_act,
 )
+from echomotion.mafe.params import MAFEModelParams, check_architecture, motion_vector_dim
 
-from .params import MAFEModelParams, check_architecture, motion_vector_dim
+
+def load_mafe(model_dir: str | Path) -> MAFE:
+    """The trained MAFE of ``model_dir`` (save_pretrained form), in eval mode."""
+    return MAFE.from_pretrained(model_dir).eval()
+
 
 # The paper's configuration (EMA-VFI's F=32, depths [2,2,2,4,4], motion_ratio 1, flip
-# test-time augmentation, as presets/paper.yaml): 2 x 2 frames x (256 + 512) = 3072-d.
+# test-time augmentation, as the paper preset): 2 x 2 frames x (256 + 512) = 3072-d.
 PAPER_MAFE = MAFEModelParams(
     embed_dim=32, depths=(2, 2, 2, 4, 4), num_heads=(8, 16), motion_ratio=1, flip_tta=True
 )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .identity import VideoIdentity
+from echomotion.phantom.identity import VideoIdentity
 
 LABELS = {"outside": 0, "tissue": 1, "LV": 2, "RV": 3, "LA": 4, "RA": 5}
 REFERENCE_SIZE = 112  # identity lengths are pixels of a frame this size

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from echomotion.config import PhantomParams
+from echomotion.phantom.params import PhantomParams
 
 # Ranges (low, high) of the uniform draws; lengths in pixels at 112 x 112.
 LV_LENGTH = (48.0, 56.0)  # apex to mitral annulus at ED

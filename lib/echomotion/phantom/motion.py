@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from .anatomy import LABELS, REFERENCE_SIZE, Anatomy, Chamber
-from .identity import VideoIdentity
+from echomotion.phantom.anatomy import LABELS, REFERENCE_SIZE, Anatomy, Chamber
+from echomotion.phantom.identity import VideoIdentity
 
 FALLOFF = 20.0  # pixels at 112 x 112: how far motion reaches beyond the chamber borders
 

@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from .anatomy import LABELS, REFERENCE_SIZE, Anatomy
-from .identity import VideoIdentity
-from .tracings import pixel_cm
+from echomotion.phantom.anatomy import LABELS, REFERENCE_SIZE, Anatomy
+from echomotion.phantom.identity import VideoIdentity
+from echomotion.phantom.tracings import pixel_cm
 
 SECTOR_APEX_Y = -2.0  # pixels above the top row (112 frame)
 TOP_DB = 6.0  # amplitude level (dB) shown as white

@@ -7,13 +7,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from echomotion.config import PhantomParams
-
-from .anatomy import Anatomy, build_anatomy
-from .identity import VideoIdentity, sample_identity
-from .motion import Inverse, cardiac_phase, chamber_scales, deform, end_scales, forward_field
-from .render import Renderer
-from .tracings import disk_volume_ml, lv_tracing, pixel_cm
+from echomotion.phantom.anatomy import Anatomy, build_anatomy
+from echomotion.phantom.identity import VideoIdentity, sample_identity
+from echomotion.phantom.motion import (
+    Inverse,
+    cardiac_phase,
+    chamber_scales,
+    deform,
+    end_scales,
+    forward_field,
+)
+from echomotion.phantom.params import PhantomParams
+from echomotion.phantom.render import Renderer
+from echomotion.phantom.tracings import disk_volume_ml, lv_tracing, pixel_cm
 
 BLOCK = 8  # frames deformed and rendered at once (arrays stay in cache)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .anatomy import REFERENCE_SIZE, Chamber
+from echomotion.phantom.anatomy import REFERENCE_SIZE, Chamber
 
 N_CHORDS = 20
 PIXEL_CM = 0.14  # pixel spacing of a 112 x 112 frame

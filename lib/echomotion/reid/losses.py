@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .params import ReIDLossParams
+from echomotion.reid.params import ReIDLossParams
 
 
 def label_smoothed_cross_entropy(logits: Tensor, targets: Tensor, epsilon: float) -> Tensor:

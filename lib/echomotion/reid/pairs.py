@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .sampler import IdentityBatchSampler
+from echomotion.reid.sampler import IdentityBatchSampler
 
 
 class PairBatchSampler(IdentityBatchSampler):

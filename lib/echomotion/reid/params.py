@@ -4,9 +4,34 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from echomotion.section import Fraction, Section
+
+
+class ReIDModelParams(Section):
+    """Architecture of the ReID encoder (``num_identities`` comes from the data)."""
+
+    widths: tuple[int, ...] = Field((16, 32, 64, 128), description="Channels per stage.")
+    blocks: tuple[int, ...] = Field((1, 1, 1, 1), description="Residual blocks per stage.")
+    stem_stride: int = Field(4, ge=1, description="Stride of the stem conv (4: 112 -> 28).")
+    embedding_dim: int = Field(128, ge=1, description="Size D of the exported embedding.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ReIDModelParams:
+        if len(self.widths) != len(self.blocks) or not self.widths:
+            raise ValueError(
+                f"widths {self.widths} and blocks {self.blocks} must be non-empty, same length"
+            )
+        return self
+
+
+class ReIDAugmentParams(Section):
+    """Frame augmentation of :class:`~echomotion.reid.FrameIdentityDataset` (no flips)."""
+
+    max_shift: int = Field(4, ge=0, description="Random translation, pixels per axis.")
+    brightness: Fraction = Field(0.1, description="Additive offset drawn from U(-b, b).")
+    contrast: Fraction = Field(0.2, description="Gain around the mean from U(1 - c, 1 + c).")
 
 
 class ReIDLossParams(Section):

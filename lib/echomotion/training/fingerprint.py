@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from ..device import process_state
-from .checkpoint import discard_other_inputs
+from echomotion.device import process_state
+from echomotion.training.checkpoint import discard_other_inputs
 
 SKIPPED = ("__pycache__",)  # folders that are no dependency (see .dvcignore)
 

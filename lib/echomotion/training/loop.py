@@ -25,12 +25,12 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..section import Section
-from . import checkpoint as ckpt
-from .data import BatchSamplerFactory, batch_iterator
-from .ema import EMA
-from .params import TrainParams
-from .tables import Meter, Table
+from echomotion.section import Section
+from echomotion.training import checkpoint as ckpt
+from echomotion.training.data import BatchSamplerFactory, batch_iterator
+from echomotion.training.ema import EMA
+from echomotion.training.params import TrainParams
+from echomotion.training.tables import Meter, Table
 
 logger = logging.getLogger(__name__)
 

@@ -87,7 +87,7 @@ class TrainParams(Section):
 
 class LaunchParams(Section):
     """How many processes and machines a training stage runs on (``python -m
-    echomotion.launch``, which dvc.yaml runs with these values). Not part of a run's
+    echomotion.cli.launch``, which dvc.yaml runs with these values). Not part of a run's
     identity: a checkpoint resumes on another process count (with a warning)."""
 
     num_processes: int = Field(

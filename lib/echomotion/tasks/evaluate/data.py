@@ -11,7 +11,9 @@ import numpy as np
 
 from echomotion.evaluation.synthetic import SyntheticRecord, load_synthetic, source_index
 from echomotion.evaluation.videos import VideoSet
-from echomotion.store import RaggedStore
+from echomotion.stores import features as features_store
+from echomotion.stores import videos as videos_store
+from echomotion.stores.ragged import RaggedStore
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +22,9 @@ log = logging.getLogger(__name__)
 class EvaluatePaths:
     """Inputs and outputs of the stage (defaults: the pipeline's paths)."""
 
-    videos: Path = Path("data/prepared/videos.zarr")
+    videos: Path = Path(videos_store.PATH)
     synthetic: Path = Path("data/synthetic/echonet")
-    features: Path = Path("data/features.zarr")
+    features: Path = Path(features_store.PATH)
     reid: Path = Path("models/reid/model")
     mafe: Path = Path("models/mafe/model")
     flow: Path = Path("models/flow/model")

@@ -26,11 +26,10 @@ from echomotion.evaluation.ef_regressor import (
     predict_ef,
     regression_metrics,
 )
+from echomotion.tasks.evaluate.data import EvalData, EvaluatePaths
+from echomotion.tasks.evaluate.params import EFParams, EvaluateParams
 from echomotion.training.checkpoint import discard_other_inputs, write_dir_atomically
 from echomotion.training.loop import train_section
-
-from .data import EvalData, EvaluatePaths
-from .params import EFParams, EvaluateParams
 
 log = logging.getLogger(__name__)
 

@@ -39,13 +39,18 @@ from echomotion.evaluation.tracings import (
     stored_frame,
     tracing_mask,
 )
-from echomotion.store import RaggedStore
+from echomotion.stores.ragged import RaggedStore
+from echomotion.tasks.evaluate.data import EvalData, EvaluatePaths
+from echomotion.tasks.evaluate.ef import (
+    prefixed,
+    scatter_rows,
+    skipped,
+    too_few_labels,
+    write_skipped_regressor,
+)
+from echomotion.tasks.evaluate.params import EvaluateParams
 from echomotion.training.checkpoint import discard_other_inputs
 from echomotion.training.loop import train
-
-from .data import EvalData, EvaluatePaths
-from .ef import prefixed, scatter_rows, skipped, too_few_labels, write_skipped_regressor
-from .params import EvaluateParams
 
 log = logging.getLogger(__name__)
 

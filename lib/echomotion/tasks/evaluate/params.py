@@ -1,4 +1,4 @@
-"""Params section of the ``evaluate`` stage (registered in ``echomotion.config.Params``)."""
+"""Params section of the ``evaluate`` stage (registered in ``echomotion.params.Params``)."""
 
 from __future__ import annotations
 
@@ -128,11 +128,11 @@ class PrivacyParams(Section):
 class EvaluateParams(Section):
     """Stage ``evaluate``."""
 
-    clip_frames: int = Field(16, ge=2, description="Frames per clip (FVD and EF regressor).")
-    batch_size: int = Field(32, ge=1, description="Items per forward pass of inference.")
-    realism: RealismParams = RealismParams()
-    motion: MotionParams = MotionParams()
-    ef: EFParams = EFParams()
-    lv: LVParams = LVParams()
-    transfer: TransferParams = TransferParams()
-    privacy: PrivacyParams = PrivacyParams()
+    clip_frames: int = Field(..., ge=2, description="Frames per clip (FVD and EF regressor).")
+    batch_size: int = Field(..., ge=1, description="Items per forward pass of inference.")
+    realism: RealismParams
+    motion: MotionParams
+    ef: EFParams
+    lv: LVParams
+    transfer: TransferParams
+    privacy: PrivacyParams

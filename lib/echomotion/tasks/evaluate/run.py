@@ -48,10 +48,12 @@ TorchScript extractor), motion fidelity and privacy need no label and are always
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from echomotion.device import resolve_device
 from echomotion.evaluation.ef_regressor import EFRegressor
 from echomotion.evaluation.extractors import (
     EFClipFeatures,
@@ -63,15 +65,33 @@ from echomotion.evaluation.privacy import write_filtered_dataset
 from echomotion.flow.classical import make_flow_provider
 from echomotion.flow.pwc import PWCLite
 from echomotion.mafe.model import MAFE
+from echomotion.params import Params, write_used_params
 from echomotion.reid.model import ReIDEncoder
-
-from .data import EvalData, EvaluatePaths, load_data, write_rows
-from .ef import SCATTER_COLUMNS, ef_scores, skipped, train_real_ef, train_synthetic_ef
-from .figures import save_lv_area_figure
-from .lv import AREA_COLUMNS, lv_scores, segmentation_scores, traced_sets, train_lv
-from .params import EvaluateParams, MotionParams, RealismParams
-from .scores import motion_scores, privacy_scores, realism_scores, unflagged
-from .transfer import appearance_scores, ssim_scores
+from echomotion.stage import write_json
+from echomotion.tasks.evaluate.data import EvalData, EvaluatePaths, load_data, write_rows
+from echomotion.tasks.evaluate.ef import (
+    SCATTER_COLUMNS,
+    ef_scores,
+    skipped,
+    train_real_ef,
+    train_synthetic_ef,
+)
+from echomotion.tasks.evaluate.figures import save_lv_area_figure
+from echomotion.tasks.evaluate.lv import (
+    AREA_COLUMNS,
+    lv_scores,
+    segmentation_scores,
+    traced_sets,
+    train_lv,
+)
+from echomotion.tasks.evaluate.params import EvaluateParams, MotionParams, RealismParams
+from echomotion.tasks.evaluate.scores import (
+    motion_scores,
+    privacy_scores,
+    realism_scores,
+    unflagged,
+)
+from echomotion.tasks.evaluate.transfer import appearance_scores, ssim_scores
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +198,16 @@ def evaluate(
         "ef_lv": ef_lv,
         "privacy": privacy,
     }
+
+
+def run(params: Params) -> None:
+    """The stage as dvc.yaml runs it: its inputs and outputs at their pipeline paths."""
+    paths = EvaluatePaths(source_root=Path(params.data.root))
+    metrics = evaluate(
+        params.evaluate,
+        paths,
+        seed=params.shared.seed,
+        device=resolve_device(params.shared.device),
+    )
+    write_used_params(params.evaluate, paths.plots / "params_used.json")
+    write_json("metrics/eval.json", metrics)

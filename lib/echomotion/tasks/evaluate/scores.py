@@ -38,11 +38,10 @@ from echomotion.evaluation.videos import (
     gather_frames,
 )
 from echomotion.flow.classical import FlowProvider
-from echomotion.store import RaggedStore
-from echomotion.tasks.mafe.features import video_motion
-
-from .data import EvalData
-from .params import EvaluateParams, PrivacyParams, RealismParams
+from echomotion.stores.features import video_motion
+from echomotion.stores.ragged import RaggedStore
+from echomotion.tasks.evaluate.data import EvalData
+from echomotion.tasks.evaluate.params import EvaluateParams, PrivacyParams, RealismParams
 
 log = logging.getLogger(__name__)
 

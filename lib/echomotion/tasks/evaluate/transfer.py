@@ -13,10 +13,9 @@ from echomotion.evaluation.privacy import video_embeddings
 from echomotion.evaluation.synthetic import source_index
 from echomotion.evaluation.transfer import mean_ssim, nearer_fraction
 from echomotion.evaluation.videos import VideoSet
-
-from .data import EvalData
-from .ef import skipped
-from .params import EvaluateParams
+from echomotion.tasks.evaluate.data import EvalData
+from echomotion.tasks.evaluate.ef import skipped
+from echomotion.tasks.evaluate.params import EvaluateParams
 
 log = logging.getLogger(__name__)
 

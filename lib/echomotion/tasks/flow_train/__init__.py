@@ -1,0 +1,2 @@
+"""Stage ``flow_train``: the unsupervised PWC-Lite flow network
+(:mod:`.run`, section :mod:`.params`)."""

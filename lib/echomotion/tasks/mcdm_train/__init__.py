@@ -1,0 +1,2 @@
+"""Stage ``mcdm_train``: the motion-conditioned video diffusion model
+(:mod:`.run`, section :mod:`.params`)."""

@@ -1,0 +1,56 @@
+"""Params section ``mcdm_train``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from echomotion.diffusion.params import (
+    MCDMLossParams,
+    MCDMModelParams,
+    NoiseScheduleParams,
+    ReferenceFrame,
+    ShortVideos,
+)
+from echomotion.section import Section
+from echomotion.training.params import LaunchParams, TrainParams
+
+
+class MCDMTrainParams(Section):
+    """Stage ``mcdm_train``: the motion-conditioned video UNet on TRAIN latent windows.
+
+    The window length is ``model.num_frames``; ``model.motion_dim`` must equal the
+    ``motion_dim`` of the features store (checked before training).
+    """
+
+    model: MCDMModelParams
+    schedule: NoiseScheduleParams
+    loss: MCDMLossParams
+    train: TrainParams
+    launch: LaunchParams
+    frame_stride: int = Field(
+        ...,
+        ge=1,
+        description="Window frames are every stride-th stored frame: fps / stride, "
+        "num_frames * stride / fps seconds per window.",
+    )
+    reference: ReferenceFrame = Field(
+        ...,
+        description="Reference frame: the window's first frame (the video starts at the "
+        "reference) or a random frame of the same video.",
+    )
+    short_videos: ShortVideos = Field(
+        ...,
+        description="Videos with fewer frames than a window: 'drop' leaves them out; 'pad' "
+        "keeps them, zero-pads their windows and leaves the padded frames out of the loss.",
+    )
+    random_phase: bool = Field(
+        ...,
+        description="Draw a window's phase (first frame modulo frame_stride) first, then its "
+        "start on that frame grid, as the official resampling does; with 'pad', windows that "
+        "run past the end are padded. A no-op at frame_stride 1.",
+    )
+    normalize_motion: bool = Field(
+        ...,
+        description="Standardise the motion vector with the TRAIN statistics; False: raw "
+        "(the official code), and the pipeline keeps identity statistics.",
+    )

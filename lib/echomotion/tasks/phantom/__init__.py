@@ -1,0 +1,1 @@
+"""Stage ``phantom``: the synthetic echo phantom (:mod:`.run`, section :mod:`.params`)."""

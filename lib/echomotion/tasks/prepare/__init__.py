@@ -1,0 +1,2 @@
+"""Stage ``prepare``: decode, resample and store the videos
+(:mod:`.run`, section :mod:`.params`)."""

@@ -1,0 +1,286 @@
+"""Stage ``sample``: a synthetic EchoNet-Dynamic-format dataset from the trained MCDM.
+
+Every video of ``params.splits`` that has a motion vector is a motion source. It drives
+two synthetic videos: ``transfer`` (appearance = the first frame of the next video of
+those splits, in store order, wrapping around) and ``self`` (its own first frame). The
+labels (EF, ESV, EDV) are the motion source's: the motion carries the cardiac function.
+With ``params.protocol`` "official" (the LabelfreeMCDM evaluation protocol) the sources
+are sorted by file name and each drives one ``self`` video whose reference is a random
+frame (seeded) of the same video; ``params.max_sources`` keeps the first N sources.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from echomotion.device import resolve_device
+from echomotion.diffusion.loading import load_pipeline
+from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
+from echomotion.echonet import FILE_LIST, FILE_LIST_COLUMNS, TRACING_COLUMNS, TRACINGS, VIDEOS
+from echomotion.media import PreviewRow, labelled_grid, labelled_video, save_gif, save_png
+from echomotion.params import Params, write_used_params
+from echomotion.stage import write_json
+from echomotion.stores import features as features_store
+from echomotion.stores import videos as videos_store
+from echomotion.stores.features import video_motion
+from echomotion.stores.ragged import RaggedStore
+from echomotion.tasks.sample.params import SampleParams
+from echomotion.video import resample_indices, write_video
+
+logger = logging.getLogger(__name__)
+
+
+EXTRA_COLUMNS = ("Synthetic", "MotionSource", "AppearanceSource", "Mode")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One motion source: its video (index in videos.zarr), its feature row and the
+    appearance videos of its synthetic videos, and their reference frames (absent: the
+    first frame), by mode."""
+
+    video: int
+    feature_row: int
+    appearance: dict[str, int]
+    reference_frame: dict[str, int] = field(default_factory=dict)
+
+
+def plan_sources(
+    videos: RaggedStore, features: RaggedStore, splits: tuple[str, ...]
+) -> list[Source]:
+    """The motion sources of ``splits`` in store order, with their appearance videos."""
+    pool = [int(v) for v in np.flatnonzero(np.isin(videos.table["split"].astype(str), splits))]
+    sources = []
+    for row in np.flatnonzero(np.isin(features.table["split"].astype(str), splits)):
+        video = int(features.table["video"][row])
+        if features.table["file_name"][row] != videos.table["file_name"][video]:
+            raise ValueError(f"features row {row} does not match videos.zarr video {video}")
+        following = pool[(pool.index(video) + 1) % len(pool)]
+        modes = {"self": video, "transfer": following} if following != video else {"self": video}
+        sources.append(Source(video, int(row), modes))
+    if len(pool) == 1:
+        logger.warning("one video in %s: no other appearance, transfer mode skipped", splits)
+    return sources
+
+
+def plan_official(
+    videos: RaggedStore, features: RaggedStore, splits: tuple[str, ...], seed: int
+) -> list[Source]:
+    """The official evaluation protocol (LabelfreeMCDM ``TensorMotionSet`` with
+    ``sample_motion.py``): the motion sources of ``splits`` sorted by file name, each the
+    appearance of its own ``self`` video, the reference a random frame of it (seeded)."""
+    rows = np.flatnonzero(np.isin(features.table["split"].astype(str), splits))
+    rows = sorted(rows, key=lambda r: str(features.table["file_name"][r]))
+    rng, lengths, sources = np.random.default_rng(seed), videos.lengths(), []
+    for row in rows:
+        video = int(features.table["video"][row])
+        if features.table["file_name"][row] != videos.table["file_name"][video]:
+            raise ValueError(f"features row {row} does not match videos.zarr video {video}")
+        frame = int(rng.integers(lengths[video]))
+        sources.append(Source(video, int(row), {"self": video}, {"self": frame}))
+    return sources
+
+
+def plan(videos: RaggedStore, features: RaggedStore, params: SampleParams, seed: int):
+    """The motion sources of ``params.protocol``, the first ``params.max_sources`` of them."""
+    if params.protocol == "official":
+        sources = plan_official(videos, features, params.splits, seed)
+    else:
+        sources = plan_sources(videos, features, params.splits)
+    return sources[: params.max_sources]
+
+
+def generate_videos(
+    pipe: MotionConditionedVideoPipeline,
+    references: np.ndarray,
+    motion: torch.Tensor,
+    params: SampleParams,
+    seed: int,
+    ef: float | None = None,
+) -> np.ndarray:
+    """uint8 videos ``(B, T, H, W)``, one per reference frame ``(B, H, W)``, all driven by
+    the raw ``motion`` ``(1, D)`` (the pipeline normalises it) and, for a pipeline trained
+    with EF, by the driver's ``ef`` (percent); deterministic given ``seed``."""
+    return pipe(
+        reference=references,
+        motion=motion,
+        ef=ef,
+        num_frames=params.num_frames,
+        window_overlap=params.window_overlap,
+        num_inference_steps=params.num_inference_steps,
+        guidance_scale=params.guidance_scale,
+        noise_aug_strength=params.noise_aug_strength,
+        generator=torch.Generator().manual_seed(seed),
+    ).frames
+
+
+def driver_ef(pipe: MotionConditionedVideoPipeline, features: RaggedStore, row: int):
+    """The EF (percent) of features ``row``'s video when the pipeline conditions on EF
+    (``mcdm_train.model.condition_ef``), else None; ValueError naming a video without EF."""
+    if not pipe.config.get("condition_ef"):
+        return None
+    ef = float(features.table["ef"][row])
+    if math.isnan(ef):
+        name = features.table["file_name"][row]
+        raise ValueError(f"motion source {name} has no EF; the pipeline conditions on EF")
+    return ef
+
+
+def _label(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.4f}"
+
+
+def file_list_row(
+    name: str, video: np.ndarray, fps: float, source: dict, appearance: str, mode: str
+) -> dict:
+    """The FileList.csv row of a synthetic video (labels carried from the motion ``source``)."""
+    return {
+        "FileName": name,
+        "EF": _label(source["ef"]),
+        "ESV": _label(source["esv"]),
+        "EDV": _label(source["edv"]),
+        "FrameHeight": video.shape[1],
+        "FrameWidth": video.shape[2],
+        "FPS": f"{fps:g}",
+        "NumberOfFrames": len(video),
+        "Split": source["split"],
+        "Synthetic": 1,
+        "MotionSource": source["file_name"],
+        "AppearanceSource": appearance,
+        "Mode": mode,
+    }
+
+
+def write_tables(root: Path, rows: list[dict]) -> None:
+    """FileList.csv (EchoNet columns + :data:`EXTRA_COLUMNS`) and a header-only
+    VolumeTracings.csv (synthetic videos have no tracings)."""
+    with (root / FILE_LIST).open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*FILE_LIST_COLUMNS, *EXTRA_COLUMNS])
+        writer.writeheader()
+        writer.writerows(rows)
+    with (root / TRACINGS).open("w", newline="") as f:
+        csv.writer(f).writerow(TRACING_COLUMNS)
+
+
+def time_matched(video: np.ndarray, fps: float, target_fps: float, n: int) -> np.ndarray:
+    """At most ``n`` frames of ``video`` (at ``fps``) resampled to ``target_fps`` from its
+    first frame (the first ``n`` frames if either rate is unknown)."""
+    if fps <= 0 or target_fps <= 0:
+        return video[:n]
+    return video[resample_indices(len(video), fps, target_fps)[:n]]
+
+
+def preview_rows(
+    driver: np.ndarray, driver_name: str, synthetic: dict[str, tuple[np.ndarray, np.ndarray, str]]
+) -> list[PreviewRow]:
+    """Rows of one motion source: the driving video, then each mode's video with its
+    reference frame; ``synthetic``: mode -> (video, reference, appearance file name)."""
+    rows = [PreviewRow(f"driver\n{driver_name[:14]}", driver)]
+    for mode, (video, reference, appearance) in synthetic.items():
+        rows.append(PreviewRow(f"{mode}\nref {appearance[:14]}", video, reference))
+    return rows
+
+
+def write_previews(rows: list[PreviewRow], plots_dir: Path, params, fps: float):
+    """``grid.png`` (label, reference and frames per row) and ``samples.gif`` (the same
+    rows animated), one block of rows per motion source."""
+    save_png(labelled_grid(rows, params.preview_frames, fps), plots_dir / "grid.png")
+    save_gif(labelled_video(rows), plots_dir / "samples.gif", fps if fps > 0 else 25.0)
+
+
+def _check_frame_size(videos: RaggedStore, frame_size: tuple[int, int]) -> None:
+    size = tuple(videos.array("frames").shape[1:])
+    if size != tuple(frame_size):
+        raise ValueError(f"videos are {size}, the pipeline was trained on {tuple(frame_size)}")
+
+
+def sample_dataset(
+    pipeline_dir: str | Path,
+    videos_path: str | Path,
+    features_path: str | Path,
+    out_root: str | Path,
+    plots_dir: str | Path,
+    params: SampleParams,
+    seed: int,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """Write the synthetic dataset to ``out_root`` (EchoNet layout, replaced whole) and
+    ``grid.png`` / ``samples.gif`` to ``plots_dir``, the pipeline running on ``device``
+    (the noise is drawn on the CPU, so a seed gives the same noise on every device);
+    return counts and timings."""
+    # 1. model, data and plan
+    pipe = load_pipeline(pipeline_dir, params.scheduler).to(device)
+    videos, features = RaggedStore(videos_path), RaggedStore(features_path).load("motion")
+    _check_frame_size(videos, pipe.config.frame_size)
+    sources = plan(videos, features, params, seed)
+    motions = torch.as_tensor(video_motion(features))  # (n_videos, D), raw
+    fps = float(pipe.config.fps or 0.0)
+    out_root, plots_dir = Path(out_root), Path(plots_dir)
+    tmp = out_root.with_name(f".{out_root.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / VIDEOS).mkdir(parents=True)
+    # 2. generate, source by source
+    rows, previews, start = [], [], time.perf_counter()
+    for source in tqdm(sources, desc="sample", unit="source"):
+        info = videos.row(source.video)
+        modes = list(source.appearance)
+        refs = np.stack(
+            [videos.video(source.appearance[m])[source.reference_frame.get(m, 0)] for m in modes]
+        )  # (k, H, W)
+        motion = motions[source.feature_row][None]  # (1, D)
+        ef = driver_ef(pipe, features, source.feature_row)  # None: a label-free model
+        synthetic = generate_videos(pipe, refs, motion, params, seed + source.video, ef)
+        for mode, video in zip(modes, synthetic, strict=True):
+            name = f"{info['file_name']}_{mode}"
+            write_video(tmp / VIDEOS / f"{name}.avi", video, fps or info["fps"], params.codec)
+            appearance = str(videos.table["file_name"][source.appearance[mode]])
+            rows.append(file_list_row(name, video, fps or info["fps"], info, appearance, mode))
+        if len(previews) < params.preview_sources:
+            driver = time_matched(videos.video(source.video), info["fps"], fps, params.num_frames)
+            names = [str(videos.table["file_name"][source.appearance[m]]) for m in modes]
+            shown = {m: (v, r, n) for m, v, r, n in zip(modes, synthetic, refs, names, strict=True)}
+            previews.append(preview_rows(driver, str(info["file_name"]), shown))
+    seconds = time.perf_counter() - start
+    # 3. tables, then the dataset replaces any previous one at once
+    write_tables(tmp, rows)
+    shutil.rmtree(out_root, ignore_errors=True)
+    tmp.rename(out_root)
+    if previews:
+        write_previews([row for rows in previews for row in rows], plots_dir, params, fps)
+    logger.info("wrote %d synthetic videos to %s in %.1f s", len(rows), out_root, seconds)
+    return {
+        "motion_sources": len(sources),
+        "videos": len(rows),
+        "transfer": sum(r["Mode"] == "transfer" for r in rows),
+        "self": sum(r["Mode"] == "self" for r in rows),
+        "frames_per_video": params.num_frames,
+    }
+
+
+OUT = "data/synthetic"
+
+
+def run(params: Params) -> None:
+    """The stage as dvc.yaml runs it: its inputs and outputs at their pipeline paths."""
+    report = sample_dataset(
+        "models/mcdm/pipeline",
+        videos_store.PATH,
+        features_store.PATH,
+        f"{OUT}/echonet",
+        "plots/sample",
+        params.sample,
+        seed=params.shared.seed,
+        device=resolve_device(params.shared.device),
+    )
+    write_used_params(params.sample, f"{OUT}/params_used.json")
+    write_json("metrics/sample.json", report)

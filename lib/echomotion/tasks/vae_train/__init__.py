@@ -1,0 +1,1 @@
+"""Stage ``vae_train``: the grayscale latent autoencoder (:mod:`.run`, section :mod:`.params`)."""
