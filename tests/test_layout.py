@@ -201,3 +201,20 @@ def test_each_store_module_states_its_path_and_schema():
         assert module.PATH in dvc, f"stores/{name}.py: PATH {module.PATH} is not in dvc.yaml"
         schemas = [v for k, v in vars(module).items() if k.endswith("SCHEMA")]
         assert schemas and all(isinstance(s, dict) for s in schemas), name
+
+
+def test_only_the_stores_name_a_store_array_or_build_a_store_writer():
+    """Outside ``stores/`` no code reads a store's array by name or builds a writer (the
+    per-video table columns, documented in each schema, are read through the generic
+    ``RaggedStore.table``)."""
+    import re
+
+    pattern = re.compile(r"\.(array|frames)\(\s*[\"']|RaggedStoreWriter\(")
+    found = [
+        f"{path.relative_to(LIB)}:{n}"
+        for path in sorted((LIB / "echomotion").rglob("*.py"))
+        if "stores" not in path.relative_to(LIB).parts
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert found == []

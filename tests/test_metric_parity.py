@@ -1,6 +1,7 @@
-"""The hand-written metrics agree with reference implementations (dev dependencies):
-SSIM with pytorch-msssim, retrieval mAP with scikit-learn's average precision, the Frechet
-distance with its closed form and with the textbook scipy ``sqrtm`` formula.
+"""The hand-written metrics agree with reference implementations: SSIM with
+pytorch-msssim (a dev dependency), retrieval mAP with scikit-learn's average precision, the
+Frechet distance with its closed form and with the textbook scipy ``sqrtm`` formula, the
+flow loss's census distance with ARFlow's ternary transform.
 
 They stay hand-written for reasons the references do not cover: SSIM is differentiable and
 per image on any device inside training; mAP is chunked over queries with its chance level;
@@ -79,3 +80,33 @@ def test_frechet_matches_the_closed_form_for_diagonal_gaussians() -> None:
     exact = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(var1) - np.sqrt(var2)) ** 2).sum()
     got = frechet_distance_from_stats(mu1, np.diag(var1), mu2, np.diag(var2))
     assert got == pytest.approx(exact, rel=1e-12)
+
+
+def test_census_matches_the_arflow_ternary_transform_inside_the_border() -> None:
+    """The census distance against ARFlow's / UnFlow's formulation (identity-kernel conv
+    over 255-scaled intensities, soft ternary 0.81, soft Hamming 0.1; UnSAMFlow inherits
+    it), written here from that formulation. They pad differently (zeros there, edge
+    replication here), so they agree exactly on pixels farther than patch // 2 from the
+    border."""
+    import torch
+    import torch.nn.functional as F
+
+    from echomotion.flow.losses import census_distance
+
+    def ternary(img: torch.Tensor, patch: int) -> torch.Tensor:
+        weights = torch.eye(patch * patch).view(patch * patch, 1, patch, patch)
+        intensities = img * 255
+        diff = F.conv2d(intensities, weights, padding=patch // 2) - intensities
+        return diff / torch.sqrt(0.81 + diff**2)
+
+    def reference(a: torch.Tensor, b: torch.Tensor, patch: int) -> torch.Tensor:
+        dist = (ternary(a, patch) - ternary(b, patch)) ** 2
+        return (dist / (0.1 + dist)).mean(1, keepdim=True)
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 1, 24, 20, generator=gen), torch.rand(2, 1, 24, 20, generator=gen)
+    for patch in (3, 7):
+        r = patch // 2
+        got = census_distance(a, b, patch)[..., r:-r, r:-r]
+        want = reference(a, b, patch)[..., r:-r, r:-r]
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

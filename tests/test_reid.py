@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from torch.utils.data import DataLoader
 
 from echomotion.reid.dataset import FrameIdentityDataset
-from echomotion.reid.losses import batch_hard_triplet_loss, label_smoothed_cross_entropy, reid_loss
+from echomotion.reid.losses import batch_hard_triplet_loss, reid_loss
 from echomotion.reid.metrics import expected_random_ap, rank1_and_map
 from echomotion.reid.model import ReIDEncoder
 from echomotion.reid.params import ReIDLossParams
@@ -76,7 +76,9 @@ def test_save_load_round_trip(tmp_path):
 # ----------------------------------------------------------------------------- losses
 
 
-def test_label_smoothed_cross_entropy_matches_manual_value():
+def test_identity_loss_is_the_label_smoothed_cross_entropy():
+    """reid_loss's identity term (torch's ``label_smoothing``) against the smoothed targets
+    ``(1 - eps) * onehot + eps / C`` computed by hand."""
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
     targets = torch.tensor([0, 2])
     eps = 0.2
@@ -86,9 +88,15 @@ def test_label_smoothed_cross_entropy_matches_manual_value():
         log_p = [v - log_z for v in row]
         q = [(1 - eps) * (i == t) + eps / 3 for i in range(3)]
         expected += -sum(qi * lp for qi, lp in zip(q, log_p, strict=True)) / 2
-    got = label_smoothed_cross_entropy(logits, targets, eps)
-    assert got.item() == pytest.approx(expected, rel=1e-6)
-    assert got.item() == pytest.approx(F.cross_entropy(logits, targets, label_smoothing=eps).item())
+
+    class Fixed(torch.nn.Module):
+        def forward(self, images):
+            return {"logits": logits, "features": torch.eye(2)}
+
+    params = ReIDLossParams(label_smoothing=eps, triplet_weight=0.0)
+    batch = {"image": torch.zeros(2, 1, 4, 4), "identity": targets}
+    _, logs = reid_loss(Fixed(), batch, params)
+    assert logs["id_loss"] == pytest.approx(expected, rel=1e-6)
 
 
 def _toy_points():

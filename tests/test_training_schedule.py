@@ -15,6 +15,7 @@ import pytest
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
+from diffusers.optimization import get_scheduler
 from pydantic import ValidationError
 from torch import nn
 
@@ -72,18 +73,19 @@ def loaded(path: Path) -> dict[str, torch.Tensor]:
 # -- learning-rate schedule ------------------------------------------------------------------
 
 
-def factor_before(p: TrainParams):
-    """The loop's factor before lr_min / schedule_steps / linear existed (verbatim)."""
-
-    def factor(step: int) -> float:
-        if step < p.warmup_steps:
-            return (step + 1) / p.warmup_steps
-        if p.lr_schedule == "constant":
-            return 1.0
-        progress = (step - p.warmup_steps) / max(1, p.steps - p.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
+def diffusers_lrs(p: TrainParams, n: int) -> list[float]:
+    """The lr of steps 0..n-1 from diffusers' own scheduler stepped on a real optimizer."""
+    name = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=p.lr)
+    scheduler = get_scheduler(
+        name[p.lr_schedule], optimizer, num_warmup_steps=p.warmup_steps, num_training_steps=p.steps
+    )
+    lrs = []
+    for _ in range(n):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
 
 
 @pytest.mark.parametrize(
@@ -91,16 +93,20 @@ def factor_before(p: TrainParams):
     [
         {"steps": 300, "lr": 1e-3, "warmup_steps": 10, "lr_schedule": "cosine"},
         {"steps": 1000, "lr": 5e-4, "warmup_steps": 20, "lr_schedule": "cosine"},
-        {"steps": 93000, "lr": 2e-4, "warmup_steps": 2000, "lr_schedule": "cosine"},
         {"steps": 7, "lr": 3e-3, "warmup_steps": 0, "lr_schedule": "cosine"},
         {"steps": 50, "lr": 1e-4, "warmup_steps": 5, "lr_schedule": "constant"},
+        {"steps": 60, "lr": 1e-4, "warmup_steps": 5, "lr_schedule": "linear"},
     ],
 )
-def test_defaults_give_exactly_the_old_factors(setting):
+def test_without_floor_the_schedule_is_diffusers_get_scheduler(setting):
+    """lr_min 0 and no horizon: the loop's lr is diffusers' scheduler's, step for step
+    (its warm-up starts at 0: the first step takes none)."""
     p = params(**setting)
-    new, old = lr_factor(p), factor_before(p)
-    steps = range(0, p.steps + 3, max(1, p.steps // 997))
-    assert [new(s) for s in steps] == [old(s) for s in steps]  # bit for bit
+    factor = lr_factor(p)
+    assert [p.lr * factor(s) for s in range(p.steps)] == pytest.approx(
+        diffusers_lrs(p, p.steps), rel=1e-12, abs=1e-18
+    )
+    assert factor(0) == (0.0 if p.warmup_steps else 1.0)
 
 
 def test_cosine_floor_and_horizon_follow_the_official_mafe_schedule():
@@ -121,13 +127,13 @@ def test_cosine_floor_and_horizon_follow_the_official_mafe_schedule():
         assert p.lr * factor(step) == pytest.approx(official(step), rel=1e-12)
     assert p.lr * factor(p.steps - 1) == pytest.approx(1.56e-4, rel=5e-3)  # far from 2e-5
     assert factor(300 * per_epoch + 5) == pytest.approx(0.1)  # held at the floor
-    assert factor(0) == 1 / 2000
+    assert factor(0) == 0.0 and factor(1000) == 0.5  # the official warm-up: lr * step / 2000
 
 
 def test_linear_decay_reaches_the_floor_and_cosine_without_horizon_ends_at_steps():
     p = params(steps=110, lr=4e-4, lr_min=4e-6, warmup_steps=10, lr_schedule="linear")
     f = lr_factor(p)
-    assert [f(s) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]
+    assert [f(s) for s in (0, 5, 9)] == [0.0, 0.5, 0.9]
     assert f(10) == 1.0
     assert f(60) == pytest.approx(0.5 * (1 + 0.01))
     assert f(110) == pytest.approx(0.01) and f(500) == pytest.approx(0.01)

@@ -19,12 +19,14 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
+from sklearn.metrics import mean_absolute_error, root_mean_squared_error
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from echomotion.data import VideoWindowDataset, to_tensor
 from echomotion.evaluation.extractors import batches
 from echomotion.evaluation.params import EFRegressorParams
+from echomotion.evaluation.probes import r_squared
 from echomotion.evaluation.videos import VideoSet, clip_frame_indices, gather_clips, spaced_clips
 
 
@@ -185,8 +187,6 @@ def regression_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
         raise ValueError(f"truth {truth.shape} and pred {pred.shape} differ")
     if len(truth) == 0:
         return {"mae": float("nan"), "rmse": float("nan"), "r2": float("nan"), "n": 0}
-    err = pred - truth
-    ss_tot = float(((truth - truth.mean()) ** 2).sum())
-    r2 = 1.0 - float((err**2).sum()) / ss_tot if len(truth) > 1 and ss_tot > 0 else float("nan")
-    mae, rmse = float(np.abs(err).mean()), float(np.sqrt((err**2).mean()))
-    return {"mae": mae, "rmse": rmse, "r2": r2, "n": len(truth)}
+    mae = float(mean_absolute_error(truth, pred))
+    rmse = float(root_mean_squared_error(truth, pred))
+    return {"mae": mae, "rmse": rmse, "r2": r_squared(truth, pred), "n": len(truth)}

@@ -9,37 +9,43 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from sklearn.linear_model import Ridge
+from sklearn.metrics import r2_score
+from sklearn.model_selection import GridSearchCV, PredefinedSplit
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from echomotion.reid.metrics import rank1_and_map
 from echomotion.section import SPLITS as ALL_SPLITS
 
 
+def ridge(alpha: float) -> Pipeline:
+    """Ridge regression on standardised inputs (scikit-learn; the intercept unpenalised)."""
+    return Pipeline([("scale", StandardScaler()), ("ridge", Ridge(alpha=alpha))])
+
+
 def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> Callable[[np.ndarray], np.ndarray]:
-    """Closed-form ridge regression of ``y`` (N,) on standardised ``x`` (N, D) with an
-    unpenalised intercept; returns the predictor of new rows (M, D) -> (M,)."""
-    mean, std = x.mean(0), x.std(0)
-    std = np.where(std > 1e-12, std, 1.0)
-    z, y_mean = (x - mean) / std, y.mean()
-    n, d = z.shape
-    if n <= d:  # dual form: w = Z^T (Z Z^T + alpha I)^-1 y
-        w = z.T @ np.linalg.solve(z @ z.T + alpha * np.eye(n), y - y_mean)
-    else:
-        w = np.linalg.solve(z.T @ z + alpha * np.eye(d), z.T @ (y - y_mean))
-    return lambda q: ((q - mean) / std) @ w + y_mean
+    """:func:`ridge` fitted to ``y`` (N,) on ``x`` (N, D); returns its predictor of new rows
+    (M, D) -> (M,)."""
+    return ridge(alpha).fit(x, y).predict
 
 
 def r_squared(y: np.ndarray, pred: np.ndarray) -> float:
-    """Coefficient of determination (NaN for fewer than 2 targets or constant targets)."""
-    total = float(((y - y.mean()) ** 2).sum()) if len(y) > 1 else 0.0
-    return 1.0 - float(((y - pred) ** 2).sum()) / total if total > 0 else float("nan")
+    """Coefficient of determination (scikit-learn's ``r2_score``), NaN where it is not
+    defined: fewer than 2 targets, or constant targets."""
+    y = np.asarray(y, float)
+    if len(y) < 2 or np.ptp(y) == 0:
+        return float("nan")
+    return float(r2_score(y, pred))
 
 
 def ef_probe(
     x: np.ndarray, ef: np.ndarray, split: np.ndarray, alphas: tuple[float, ...]
 ) -> dict[str, float]:
-    """Ridge EF probe: alpha with the best VAL R-squared (fit on TRAIN), refit on
-    TRAIN + VAL, R-squared on TEST. Videos without EF are left out; with fewer than two
-    VAL videos the median alpha is used. Fewer than two labelled TRAIN or TEST videos:
+    """Ridge EF probe: the alpha with the best VAL R-squared (fit on TRAIN), refit on
+    TRAIN + VAL, R-squared on TEST (scikit-learn's grid search over the predefined
+    TRAIN/VAL split). Videos without EF are left out; with fewer than two VAL videos the
+    median alpha is used. Fewer than two labelled TRAIN or TEST videos:
     ``{"skipped": reason}`` and the counts (no R-squared can be had)."""
     known = np.isfinite(ef)
     part = {s: known & (split == s) for s in ALL_SPLITS}
@@ -49,19 +55,21 @@ def ef_probe(
             n = int(part[s].sum())
             why = f"no EF labels in {s}" if n == 0 else f"only {n} {s} video with an EF label"
             return {"skipped": why, **counts}
-    scores = {
-        a: r_squared(
-            ef[part["VAL"]], fit_ridge(x[part["TRAIN"]], ef[part["TRAIN"]], a)(x[part["VAL"]])
-        )
-        for a in alphas
-    }
-    valid = {a: s for a, s in scores.items() if np.isfinite(s)}
-    alpha = max(valid, key=valid.get) if valid else sorted(alphas)[len(alphas) // 2]
     fit = part["TRAIN"] | part["VAL"]
-    predict = fit_ridge(x[fit], ef[fit], alpha)
+    if part["VAL"].sum() < 2 or np.ptp(ef[part["VAL"]]) == 0:  # no VAL R-squared to choose by
+        alpha, r2_val = sorted(alphas)[len(alphas) // 2], float("nan")
+        model = ridge(alpha).fit(x[fit], ef[fit])
+    else:
+        folds = np.where(part["VAL"][fit], 0, -1)  # -1: always in the training fold
+        search = GridSearchCV(
+            ridge(alphas[0]), {"ridge__alpha": list(alphas)}, scoring="r2",
+            cv=PredefinedSplit(folds), refit=True,
+        ).fit(x[fit], ef[fit])  # fmt: skip
+        alpha, r2_val = search.best_params_["ridge__alpha"], float(search.best_score_)
+        model = search.best_estimator_
     return {
-        "r2_test": r_squared(ef[part["TEST"]], predict(x[part["TEST"]])),
-        "r2_val": scores[alpha],
+        "r2_test": r_squared(ef[part["TEST"]], model.predict(x[part["TEST"]])),
+        "r2_val": r2_val,
         "alpha": float(alpha),
         **counts,
     }

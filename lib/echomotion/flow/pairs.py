@@ -14,6 +14,7 @@ import torch
 from echomotion.data import _StoreDataset, midway, to_tensor
 from echomotion.flow.segments import SegmentProvider
 from echomotion.stores.ragged import RaggedStore
+from echomotion.stores.videos import frame_size, video_frames
 
 
 class FlowPairDataset(_StoreDataset):
@@ -45,7 +46,7 @@ class FlowPairDataset(_StoreDataset):
         in_memory: bool = True,
     ):
         super().__init__(store_path, splits, in_memory, seed)
-        self.size = RaggedStore(store_path).array("frames").shape[1:]  # (H, W)
+        self.size = frame_size(RaggedStore(store_path))  # (H, W)
         self.videos = self.videos[self.lengths[self.videos] >= 2]
         if len(self.videos) == 0:
             raise ValueError(f"{store_path}: no video of {splits} with 2 frames or more")
@@ -82,7 +83,7 @@ class FlowPairDataset(_StoreDataset):
     def segment_map(self, row: int) -> np.ndarray:
         """Segment labels (H, W) of global frame ``row``, computed once."""
         if row not in self._segment_cache:
-            frame = self.store.frames("frames", row, row + 1)
+            frame = video_frames(self.store, row, row + 1)
             self._segment_cache[row] = self.segments(frame)[0].astype(np.int16)
         return self._segment_cache[row]
 
@@ -92,7 +93,7 @@ class FlowPairDataset(_StoreDataset):
         t1, t2 = self.pair(video, rng)
         rows = [int(self.store.offsets[video]) + t for t in (t1, t2)]
         crop = self.window(rng)
-        frames = np.stack([self.store.frames("frames", r, r + 1)[0][crop] for r in rows])
+        frames = np.stack([video_frames(self.store, r, r + 1)[0][crop] for r in rows])
         img1, img2 = to_tensor(frames)  # each (1, h, w)
         ids = {"video": video, "t1": t1, "t2": t2}
         item = {"img1": img1, "img2": img2} | {k: torch.tensor(v) for k, v in ids.items()}

@@ -33,7 +33,10 @@ from echomotion.data import TripletDataset, midway, to_tensor
 from echomotion.flow.classical import DISFlow
 from echomotion.mafe.augment import augment_batch
 from echomotion.mafe.params import MAFEAugmentParams
+from echomotion.stores.pseudo_flow import read_flows
+from echomotion.stores.pseudo_reid import read_embeddings
 from echomotion.stores.ragged import RaggedStore
+from echomotion.stores.videos import frame_size
 
 AUGMENTED_KEYS = ("img0", "img1", "gt", "flow", "reid", "timestep")
 
@@ -62,8 +65,7 @@ def read_pseudo_labels(flow_path: str | Path, reid_path: str | Path) -> PseudoLa
     reid_videos = _single_rows(reid_store, reid_path)
     if not np.array_equal(flow_videos, reid_videos):
         raise ValueError(f"{flow_path} and {reid_path} list different videos")
-    flow = flow_store.array("flow")[:]
-    reid = reid_store.array("embedding")[:].astype(np.float32)
+    flow, reid = read_flows(flow_store), read_embeddings(reid_store)
     if flow.ndim != 4 or flow.shape[1] != 4 or reid.ndim != 3 or reid.shape[1] != 2:
         raise ValueError(
             f"flow must be (n, 4, H, W), reid (n, 2, D); got {flow.shape}, {reid.shape}"
@@ -114,7 +116,7 @@ class PseudoLabelTriplets(Dataset):
                     f"{flow_path}: video {video} labels frames {label_times}, "
                     f"{videos_path} has (ED, mid, ES) = {self.paper_times(int(video))}"
                 )
-        frame = self.triplets.store.array("frames").shape[1:]
+        frame = frame_size(self.triplets.store)
         if tuple(self.labels.flow.shape[2:]) != tuple(frame):
             raise ValueError(f"pseudo flow is {self.labels.flow.shape[2:]}, frames are {frame}")
 

@@ -16,17 +16,6 @@ from torch import Tensor, nn
 from echomotion.reid.params import ReIDLossParams
 
 
-def label_smoothed_cross_entropy(logits: Tensor, targets: Tensor, epsilon: float) -> Tensor:
-    """Mean cross-entropy against targets ``(1 - eps) * onehot + eps / C``.
-
-    logits: (B, C); targets: (B,) long in [0, C).
-    """
-    log_p = F.log_softmax(logits, dim=1)  # (B, C)
-    nll = -log_p.gather(1, targets[:, None]).squeeze(1)  # (B,)
-    uniform = -log_p.mean(dim=1)  # (B,)
-    return ((1.0 - epsilon) * nll + epsilon * uniform).mean()
-
-
 def batch_hard_triplet_loss(
     features: Tensor, labels: Tensor, margin: float = 0.3, soft: bool = False
 ) -> tuple[Tensor, dict[str, float]]:
@@ -75,7 +64,7 @@ def reid_loss(
             f"identity labels must lie in [0, {n_classes}), got "
             f"[{identity.min().item()}, {identity.max().item()}]"
         )
-    id_loss = label_smoothed_cross_entropy(out["logits"], identity, params.label_smoothing)
+    id_loss = F.cross_entropy(out["logits"], identity, label_smoothing=params.label_smoothing)
     tri_loss, tri_logs = batch_hard_triplet_loss(
         out["features"], identity, params.margin, soft=params.triplet == "soft"
     )

@@ -7,10 +7,12 @@ Written by stage ``phantom`` (:func:`truth_row` gives a video's table row); read
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from echomotion.phantom.anatomy import LABELS
 from echomotion.phantom.simulate import PhantomVideo
+from echomotion.stores.ragged import RaggedStoreWriter
 
 PATH = "data/phantom/truth.zarr"  # where the pipeline keeps it (dvc.yaml)
 
@@ -37,3 +39,13 @@ def truth_row(name: str, split: str, video: PhantomVideo, fps: float) -> dict[st
         "n_frames": ident.pop("n_frames"), "ed_frame": video.ed_frame,
         "es_frame": video.es_frame, **ident,
     }  # fmt: skip
+
+
+def open_writer(path: str | Path, size: int, attrs: dict) -> RaggedStoreWriter:
+    """Writer of a truth store of ``size`` x ``size`` frames (:data:`TRUTH_SCHEMA` is added
+    to ``attrs``)."""
+    arrays = {
+        "displacement": ((2, size, size), "float16"), "labels": ((size, size), "uint8"),
+        "phase": ((), "float32"), "lv_volume_ml": ((), "float32"),
+    }  # fmt: skip
+    return RaggedStoreWriter(path, arrays, 2048, 16, {"schema": TRUTH_SCHEMA, **attrs})

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from echomotion.stores.ragged import RaggedStoreWriter
+from echomotion.stores.ragged import RaggedStore, RaggedStoreWriter
 
 PATH = "data/pseudo/reid.zarr"  # where the pipeline keeps it (dvc.yaml)
 
@@ -37,3 +37,8 @@ def write_reid_store(out_path: str | Path, rows: list[dict[str, Any]], emb: np.n
     ) as writer:
         for row, e in zip(rows, emb, strict=True):
             writer.append({"embedding": e[None]}, **row)  # (1, 2, D)
+
+
+def read_embeddings(store: RaggedStore) -> np.ndarray:
+    """Every video's ED and ES embeddings, (n_videos, 2, D) float32 (:data:`REID_SCHEMA`)."""
+    return store.array("embedding")[:].astype(np.float32)

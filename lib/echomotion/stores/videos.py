@@ -1,8 +1,9 @@
 """Store ``data/prepared/videos.zarr``: every accepted video, decoded and resampled.
 
-Written by stage ``prepare`` (:data:`SCHEMA`); with ``prepare.native_frames`` it also
-holds the nested store ``videos.zarr/native`` (:data:`NATIVE_SCHEMA`): the same videos at
-their source frame rate. :func:`frames_store` picks the one a pseudo-label stage reads.
+Written by stage ``prepare`` (:data:`STORE_SCHEMA`, :func:`open_writer`); with
+``prepare.native_frames`` it also holds the nested store ``videos.zarr/native``
+(:data:`NATIVE_SCHEMA`, :func:`open_native_writer`): the same videos at their source frame
+rate. :func:`frames_store` picks the one a pseudo-label stage reads.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echomotion.stores.ragged import RaggedStore
+from echomotion.stores.ragged import RaggedStore, RaggedStoreWriter
 
 PATH = "data/prepared/videos.zarr"  # where the pipeline keeps it (dvc.yaml)
 
@@ -74,3 +75,34 @@ NATIVE_SCHEMA = {
     "videos/ed_es_source": "str, where ed/es come from: tracings, detector or none",
     "videos/ed_auto, es_auto": "int64, source frame of the detector's ED / ES (-1: none)",
 }
+
+
+def frame_size(store: RaggedStore) -> tuple[int, int]:
+    """(H, W) of the frames of a videos store (resampled or native)."""
+    return tuple(store.array("frames").shape[1:])
+
+
+def video_frames(store: RaggedStore, start: int, stop: int) -> np.ndarray:
+    """Frames ``start:stop`` (uint8, (n, H, W)) of the concatenated frames of a videos store."""
+    return store.frames("frames", start, stop)
+
+
+def open_writer(
+    path: str | Path, size: int, shard_frames: int, chunk_frames: int, source_root: str | Path
+) -> RaggedStoreWriter:
+    """Writer of a videos store of ``size`` x ``size`` frames (:data:`STORE_SCHEMA`)."""
+    return RaggedStoreWriter(
+        path, {"frames": ((size, size), "uint8")}, shard_frames, chunk_frames,
+        attrs={"description": STORE_SCHEMA, "source_root": str(source_root)},
+    )  # fmt: skip
+
+
+def open_native_writer(
+    outer: RaggedStoreWriter, shard_frames: int, chunk_frames: int, source_root: str | Path
+) -> RaggedStoreWriter:
+    """Writer of the nested source-rate store inside the store ``outer`` is writing (so
+    both appear together when ``outer`` completes; :data:`NATIVE_SCHEMA`)."""
+    return RaggedStoreWriter(
+        outer.tmp / NATIVE, outer.frame_arrays, shard_frames, chunk_frames,
+        attrs={"description": NATIVE_SCHEMA, "source_root": str(source_root)},
+    )  # fmt: skip

@@ -18,6 +18,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, gather_object, send_to_device, set_seed
+from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.optim import Adam, AdamW, Optimizer
@@ -72,25 +73,28 @@ def make_accelerator(params: TrainParams) -> Accelerator:
     )
 
 
+DIFFUSERS_SCHEDULE = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
+
+
 def lr_factor(params: TrainParams) -> Callable[[int], float]:
-    """Multiplier of ``lr`` at optimizer step ``s`` (0-based): linear warm-up, then
-    constant, or a cosine or linear decay from 1 to ``lr_min / lr`` reached at
-    ``schedule_steps`` (default ``steps``) and held after."""
+    """Multiplier of ``lr`` at optimizer step ``s`` (0-based): diffusers' schedule
+    (``get_scheduler``: a linear warm-up from 0 over ``warmup_steps``, then constant, or a
+    cosine or linear decay to 0 at ``schedule_steps``, default ``steps``), its decay
+    rescaled to end at ``lr_min / lr`` instead of 0 and held from ``schedule_steps`` on
+    (diffusers' cosine would rise again after its end)."""
     horizon = params.steps if params.schedule_steps is None else params.schedule_steps
     floor = params.lr_min / params.lr
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)  # only to read the shape
+    shape = get_scheduler(
+        DIFFUSERS_SCHEDULE[params.lr_schedule], probe, num_warmup_steps=params.warmup_steps,
+        num_training_steps=max(horizon, params.warmup_steps + 1),
+    ).lr_lambdas[0]  # fmt: skip
 
     def factor(step: int) -> float:
         if step < params.warmup_steps:
-            return (step + 1) / params.warmup_steps
-        if params.lr_schedule == "constant":
-            return 1.0
-        progress = min((step - params.warmup_steps) / max(1, horizon - params.warmup_steps), 1.0)
-        if params.lr_schedule == "cosine":
-            decay = 0.5 * (1.0 + math.cos(math.pi * progress))
-        else:
-            decay = 1.0 - progress
-        # exact for lr_min = 0: 0.0 + 1.0 * decay == decay, the factor before lr_min existed
-        return floor + (1.0 - floor) * decay
+            return shape(step)
+        # exact for lr_min = 0: 0.0 + 1.0 * decay == decay, diffusers' own factor
+        return floor + (1.0 - floor) * shape(min(step, horizon))
 
     return factor
 

@@ -25,7 +25,12 @@ class TrainParams(Section):
         "an L2 term in the gradient (torch.optim.Adam).",
     )
     weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up from lr/warmup_steps to lr.")
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="Linear warm-up from 0 to lr (diffusers' get_scheduler: step s has "
+        "lr * s / warmup_steps, so the first step takes none).",
+    )
     lr_schedule: Literal["constant", "cosine", "linear"] = Field(
         "constant",
         description="After warm-up: constant, or cosine / linear decay from lr to lr_min, "

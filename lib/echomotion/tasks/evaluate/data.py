@@ -14,6 +14,7 @@ from echomotion.evaluation.videos import VideoSet
 from echomotion.stores import features as features_store
 from echomotion.stores import videos as videos_store
 from echomotion.stores.ragged import RaggedStore
+from echomotion.stores.videos import frame_size
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class EvalData:
 def load_data(paths: EvaluatePaths) -> EvalData:
     """Open the real store and decode the synthetic videos at the real frame size."""
     store = RaggedStore(paths.videos)
-    size = tuple(store.array("frames").shape[1:])
+    size = frame_size(store)
     records, synthetic = load_synthetic(paths.synthetic, size)
     log.info("%d synthetic videos, %d real videos", len(records), len(store))
     return EvalData(store, records, synthetic)

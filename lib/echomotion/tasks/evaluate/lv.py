@@ -40,6 +40,7 @@ from echomotion.evaluation.tracings import (
     tracing_mask,
 )
 from echomotion.stores.ragged import RaggedStore
+from echomotion.stores.videos import frame_size
 from echomotion.tasks.evaluate.data import EvalData, EvaluatePaths
 from echomotion.tasks.evaluate.ef import (
     prefixed,
@@ -81,7 +82,7 @@ def traced_sets(store: RaggedStore, root: Path | None) -> dict[str, TracedSet]:
     tracings = read_traced_frames(root, set(names))
     sizes = read_source_sizes(root)
     lengths = store.lengths()
-    size = tuple(store.array("frames").shape[1:])
+    size = frame_size(store)
     items: dict[str, list[tuple[np.ndarray, np.ndarray, int]]] = {}
     for row, name in enumerate(names):
         if name not in tracings or name not in sizes:

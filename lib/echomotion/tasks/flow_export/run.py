@@ -30,18 +30,15 @@ from echomotion.params import Params, write_used_params
 from echomotion.stage import write_json
 from echomotion.stores import phantom_truth as phantom_truth_store
 from echomotion.stores import videos as videos_store
-from echomotion.stores.pseudo_flow import FLOW_SCHEMA
-from echomotion.stores.ragged import RaggedStore, RaggedStoreWriter
-from echomotion.stores.videos import frames_store
+from echomotion.stores.pseudo_flow import FLOW_SCHEMA, open_writer
+from echomotion.stores.ragged import RaggedStore
+from echomotion.stores.videos import frame_size, frames_store
 from echomotion.tasks.flow_export.params import FlowExportParams
 
 log = logging.getLogger(__name__)
 
 
 SPLITS = ("TRAIN", "VAL", "TEST")
-
-
-CHUNK_VIDEOS, SHARD_VIDEOS = 16, 256  # entries per compressed chunk / per shard file
 
 
 def triplet_frames(store: RaggedStore, videos: np.ndarray) -> tuple[np.ndarray, list[dict]]:
@@ -69,9 +66,7 @@ def write_flow_store(
     """Pseudo flow of every triplet video, ``batch`` videos per provider call; returns n."""
     store = RaggedStore(videos_path)
     videos = TripletDataset(videos_path, splits=SPLITS, in_memory=False).videos
-    size = store.array("frames").shape[1:]
-    arrays = {"flow": ((4, *size), "float16")}
-    with RaggedStoreWriter(out_path, arrays, SHARD_VIDEOS, CHUNK_VIDEOS, attrs) as writer:
+    with open_writer(out_path, frame_size(store), attrs) as writer:
         for start in tqdm(range(0, len(videos), batch), desc="flow_export", unit="batch"):
             frames, rows = triplet_frames(store, videos[start : start + batch])
             for flow, row in zip(pseudo_flows(provider, frames), rows, strict=True):

@@ -15,8 +15,9 @@ from echomotion.params import Params
 from echomotion.stage import write_json
 from echomotion.stores import latents as latents_store
 from echomotion.stores import videos as videos_store
-from echomotion.stores.latents import LATENTS_SCHEMA
-from echomotion.stores.ragged import RaggedStore, RaggedStoreWriter
+from echomotion.stores.latents import open_writer
+from echomotion.stores.ragged import RaggedStore
+from echomotion.stores.videos import frame_size
 from echomotion.tasks.latents.params import LatentsParams
 
 logger = logging.getLogger(__name__)
@@ -33,18 +34,13 @@ def encode_videos(
     ``device``; return counts and latent stats."""
     vae = load_vae(vae_dir).to(device)
     store = RaggedStore(videos_path)
-    height, width = store.array("frames").shape[1:]
+    height, width = frame_size(store)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     shape = (vae.config.latent_channels, height // factor, width // factor)
     scale = float(vae.config.scaling_factor)
-    attrs = {"scaling_factor": scale, "frame_size": [height, width], "schema": LATENTS_SCHEMA}
     total, sums = 0, np.zeros(2)
-    writer = RaggedStoreWriter(
-        out_path,
-        {"latents": (shape, "float16")},
-        shard_frames=params.shard_frames,
-        chunk_frames=params.chunk_frames,
-        attrs=attrs,
+    writer = open_writer(
+        out_path, shape, (height, width), scale, params.shard_frames, params.chunk_frames
     )
     with writer:
         for i in tqdm(range(len(store)), desc="latents", unit="video"):

@@ -29,6 +29,7 @@ from echomotion.stage import finish_training
 from echomotion.stores import features as features_store
 from echomotion.stores import latents as latents_store
 from echomotion.stores.features import video_motion
+from echomotion.stores.latents import all_latents
 from echomotion.stores.ragged import RaggedStore
 from echomotion.tasks.mcdm_train.params import MCDMTrainParams
 from echomotion.training.checkpoint import save_pretrained, write_dir_atomically
@@ -218,7 +219,7 @@ def load_clip_data(
         motion = ef_token(motion, ef)  # (n, 1 + D)
     fps = latents.table["fps"][videos]
     dataset = LatentClipDataset(
-        latents.frames("latents", 0, int(latents.offsets[-1])),
+        all_latents(latents),
         latents.offsets,
         videos,
         motion,

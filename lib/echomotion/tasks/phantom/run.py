@@ -28,8 +28,7 @@ from echomotion.phantom.writer import (
     file_name,
 )
 from echomotion.stage import write_json
-from echomotion.stores.phantom_truth import TRUTH_SCHEMA, truth_row
-from echomotion.stores.ragged import RaggedStoreWriter
+from echomotion.stores.phantom_truth import open_writer, truth_row
 from echomotion.video import write_video
 
 log = logging.getLogger(__name__)
@@ -72,15 +71,10 @@ def generate_phantom(params: PhantomParams, seed: int, out_dir: str | Path) -> d
     final, tmp = out_dir / "echonet", out_dir / ".echonet.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "Videos").mkdir(parents=True)
-    size = params.size
-    arrays = {
-        "displacement": ((2, size, size), "float16"), "labels": ((size, size), "uint8"),
-        "phase": ((), "float32"), "lv_volume_ml": ((), "float32"),
-    }  # fmt: skip
-    attrs = {"schema": TRUTH_SCHEMA, "seed": seed, "params": params.model_dump(mode="json")}
+    attrs = {"seed": seed, "params": params.model_dump(mode="json")}
     splits = assign_splits(params.n_videos, params.split_fractions, seed)
     table, file_list, tracings, fold, max_disp = [], [], [], np.inf, 0.0
-    with RaggedStoreWriter(out_dir / "truth.zarr", arrays, 2048, 16, attrs) as store:
+    with open_writer(out_dir / "truth.zarr", params.size, attrs) as store:
         for i in tqdm(range(params.n_videos), desc="phantom", unit="video"):
             name, video = file_name(seed, i), simulate_video(params, seed, i)
             write_video(tmp / "Videos" / f"{name}.avi", video.frames, params.fps, params.codec)

@@ -47,7 +47,10 @@ from echomotion.edes import EdEs, detect_ed_es, mean_error, nearest_error
 from echomotion.params import Params, write_used_params
 from echomotion.stage import write_json
 from echomotion.stores.ragged import RaggedStoreWriter
-from echomotion.stores.videos import NATIVE, NATIVE_SCHEMA, STORE_SCHEMA
+from echomotion.stores.videos import (
+    open_native_writer,
+    open_writer,
+)
 from echomotion.tasks.prepare.params import PrepareParams
 from echomotion.video import VideoReadError, read_video, resample_indices
 
@@ -270,10 +273,7 @@ def _native_writer(
     both appear together), or None without ``native_frames``."""
     if not params.native_frames:
         return nullcontext(None)
-    return RaggedStoreWriter(
-        writer.tmp / NATIVE, writer.frame_arrays, params.shard_frames, params.chunk_frames,
-        attrs={"description": NATIVE_SCHEMA, "source_root": str(root)},
-    )  # fmt: skip
+    return open_native_writer(writer, params.shard_frames, params.chunk_frames, root)
 
 
 def prepare_dataset(
@@ -288,10 +288,8 @@ def prepare_dataset(
     agreement: list[tuple[float, float]] = []
     rates: list[tuple[float, float]] = []  # (source fps, stored fps) per accepted video
     shapes: list[tuple[int, int]] = []
-    frame_shape = ((params.size, params.size), "uint8")
-    with RaggedStoreWriter(
-        store_path, {"frames": frame_shape}, params.shard_frames, params.chunk_frames,
-        attrs={"description": STORE_SCHEMA, "source_root": str(root)},
+    with open_writer(
+        store_path, params.size, params.shard_frames, params.chunk_frames, root
     ) as writer, _native_writer(writer, root, params) as native:  # fmt: skip
         with closing(_decoded(root, records, tracings, params)) as results:
             bar = tqdm(results, desc="prepare", total=len(records), unit="video")

@@ -34,6 +34,7 @@ from echomotion.stores import features as features_store
 from echomotion.stores import videos as videos_store
 from echomotion.stores.features import video_motion
 from echomotion.stores.ragged import RaggedStore
+from echomotion.stores.videos import frame_size
 from echomotion.tasks.sample.params import SampleParams
 from echomotion.video import resample_indices, write_video
 
@@ -198,10 +199,10 @@ def write_previews(rows: list[PreviewRow], plots_dir: Path, params, fps: float):
     save_gif(labelled_video(rows), plots_dir / "samples.gif", fps if fps > 0 else 25.0)
 
 
-def _check_frame_size(videos: RaggedStore, frame_size: tuple[int, int]) -> None:
-    size = tuple(videos.array("frames").shape[1:])
-    if size != tuple(frame_size):
-        raise ValueError(f"videos are {size}, the pipeline was trained on {tuple(frame_size)}")
+def _check_frame_size(videos: RaggedStore, trained: tuple[int, int]) -> None:
+    size = frame_size(videos)
+    if size != tuple(trained):
+        raise ValueError(f"videos are {size}, the pipeline was trained on {tuple(trained)}")
 
 
 def sample_dataset(
