@@ -416,3 +416,14 @@ def test_synthetic_table_needs_its_columns_and_skips_real_rows(tmp_path):
     bad = write_synthetic_root(tmp_path / "b", ["s0"], columns=["FileName", "EF"])
     with pytest.raises(TableError, match="MotionSource"):
         read_synthetic_table(bad)
+
+
+def test_retrieval_can_leave_each_rows_appearance_source_out():
+    """Transfer videos that look like their appearance source: rows 0 and 1 are most
+    similar to the column of their appearance source (c, a), second most to their driver."""
+    sim = np.array([[0.2, 0.1, 0.9], [0.9, 0.5, 0.1], [0.1, 0.2, 0.8]])
+    sources, appearance = ["a", "b", "c"], ["c", "a", "b"]
+    assert retrieval_top1(sim, sources) == pytest.approx(1 / 3)  # only row 2
+    assert retrieval_top1(sim, sources, appearance) == 1.0
+    # a row whose appearance source is its own driver (self mode) keeps its column
+    assert retrieval_top1(sim, sources, ["a", "b", "c"]) == pytest.approx(1 / 3)

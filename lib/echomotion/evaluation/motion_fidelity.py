@@ -62,9 +62,20 @@ def matched_and_mismatched(matrix: np.ndarray, sources: Sequence[str]) -> tuple[
     return np.diagonal(matrix).copy(), mismatched
 
 
-def retrieval_top1(similarity: np.ndarray, sources: Sequence[str]) -> float:
-    """Fraction of rows whose most similar column has the row's own source."""
+def retrieval_top1(
+    similarity: np.ndarray, sources: Sequence[str], exclude: Sequence[str] | None = None
+) -> float:
+    """Fraction of rows whose most similar column has the row's own source. With
+    ``exclude`` (one source per row), row i ignores the columns of source ``exclude[i]``
+    unless that is its own source: the driver is then retrieved among the videos that
+    are neither the appearance source nor itself, so a generated video cannot be matched
+    to its appearance source by the identity a motion vector also carries."""
     sources = np.asarray(sources)
+    if exclude is not None:
+        hidden = (sources[None, :] == np.asarray(exclude)[:, None]) & (
+            sources[None, :] != sources[:, None]
+        )  # (N, N)
+        similarity = np.where(hidden, -np.inf, similarity)
     return float((sources[similarity.argmax(axis=1)] == sources).mean())
 
 

@@ -250,15 +250,25 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if len(finite) else float("nan")
 
 
-def _motion_summary(cos: np.ndarray, epe: np.ndarray, sources: list[str]) -> dict[str, float]:
-    """Matched and mismatched cosine and flow EPE, and driver retrieval, of square
+def _motion_summary(
+    cos: np.ndarray, epe: np.ndarray, sources: list[str], appearance: list[str]
+) -> dict[str, float]:
+    """Matched and mismatched cosine and flow EPE, and driver retrieval (also with each
+    row's appearance source left out of the gallery, and its chance level), of square
     (generated x conditioning) matrices."""
     cos_matched, cos_other = matched_and_mismatched(cos, sources)
     epe_matched, epe_other = matched_and_mismatched(epe, sources)
+    drivers = len(set(sources))
+    left_out = np.array([a != s and a in sources for s, a in zip(sources, appearance, strict=True)])
     return {
         "cosine_matched": float(cos_matched.mean()),
         "cosine_mismatched": _nanmean(cos_other),
         "retrieval_top1": retrieval_top1(cos, sources),
+        "retrieval_top1_chance": 1.0 / drivers,
+        "retrieval_top1_without_appearance": retrieval_top1(cos, sources, appearance),
+        "retrieval_top1_without_appearance_chance": float(
+            np.mean(1.0 / (drivers - left_out)) if drivers > 1 else 1.0
+        ),
         "flow_epe_matched": float(epe_matched.mean()),
         "flow_epe_mismatched": _nanmean(epe_other),
     }
@@ -293,15 +303,17 @@ def motion_scores(
     # 2. ED->ES flow of the generated vs the driving video
     drive_ed, drive_es = _pairs([it["driving"] for it in items], [it["drive_pair"] for it in items])
     epe = epe_matrix(pair_flows(provider, gen_ed, gen_es), pair_flows(provider, drive_ed, drive_es))
-    out |= _motion_summary(cos, epe, sources)
+    appearance = [data.records[it["index"]].appearance_source for it in items]
+    out |= _motion_summary(cos, epe, sources, appearance)
     # 3. the same within each mode (rows and columns of that mode's videos only)
     modes = np.array([data.records[it["index"]].mode for it in items])
     for mode in ("transfer", "self"):
         sub = np.flatnonzero(modes == mode)
         if len(sub):
             summary = _motion_summary(
-                cos[np.ix_(sub, sub)], epe[np.ix_(sub, sub)], [sources[k] for k in sub]
-            )
+                cos[np.ix_(sub, sub)], epe[np.ix_(sub, sub)], [sources[k] for k in sub],
+                [appearance[k] for k in sub],
+            )  # fmt: skip
             out |= {f"{mode}_{k}": v for k, v in summary.items()} | {f"{mode}_n_videos": len(sub)}
     rows = [
         {
