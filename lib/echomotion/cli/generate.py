@@ -36,7 +36,11 @@ from diffusers.utils import logging as diffusers_logging
 from echomotion.diffusion.conditioning import motion_from_driving_video
 from echomotion.diffusion.loading import load_pipeline
 from echomotion.diffusion.params import SamplerName
-from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline, window_starts
+from echomotion.diffusion.pipeline import (
+    MotionConditionedVideoPipeline,
+    default_overlap,
+    window_starts,
+)
 from echomotion.edes import detect_ed_es
 from echomotion.mafe.model import MAFE
 from echomotion.media import save_gif
@@ -358,7 +362,7 @@ def generate(args: argparse.Namespace) -> None:
     raw = motion_from_driving_video(mafe, torch.from_numpy(driver.frames), driver.ed, driver.es)
     num_frames = args.frames or driver.length
     window = pipe.unet.config.num_frames
-    windows = len(window_starts(num_frames, window, window // 4))  # the pipeline's default overlap
+    windows = len(window_starts(num_frames, window, default_overlap(window)))
     logger.info("driver: %d frames at %g fps (%.2f s), ED %d, ES %d at %g fps", len(video.frames),
                 video.fps, len(video.frames) / (video.fps or driver.fps), driver.ed, driver.es,
                 driver.fps)  # fmt: skip

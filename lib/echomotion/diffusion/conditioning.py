@@ -18,6 +18,10 @@ With ``time_ids="zeros"`` (the official code: train_motion.py l.492-495, sample_
 l.148) all three are zero in training and sampling, so the time embedding receives a learned
 constant and the motion token is the only condition.
 
+With ``residual`` (``MCDMModelParams.residual``) the diffused variable is a window's
+difference from the reference latent times a scale (:func:`to_residual`), and a sample is
+the reference plus the denoised difference over the scale (:func:`from_residual`).
+
 With EF conditioning (the official EF+motion variant) the cross-attention token is
 ``[EF / 100, motion]``, EF first (:func:`ef_token`).
 """
@@ -96,3 +100,14 @@ def motion_from_driving_video(
     pair = video[[ed, es]].to(device=device).float()[:, None] / 255.0  # (2, 1, H, W)
     motion = mafe.motion_vector(pair[:1], pair[1:])
     return motion.reshape(1, -1).float()
+
+
+def to_residual(latents: torch.Tensor, base: torch.Tensor, scale: float) -> torch.Tensor:
+    """``(latents - base) * scale`` for latents ``(B, T, C, h, w)`` and a base ``(B, C, h, w)``
+    (the reference latent, repeated over T)."""
+    return (latents - base[:, None]) * scale
+
+
+def from_residual(residual: torch.Tensor, base: torch.Tensor, scale: float) -> torch.Tensor:
+    """The latents ``(B, T, C, h, w)`` of a scaled residual: inverse of :func:`to_residual`."""
+    return base[:, None] + residual / scale

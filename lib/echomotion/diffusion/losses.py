@@ -11,7 +11,12 @@ import torch
 from accelerate.utils import extract_model_from_parallel
 from diffusers import AutoencoderKL, DDPMScheduler, UNetSpatioTemporalConditionModel
 
-from echomotion.diffusion.conditioning import augment_reference, condition_time_ids, drop_motion
+from echomotion.diffusion.conditioning import (
+    augment_reference,
+    condition_time_ids,
+    drop_motion,
+    to_residual,
+)
 from echomotion.diffusion.metrics import ssim
 from echomotion.diffusion.params import MCDMLossParams, NoiseScheduleParams, VAELossParams
 from echomotion.diffusion.unet import unet_predict
@@ -128,6 +133,7 @@ def mcdm_loss(
     scheduler: DDPMScheduler,
     params: MCDMLossParams,
     time_ids: str = "signals",
+    residual_scale: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """MSE between the UNet output and the v (or eps) target at a random timestep.
 
@@ -135,11 +141,15 @@ def mcdm_loss(
     ``motion`` ``(B, D)`` (the whole cross-attention token); optional ``fps`` ``(B,)`` (else
     the fps id is 0) and ``frame_mask`` ``(B, T)`` (zero-padded frames of short windows are 0
     and left out of the loss). ``time_ids``: ``"signals"`` or ``"zeros"``
-    (:func:`~echomotion.diffusion.conditioning.condition_time_ids`).
+    (:func:`~echomotion.diffusion.conditioning.condition_time_ids`). ``residual_scale``:
+    diffuse ``(latents - ref_latent) * residual_scale`` (the clean reference) instead of the
+    latents (:func:`~echomotion.diffusion.conditioning.to_residual`).
     """
     # 1. inputs
     _check_mcdm_batch(unet, batch)
     latents, ref, motion = (batch[k].float() for k in ("latents", "ref_latent", "motion"))
+    if residual_scale is not None:
+        latents = to_residual(latents, ref, residual_scale)
     b, device = latents.shape[0], latents.device
     fps = batch.get("fps", torch.zeros(b)).to(device)
     # 2. condition dropout (classifier-free guidance) and reference augmentation

@@ -83,6 +83,13 @@ class MCDMModelParams(Section):
         "'signals' = fps, noise_aug_strength, motion_dropped; 'zeros' = all zero (the "
         "official code), so the time embedding only gets a learned constant.",
     )
+    residual: bool = Field(
+        False,
+        description="Diffuse the window's difference from the reference latent, scaled to "
+        "unit RMS over the TRAIN windows (the scale is saved with the pipeline), rather than "
+        "the latents themselves (the paper): the reference's appearance is then copied "
+        "exactly and the whole loss is spent on the motion.",
+    )
     condition_ef: bool = Field(
         False,
         description="Prepend EF/100 of the video to the motion token (the official EF+motion "

@@ -21,7 +21,11 @@ so a saved folder needs no side file (a model trained on raw motion keeps identi
 statistics: mean 0, std 1). The config also records what else the UNet was trained with:
 ``time_ids`` (``"signals"``: fps, noise_aug_strength and motion_dropped ids; ``"zeros"``: all
 zero, as the official code) and ``condition_ef`` (the token is ``[EF / 100, motion]``: each
-call then needs the ``ef`` to condition on). ``save_pretrained`` also writes a loader module
+call then needs the ``ef`` to condition on) and ``residual_scale`` (set when the UNet
+denoises a window's scaled difference from its reference latent,
+``MCDMModelParams.residual``: each window is denoised in that space, known frames
+included, and mapped back to latents; a step callback sees the residuals).
+``save_pretrained`` also writes a loader module
 (:data:`LOADER_MODULE` ``.py``, which only imports this class from the installed
 ``echomotion``) and records it as ``_class_name: [module, class]``, diffusers' form for a
 custom pipeline, so that ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``
@@ -57,7 +61,9 @@ from echomotion.diffusion.conditioning import (
     augment_reference,
     condition_time_ids,
     ef_token,
+    from_residual,
     motion_from_driving_video,
+    to_residual,
 )
 from echomotion.diffusion.unet import unet_predict
 from echomotion.diffusion.vae import decode_latents as decode_latent_frames
@@ -100,6 +106,12 @@ def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
     return [*range(0, num_frames - window, window - overlap), num_frames - window]
 
 
+def default_overlap(window: int) -> int:
+    """Known frames carried into each next window by default: ``window // 4``, at least one
+    when the window has room for it (a ``window_start`` model needs one)."""
+    return min(max(window // 4, 1), window - 1)
+
+
 def _check_motion_stats(mean: list[float] | None, std: list[float] | None, dim: int) -> None:
     """Both or neither of ``motion_mean``/``motion_std``, ``dim`` long, std positive."""
     if (mean is None) != (std is None):
@@ -122,8 +134,10 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
     ``scheduler`` (any diffusers scheduler with the training ``prediction_type``) and the
     optional ``mafe`` (a ``ModelMixin`` with ``motion_vector(img0, img1) -> (1, D)``) that
     extracts motion from a driving video. ``fps`` is the frame rate the model was trained at
-    (the ``fps`` time id; ``None`` = unknown = 0); ``reference`` how the training windows
-    related to their reference frame (see the module docstring). ``motion_mean`` and
+    (the ``fps`` time id; ``None`` = unknown = 0); ``residual_scale`` the scale of the
+    residual the UNet denoises (``None``: it denoises the latents); ``reference`` how the
+    training windows related to their reference frame (see the module docstring).
+    ``motion_mean`` and
     ``motion_std`` ``(D,)`` are the training statistics the raw motion is normalised with
     (``None``: the model takes motion as it is given); ``frame_size`` ``[H, W]`` the frames
     the model was trained on (``None``: unknown). ``time_ids`` and ``condition_ef``: see the
@@ -151,8 +165,11 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         frame_size: list[int] | None = None,
         time_ids: str = "signals",  # "signals" | "zeros" (diffusers needs a plain type)
         condition_ef: bool = False,
+        residual_scale: float | None = None,
     ):
         super().__init__()
+        if residual_scale is not None and not residual_scale > 0:
+            raise ValueError(f"residual_scale must be positive or None, got {residual_scale}")
         if reference not in ("window_start", "random"):
             raise ValueError(f"reference must be 'window_start' or 'random', got {reference!r}")
         if time_ids not in TIME_IDS:
@@ -168,6 +185,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             frame_size=None if frame_size is None else [int(n) for n in frame_size],
             time_ids=time_ids,
             condition_ef=bool(condition_ef),
+            residual_scale=None if residual_scale is None else float(residual_scale),
         )
 
     @property
@@ -301,6 +319,12 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         if not 0 <= window_overlap < window:
             raise ValueError(f"window_overlap ({window_overlap}) must be in [0, window={window})")
+        if window_overlap == 0 and num_frames > window and self.config.reference == "window_start":
+            raise ValueError(
+                "window_overlap must be >= 1 for more frames than one window: this model "
+                "(reference 'window_start') takes each later window's reference from its first "
+                "known frame"
+            )
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
         if output_type not in OUTPUT_TYPES:
@@ -453,13 +477,17 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         conditions_for: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
         denoise_kwargs: dict,
         latents: torch.Tensor | None = None,
+        base: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Latent video ``(B, num_frames, C, h, w)`` stitched from overlapping windows.
 
         ``conditions_for(reference latent)`` gives a window's conditions (see :meth:`predict`);
         ``latents`` ``(B, num_frames, C, h, w)``, if given, the initial noise (each window
-        starts from its frames of it).
+        starts from its frames of it); ``base`` the clean reference latent the first
+        window's residual is taken from (default ``ref_latent``; only used with
+        ``residual_scale``).
         """
+        base = ref_latent if base is None else base
         window = self.unet.config.num_frames
         from_start = self.config.reference == "window_start"
         batch_size, latent_shape = ref_latent.shape[0], tuple(ref_latent.shape[1:])
@@ -471,15 +499,35 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
                 batch_size, end - start, latent_shape, denoise_kwargs["generator"], given
             )
             if video is None:  # first window: starts at the reference when trained so
-                known = ref_latent[:, None] if from_start else None
+                known = base[:, None] if from_start else None
                 conditions = conditions_for(ref_latent)
-                video = self.denoise(noise, conditions, known=known, **denoise_kwargs)
+                video = self._denoise_window(noise, conditions, known, base, denoise_kwargs)
                 continue
             known = video[:, start:]  # (B, k, C, h, w): frames already generated
-            conditions = conditions_for(known[:, 0] if from_start else ref_latent)
-            window_latents = self.denoise(noise, conditions, known=known, **denoise_kwargs)
+            window_ref = known[:, 0] if from_start else ref_latent
+            window_base = known[:, 0] if from_start else base
+            window_latents = self._denoise_window(
+                noise, conditions_for(window_ref), known, window_base, denoise_kwargs
+            )
             video = torch.cat([video, window_latents[:, known.shape[1] :]], dim=1)
         return video
+
+    def _denoise_window(
+        self,
+        noise: torch.Tensor,
+        conditions: tuple[torch.Tensor, ...],
+        known: torch.Tensor | None,
+        base: torch.Tensor,
+        denoise_kwargs: dict,
+    ) -> torch.Tensor:
+        """:meth:`denoise` one window; with ``residual_scale``, in the residual space of
+        ``base`` ``(B, C, h, w)`` (known frames mapped into it), the result mapped back."""
+        scale = self.config.residual_scale
+        if scale is None:
+            return self.denoise(noise, conditions, known=known, **denoise_kwargs)
+        known = None if known is None else to_residual(known, base, scale)
+        residual = self.denoise(noise, conditions, known=known, **denoise_kwargs)
+        return from_residual(residual, base, scale)
 
     def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
         """uint8 frames ``(B, T, H, W)`` of latents ``(B, T, C, h, w)``."""
@@ -552,7 +600,8 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             motion_normalized: False: ``motion`` is raw (as MAFE gives it) and is normalised
                 with the config's ``motion_mean``/``motion_std``; True: it is normalised
                 already and used as it is. Motion from ``driving_video`` is always normalised.
-            window_overlap: known frames carried into each next window (default window // 4).
+            window_overlap: known frames carried into each next window (default window // 4, at
+                least 1 when the window has 2 frames or more).
             guidance_scale: classifier-free guidance on the motion; 1 = conditional only.
             noise_aug_strength: std of noise added to the reference latent (the time id).
             fps: the ``fps`` time id (default: the pipeline's ``fps`` config, else 0; unused
@@ -568,12 +617,13 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             callback_on_step_end: ``callback(pipe, step, timestep, tensors) -> dict`` after
                 every scheduler step (``step`` counts across windows); ``tensors`` holds the
                 ``callback_on_step_end_tensor_inputs`` (of ``"latents"``, the current
-                window's ``(B, t, C, h, w)``); a ``"latents"`` it returns replaces them.
+                window's ``(B, t, C, h, w)``, residuals with ``residual_scale``); a ``"latents"`` it
+                returns replaces them.
         """
         # 0. defaults
         window = self.unet.config.num_frames
         num_frames = window if num_frames is None else num_frames
-        window_overlap = window // 4 if window_overlap is None else window_overlap
+        window_overlap = default_overlap(window) if window_overlap is None else window_overlap
         fps = self.config.fps if fps is None else fps
 
         # 1. check inputs
@@ -591,6 +641,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         if noise_aug_strength < 0:
             raise ValueError(f"noise_aug_strength must be >= 0, got {noise_aug_strength}")
         strength = torch.full((batch_size,), float(noise_aug_strength), device=ref_latent.device)
+        clean_ref = ref_latent
         if noise_aug_strength > 0:
             ref_latent = augment_reference(ref_latent, strength, generator)
 
@@ -617,6 +668,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
                     "step_end": step_end,
                 },
                 latents,
+                base=clean_ref,
             )
 
         # 4. decode

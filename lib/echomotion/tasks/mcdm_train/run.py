@@ -101,6 +101,22 @@ class LatentClipDataset(Dataset):
             return phase, on_grid
         return phase + stride * int(torch.randint(0, on_grid - n + 1, ())), n
 
+    def residual_scale(self) -> float:
+        """``1 / RMS`` of the differences between each frame of a window and its first frame,
+        over every window of every video (a short video: its one window): the scale that
+        gives the MCDM's residual target unit RMS (``MCDMModelParams.residual``)."""
+        span, total, count = window_span(self.n_frames, self.stride), 0.0, 0
+        for video in self.videos:
+            frames = self.latents[self.offsets[video] : self.offsets[video + 1]]
+            starts = max(len(frames) - span + 1, 1)
+            first = frames[:starts].astype(np.float64)
+            for lag in range(self.stride, min(span, len(frames)), self.stride):
+                diff = frames[lag : lag + starts].astype(np.float64) - first[: len(frames) - lag]
+                total, count = total + float(np.square(diff).sum()), count + diff.size
+        if total == 0:
+            raise ValueError("the training windows do not change over time: no residual scale")
+        return float(np.sqrt(count / total))
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         video = self.videos[index]
         first, length = int(self.offsets[video]), int(np.diff(self.offsets[video : video + 2])[0])
@@ -142,6 +158,7 @@ class ClipData:
     dataset: LatentClipDataset
     normalizer: MotionNormalizer
     fps: float  # median frame rate of the training videos (the pipeline's default fps id)
+    residual_scale: float | None = None  # 1 / RMS of the window residuals, when diffused
 
 
 def _feature_rows(features: RaggedStore, latents: RaggedStore, splits: tuple[str, ...]):
@@ -192,12 +209,14 @@ def load_clip_data(
     random_phase: bool = False,
     normalize_motion: bool = True,
     condition_ef: bool = False,
+    residual: bool = False,
 ) -> ClipData:
     """Latent windows (``n_frames`` every ``stride`` frames) of the videos of ``splits``
     that have a motion vector and are long enough (all, with ``short_videos="pad"``), and
     an EF label when ``condition_ef``; motion normalised with the features store's TRAIN
     statistics unless ``normalize_motion`` is False, then ``EF / 100`` prepended when
-    ``condition_ef``. ``ClipData.fps`` is the windows' median frame rate."""
+    ``condition_ef``. ``ClipData.fps`` is the windows' median frame rate; with ``residual``,
+    ``ClipData.residual_scale`` is the dataset's :meth:`LatentClipDataset.residual_scale`."""
     latents = RaggedStore(latents_path).load("latents")
     features = RaggedStore(features_path).load("motion")
     rows, videos = _feature_rows(features, latents, splits)
@@ -230,7 +249,8 @@ def load_clip_data(
         short_videos,
         random_phase,
     )
-    return ClipData(dataset, normalizer, float(np.median(fps)) / stride)
+    scale = dataset.residual_scale() if residual else None
+    return ClipData(dataset, normalizer, float(np.median(fps)) / stride, scale)
 
 
 def save_pipeline(pipe: MotionConditionedVideoPipeline, path: Path):
@@ -252,7 +272,8 @@ def train_mcdm(
     """Train the MCDM; rank 0 writes ``out_dir/pipeline`` (VAE + EMA UNet + DDPM scheduler).
 
     Returns the metrics: ``steps``, ``resumed_from`` (-1: fresh start), last curve
-    ``loss`` (NaN when no step was run), ``train_videos``, ``motion_dim``, ``fps``.
+    ``loss`` (NaN when no step was run), ``train_videos``, ``motion_dim``, ``fps``,
+    ``residual_scale`` (0 when the latents themselves are diffused).
     """
     # 1. data and a check of the conditioning width
     data = load_clip_data(
@@ -265,6 +286,7 @@ def train_mcdm(
         random_phase=params.random_phase,
         normalize_motion=params.normalize_motion,
         condition_ef=params.model.condition_ef,
+        residual=params.model.residual,
     )
     if data.normalizer.dim != params.model.motion_dim:
         raise ValueError(
@@ -278,7 +300,13 @@ def train_mcdm(
     result = train_section(
         unet,
         data.dataset,
-        partial(mcdm_loss, scheduler=scheduler, params=params.loss, time_ids=params.model.time_ids),
+        partial(
+            mcdm_loss,
+            scheduler=scheduler,
+            params=params.loss,
+            time_ids=params.model.time_ids,
+            residual_scale=data.residual_scale,
+        ),
         params,
         out_dir=out_dir,
         seed=seed,
@@ -298,6 +326,7 @@ def train_mcdm(
             frame_size=list(data.normalizer.frame_size),
             time_ids=params.model.time_ids,
             condition_ef=params.model.condition_ef,
+            residual_scale=data.residual_scale,
         )
         save_pipeline(pipe, Path(out_dir) / "pipeline")
     process_state().wait_for_everyone()
@@ -309,6 +338,7 @@ def train_mcdm(
         "train_videos": len(data.dataset),
         "motion_dim": data.normalizer.dim,
         "fps": data.fps,
+        "residual_scale": data.residual_scale or 0.0,
     }
 
 

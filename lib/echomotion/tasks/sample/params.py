@@ -23,7 +23,9 @@ class SampleParams(Section):
         ..., ge=1, description="Frames per video; more than the training window -> stitching."
     )
     window_overlap: int | None = Field(
-        ..., ge=0, description="Known frames carried into each next window (None: window // 4)."
+        ...,
+        ge=0,
+        description="Known frames carried into each next window (None: window // 4, at least 1).",
     )
     noise_aug_strength: float = Field(..., ge=0, description="Noise on the reference latent.")
     codec: Literal["mjpeg", "ffv1"]
