@@ -408,17 +408,6 @@ def test_the_paper_unet_runs_with_every_official_option_at_paper_shapes():
     assert torch.isfinite(loss)
 
 
-def test_the_paper_preset_keeps_the_official_target_and_sampling_without_guidance():
-    """The CPU default diffuses a residual and samples with guidance; the paper preset must
-    undo both: its model is trained without motion dropout, so it has no unconditional
-    branch for guidance to push away from."""
-    _, merged = load_preset("paper", REPO / "params.yaml")
-    paper = validate_params(merged, "paper preset")
-    assert not paper.mcdm_train.model.residual
-    assert paper.mcdm_train.loss.cond_dropout == 0.0
-    assert paper.sample.guidance_scale == 1.0
-
-
 def test_the_generate_command_takes_ef_exactly_for_an_ef_pipeline(tmp_path):
 
     for name, ef in (("plain", False), ("ef", True)):

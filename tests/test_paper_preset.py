@@ -53,6 +53,9 @@ def test_preset_follows_the_official_code_where_a_param_exists(paper):
     )
     assert (mcdm.train.weight_decay, mcdm.train.mixed_precision) == (0.01, "fp16")
     assert (mcdm.loss.noise_offset, mcdm.loss.cond_dropout, mcdm.loss.snr_gamma) == (0.1, 0.0, None)
+    # the CPU default diffuses a residual and samples with guidance; the preset undoes both
+    # (trained without motion dropout, its model has no unconditional branch for guidance)
+    assert not mcdm.model.residual and paper.sample.guidance_scale == 1.0
     mafe = paper.mafe_train
     assert (mafe.train.batch_size, mafe.train.steps, mafe.loss.pyramid_levels) == (8, 93000, 4)
     assert (mafe.train.lr, mafe.train.weight_decay, mafe.train.warmup_steps) == (2e-4, 1e-4, 2000)
