@@ -107,6 +107,36 @@ def test_flip_tta_travels_with_the_saved_model(tmp_path):
     assert old.config.flip_tta is False and old.motion_vector_dim == tta.motion_vector_dim // 2
 
 
+@pytest.mark.parametrize("flip_tta", [False, True])
+@torch.no_grad()
+def test_subtract_still_is_the_pair_minus_its_still_pairs(flip_tta):
+    plain, _ = twins(TINY.model_copy(update={"flip_tta": flip_tta}))
+    still = MAFE.from_params(TINY.model_copy(update={"flip_tta": flip_tta, "subtract_still": True}))
+    still.load_state_dict(plain.state_dict())
+    img0, img1 = frames(3, 30, 26)
+    pair, appearance = pair_vectors(still, img0, img1)
+    expected = plain.motion_vector(img0, img1) - 0.5 * (
+        plain.motion_vector(img0, img0) + plain.motion_vector(img1, img1)
+    )
+    assert pair.shape == (3, plain.motion_vector_dim) == (3, still.motion_vector_dim)
+    assert torch.allclose(pair, expected, atol=1e-5)
+    assert torch.allclose(appearance, plain.appearance_vector(img0, img1), atol=1e-6)
+    assert expected.abs().max() > 1e-3  # a moving pair keeps a vector
+    # a still pair has no motion left, whatever its anatomy
+    assert torch.allclose(still.motion_vector(img0, img0), torch.zeros_like(pair), atol=1e-5)
+
+
+def test_subtract_still_travels_with_the_saved_model(tmp_path):
+    model = MAFE.from_params(TINY.model_copy(update={"subtract_still": True}))
+    model.save_pretrained(tmp_path / "m")
+    assert MAFE.from_pretrained(tmp_path / "m").config.subtract_still is True
+    config_path = tmp_path / "m" / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["subtract_still"]  # a MAFE saved before the option existed
+    config_path.write_text(json.dumps(config))
+    assert MAFE.from_pretrained(tmp_path / "m").config.subtract_still is False
+
+
 @pytest.mark.parametrize(
     ("update", "width"),
     [({}, 768), ({"flip_tta": True}, 1536), ({"motion_ratio": 1, "flip_tta": True}, 768)],
@@ -121,7 +151,7 @@ def test_derived_width_matches_the_model(update, width):
 
 def test_paper_preset_gets_3072_from_ratio_1_and_flip_tta(paper):
     model = paper.mafe_train.model
-    assert (model.motion_ratio, model.flip_tta) == (1, True)
+    assert (model.motion_ratio, model.flip_tta, model.subtract_still) == (1, True, False)
     assert model.motion_vector_dim == 3072 == paper.mcdm_train.model.motion_dim
 
 

@@ -152,3 +152,17 @@ class Params(Section):
                 "last two levels' widths, x 2 with mafe_train.model.flip_tta)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _guidance_has_an_unconditional_branch(self) -> Params:
+        """Classifier-free guidance extrapolates from the motion-dropped prediction; a model
+        trained with ``cond_dropout: 0`` never saw a dropped motion, so that prediction is
+        untrained and guidance would push every video towards noise."""
+        guidance = self.sample.guidance_scale
+        if guidance != 1.0 and self.mcdm_train.loss.cond_dropout == 0:
+            raise ValueError(
+                f"sample.guidance_scale ({guidance}) needs a model trained with the motion "
+                "dropped for some samples: mcdm_train.loss.cond_dropout is 0, so set "
+                "sample.guidance_scale: 1.0 (guidance off) or cond_dropout > 0 (default 0.1)"
+            )
+        return self

@@ -69,6 +69,13 @@ class MAFEModelParams(Section):
         "flipped), concatenated: EMA-VFI's fast test-time augmentation, which the official "
         "inference uses (twice the width). Inference only: training is unchanged.",
     )
+    subtract_still: bool = Field(
+        False,
+        description="Motion vector of the pair minus the mean of those of its still pairs "
+        "(each frame paired with itself): takes out what the pooled features say about the "
+        "anatomy (identity), keeps the motion; same width. Inference only: training is "
+        "unchanged. Not in the paper.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MAFEModelParams:
