@@ -15,11 +15,12 @@ reaches 3072 with EMA-VFI's ``motion_ratio=1`` (``motion_dims = 8F/depth, 16F/de
 fast flip test-time augmentation: ``2 TTA * 2 frames * 768``. ``motion_ratio=2`` without TTA
 is the other way to 3072 (the CPU default's ratio).
 
-``subtract_still`` (the CPU default, not the paper's) subtracts from the pair's vector the
-mean vector of its two still pairs, each frame paired with itself: the pooled motion
-features of a pair also depend on the anatomy they move, and on the phantom this takes the
-identity retrieval mAP of motion vectors from 0.73 to 0.26 at the same EF content
-(README, "Disentanglement"). Like ``flip_tta`` it changes inference only, not training.
+``subtract_still`` (an option, off in the default and the paper preset) subtracts from the
+pair's vector the mean vector of its two still pairs, each frame paired with itself: the
+pooled motion features of a pair also depend on the anatomy they move. On the phantom it
+takes the identity retrieval mAP of motion vectors from 0.73 to 0.26 at about the same EF
+content, but the generator conditioned on it followed the driver's EF less (README,
+"Disentanglement"). Like ``flip_tta`` it changes inference only, not training.
 """
 
 from __future__ import annotations
