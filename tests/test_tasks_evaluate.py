@@ -273,6 +273,23 @@ def test_motion_metrics_per_mode(run):
     assert {r["mode"] for r in rows} <= {"self", "transfer"}
 
 
+def test_identity_free_motion_scores_beside_the_conditioning_ones(run):
+    """still_*: generated vs driving ED/ES pair by MAFE with its still pairs subtracted;
+    a copy of its driver matches it there too, and the scores are not the plain ones."""
+    paths, metrics, _ = run
+    motion = metrics["motion"]
+    keys = ("cosine_matched", "cosine_mismatched", "retrieval_top1", "retrieval_top1_chance",
+            "retrieval_top1_without_appearance")  # fmt: skip
+    assert all(f"transfer_still_{key}" in motion for key in keys)  # one driver: no mismatch
+    for mode in ("", "self_"):
+        assert all(np.isfinite(motion[f"{mode}still_{key}"]) for key in keys), mode
+    assert motion["self_still_retrieval_top1"] == 1.0
+    assert motion["self_still_cosine_matched"] == pytest.approx(1.0, abs=1e-4)
+    assert motion["still_cosine_mismatched"] != pytest.approx(motion["cosine_mismatched"])
+    selves = [r for r in read_csv(paths.plots / "motion.csv") if r["mode"] == "self"]
+    assert all(float(r["still_cosine"]) == pytest.approx(1.0, abs=1e-4) for r in selves)
+
+
 def test_appearance_and_self_mode_ssim_of_copies(run):
     _, metrics, _ = run
     # copy_* are copies of their appearance source (TRAIN videos) driven by a TEST video
@@ -352,6 +369,7 @@ TASK_PATHS = {
         data,
         paths.features,
         MAFE.from_pretrained(paths.mafe),
+        MAFE.from_pretrained(paths.mafe, subtract_still=True),
         flow_provider(p.motion, paths, d),
         p.batch_size,
         d,

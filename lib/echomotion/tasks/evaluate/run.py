@@ -8,7 +8,8 @@ EchoNet-Synthetic downstream protocol) and an LV segmenter (on the traced TRAIN 
 and writes:
 
 - the metrics (``metrics/eval.json``, by the stage script): groups ``realism``, ``motion``
-  (also per mode: ``transfer_*``, ``self_*``), ``appearance`` (ReID: nearer to the
+  (also per mode: ``transfer_*``, ``self_*``; ``still_*``: by identity-free motion vectors,
+  see :func:`.scores.still_cosine`), ``appearance`` (ReID: nearer to the
   appearance than to the motion source), ``ssim`` (self mode vs its driver, time-matched),
   ``ef``, ``ef_lv`` (EF by LV-area tracking, see :mod:`.lv`), ``privacy``;
 - ``plots/evaluate/``: ``ef_scatter.csv`` (EF truth vs prediction per set),
@@ -151,6 +152,7 @@ def evaluate(
     data = load_data(paths)
     reid = ReIDEncoder.from_pretrained(paths.reid).to(device).eval()
     mafe = MAFE.from_pretrained(paths.mafe).to(device).eval()
+    still = MAFE.from_pretrained(paths.mafe, subtract_still=True).to(device).eval()
     # 2. EF regressors: real TRAIN, and synthetic only (downstream protocol)
     #    (each only with enough EF labels; otherwise skipped, with the reason)
     ef_seed = params.ef.train.seed_or(seed)
@@ -164,7 +166,7 @@ def evaluate(
     # 4. motion fidelity, appearance kept, self-mode reconstruction
     provider = flow_provider(params.motion, paths, device)
     motion, motion_rows = motion_scores(
-        data, paths.features, mafe, provider, params.batch_size, device
+        data, paths.features, mafe, still, provider, params.batch_size, device
     )
     appearance = appearance_scores(data, reid, params, device)
     ssim = ssim_scores(data)

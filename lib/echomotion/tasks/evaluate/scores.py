@@ -250,14 +250,11 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if len(finite) else float("nan")
 
 
-def _motion_summary(
-    cos: np.ndarray, epe: np.ndarray, sources: list[str], appearance: list[str]
-) -> dict[str, float]:
-    """Matched and mismatched cosine and flow EPE, and driver retrieval (also with each
-    row's appearance source left out of the gallery, and its chance level), of square
-    (generated x conditioning) matrices."""
+def _vector_summary(cos: np.ndarray, sources: list[str], appearance: list[str]) -> dict[str, float]:
+    """Matched and mismatched cosine, and driver retrieval (also with each row's appearance
+    source left out of the gallery, and its chance level), of a square (generated x
+    driver) cosine matrix."""
     cos_matched, cos_other = matched_and_mismatched(cos, sources)
-    epe_matched, epe_other = matched_and_mismatched(epe, sources)
     drivers = len(set(sources))
     left_out = np.array([a != s and a in sources for s, a in zip(sources, appearance, strict=True)])
     return {
@@ -269,22 +266,89 @@ def _motion_summary(
         "retrieval_top1_without_appearance_chance": float(
             np.mean(1.0 / (drivers - left_out)) if drivers > 1 else 1.0
         ),
-        "flow_epe_matched": float(epe_matched.mean()),
-        "flow_epe_mismatched": _nanmean(epe_other),
     }
+
+
+def _motion_summary(
+    cos: np.ndarray, cos_still: np.ndarray, epe: np.ndarray, sources: list[str],
+    appearance: list[str],
+) -> dict[str, float]:  # fmt: skip
+    """:func:`_vector_summary` of the conditioning vectors, that of the identity-free
+    vectors (keys prefixed ``still_``), and matched and mismatched flow EPE, of square
+    (generated x driver) matrices."""
+    epe_matched, epe_other = matched_and_mismatched(epe, sources)
+    still = _vector_summary(cos_still, sources, appearance)
+    return (
+        _vector_summary(cos, sources, appearance)
+        | {f"still_{k}": v for k, v in still.items()}
+        | {
+            "flow_epe_matched": float(epe_matched.mean()),
+            "flow_epe_mismatched": _nanmean(epe_other),
+        }
+    )
+
+
+def _train_pairs(data: EvalData) -> tuple[np.ndarray, np.ndarray]:
+    """ED and ES frames (N, H, W) of the real TRAIN videos with an ED/ES pair (traced, else
+    detected); empty arrays when there is none."""
+    table, pairs = data.store.table, []
+    try:
+        rows = data.split_rows("TRAIN")
+    except ValueError:
+        rows = np.array([], int)
+    for s in rows:
+        video = data.store.video(int(s))
+        ed, es, fps = int(table["ed"][s]), int(table["es"][s]), float(table["fps"][s])
+        pair = ed_es_or_detect(video, ed, es, fps)
+        if pair is not None:
+            pairs.append((video[pair[0]], video[pair[1]]))
+    if not pairs:
+        return np.empty((0, 0, 0), np.uint8), np.empty((0, 0, 0), np.uint8)
+    return np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])
+
+
+def still_cosine(
+    data: EvalData,
+    still: nn.Module,
+    generated: tuple[np.ndarray, np.ndarray],
+    driving: tuple[np.ndarray, np.ndarray],
+    batch: int,
+    device: str | torch.device,
+) -> np.ndarray:
+    """Cosine (N, N) of the generated ED/ES pairs' identity-free motion vectors against the
+    driving pairs', standardised with the real TRAIN videos' statistics.
+
+    ``still`` is MAFE with ``subtract_still``: each pair's vector minus those of its still
+    pairs, which takes out most of the identity (README, "Disentanglement"). The
+    conditioning vectors carry the driver's identity, and a
+    transfer-mode video has its appearance source's, so retrieval by them cannot find the
+    driver even when the motion is transferred; by these it can.
+    """
+    gen = motion_vectors(still, *generated, batch, device=device)
+    drive = motion_vectors(still, *driving, batch, device=device)
+    train_ed, train_es = _train_pairs(data)
+    if len(train_ed) > 1:
+        train = motion_vectors(still, train_ed, train_es, batch, device=device)
+        mean, std = train.mean(axis=0), train.std(axis=0)
+    else:  # no real TRAIN pair: the drivers' own statistics
+        log.warning("no real TRAIN ED/ES pair: identity-free motion standardised by the drivers")
+        mean, std = drive.mean(axis=0), drive.std(axis=0)
+    return cosine_matrix(standardise(gen, mean, std), standardise(drive, mean, std))
 
 
 def motion_scores(
     data: EvalData,
     features_path: Path,
     mafe: nn.Module,
+    still: nn.Module,
     provider: FlowProvider,
     batch: int,
     device: str | torch.device,
 ) -> tuple[dict[str, float], list[dict]]:
     """MAFE cosine and ED->ES flow EPE, matched vs mismatched, and driver retrieval, over
-    all videos and per mode (``transfer_*``, ``self_*``), and per-video rows. MAFE runs on
-    ``device``; a flow network runs where ``provider`` holds it."""
+    all videos and per mode (``transfer_*``, ``self_*``), and per-video rows. ``still`` is
+    the same MAFE with ``subtract_still`` (:func:`still_cosine`: the ``still_*`` keys).
+    MAFE runs on ``device``; a flow network runs where ``provider`` holds it."""
     features = RaggedStore(features_path)
     items = _motion_items(data, features)
     out = {"n_videos": len(items), "n_skipped": len(data.records) - len(items)}
@@ -300,18 +364,21 @@ def motion_scores(
         standardise(motion_vectors(mafe, gen_ed, gen_es, batch, device=device), mean, std),
         standardise(cond, mean, std),
     )
-    # 2. ED->ES flow of the generated vs the driving video
+    # 2. the same without identity: generated vs driving ED/ES pair, still pairs subtracted
     drive_ed, drive_es = _pairs([it["driving"] for it in items], [it["drive_pair"] for it in items])
+    cos_still = still_cosine(data, still, (gen_ed, gen_es), (drive_ed, drive_es), batch, device)
+    # 3. ED->ES flow of the generated vs the driving video
     epe = epe_matrix(pair_flows(provider, gen_ed, gen_es), pair_flows(provider, drive_ed, drive_es))
     appearance = [data.records[it["index"]].appearance_source for it in items]
-    out |= _motion_summary(cos, epe, sources, appearance)
-    # 3. the same within each mode (rows and columns of that mode's videos only)
+    out |= _motion_summary(cos, cos_still, epe, sources, appearance)
+    # 4. the same within each mode (rows and columns of that mode's videos only)
     modes = np.array([data.records[it["index"]].mode for it in items])
     for mode in ("transfer", "self"):
         sub = np.flatnonzero(modes == mode)
         if len(sub):
+            block = np.ix_(sub, sub)
             summary = _motion_summary(
-                cos[np.ix_(sub, sub)], epe[np.ix_(sub, sub)], [sources[k] for k in sub],
+                cos[block], cos_still[block], epe[block], [sources[k] for k in sub],
                 [appearance[k] for k in sub],
             )  # fmt: skip
             out |= {f"{mode}_{k}": v for k, v in summary.items()} | {f"{mode}_n_videos": len(sub)}
@@ -320,12 +387,15 @@ def motion_scores(
             "file_name": data.records[it["index"]].file_name,
             "motion_source": src,
             "cosine": float(c),
+            "still_cosine": float(c_still),
             "flow_epe": float(e),
             "gen_ed": it["gen_pair"][0],
             "gen_es": it["gen_pair"][1],
             "mode": data.records[it["index"]].mode,
         }
-        for it, src, c, e in zip(items, sources, np.diagonal(cos), np.diagonal(epe), strict=True)
+        for it, src, c, c_still, e in zip(
+            items, sources, np.diagonal(cos), np.diagonal(cos_still), np.diagonal(epe), strict=True
+        )
     ]
     return out, rows
 
