@@ -1,11 +1,13 @@
 """MCDM training throughput (samples/s) through the project's training loop.
 
 python benchmarks/mcdm_train_speed.py                      # CPU, params.yaml's mcdm_train
+python benchmarks/mcdm_train_speed.py --mixed-precision no bf16   # both, and their ratio
 python benchmarks/mcdm_train_speed.py --device cuda --preset paper --mixed-precision bf16
 
-Random latents stand in for the data (the loop, the UNet and the loss are the real ones).
-A short run warms up and writes a checkpoint; the timed call resumes it for ``--steps``
-more steps, so start-up is not counted.
+Random latents stand in for the data (the loop, the UNet and the loss are the real ones),
+at the latent size the params' VAE gives their frames. Each precision is timed over
+``--steps`` steps after ``--warmup`` steps, so start-up is not counted; with several, the
+last line gives each one's speed relative to the first.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def preset_params(preset: str | None):
 class RandomClips(torch.utils.data.Dataset):
     """Fixed random latent windows shaped like the real ones."""
 
-    def __init__(self, model: MCDMModelParams, n: int = 64, size: int = 14):
+    def __init__(self, model: MCDMModelParams, size: int, n: int = 64):
         g = torch.Generator().manual_seed(0)
         self.latents = torch.randn(
             n, model.num_frames, model.latent_channels, size, size, generator=g
@@ -58,14 +60,19 @@ class RandomClips(torch.utils.data.Dataset):
         }
 
 
-def settings(args: argparse.Namespace) -> MCDMTrainParams:
-    """params.yaml's mcdm_train, or the paper preset, with the benchmark's overrides."""
-    params = preset_params(args.preset).mcdm_train
-    train_params = params.train.model_copy(update={"mixed_precision": args.mixed_precision})
-    return params.model_copy(update={"train": train_params})
+def settings(preset: str | None, mixed_precision: str) -> tuple[MCDMTrainParams, int]:
+    """params.yaml's mcdm_train, or the paper preset's, at ``mixed_precision``; and the side
+    of its latents (the prepared frame size over the VAE's downsampling)."""
+    params = preset_params(preset)
+    mcdm = params.mcdm_train
+    train_params = mcdm.train.model_copy(update={"mixed_precision": mixed_precision})
+    down = 2 ** (len(params.vae_train.model.block_out_channels) - 1)
+    return mcdm.model_copy(update={"train": train_params}), params.prepare.size // down
 
 
-def seconds_per_step(params: MCDMTrainParams, out: Path, warmup: int, steps: int) -> float:
+def seconds_per_step(
+    params: MCDMTrainParams, size: int, out: Path, warmup: int, steps: int
+) -> float:
     """Mean seconds of an optimizer step, timed between loss calls after ``warmup`` steps
     (start-up, checkpoints and the final save are not counted)."""
     loss = partial(mcdm_loss, scheduler=build_scheduler(params.schedule), params=params.loss)
@@ -81,8 +88,8 @@ def seconds_per_step(params: MCDMTrainParams, out: Path, warmup: int, steps: int
     run = params.train.model_copy(
         update={"steps": warmup + steps + 1, "checkpoint_every": warmup + steps + 1}
     )
-    train(build_unet(params.model), RandomClips(params.model), timed_loss, run, out_dir=out,
-          seed=0, name="bench")  # fmt: skip
+    train(build_unet(params.model), RandomClips(params.model, size), timed_loss, run,
+          out_dir=out, seed=0, name="bench")  # fmt: skip
     per_step = run.grad_accum
     return (stamps[-per_step] - stamps[warmup * per_step]) / steps
 
@@ -90,20 +97,29 @@ def seconds_per_step(params: MCDMTrainParams, out: Path, warmup: int, steps: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     device_args(parser)
-    parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
+    parser.add_argument(
+        "--mixed-precision", choices=["no", "bf16", "fp16"], nargs="+", default=["no"]
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     args = parse_device_args(parser)
-    params = settings(args)
-    with tempfile.TemporaryDirectory() as work:
-        seconds = seconds_per_step(params, Path(work), args.warmup, args.steps)
-    p, m = params.train, params.model
-    threads = torch.get_num_threads()
-    print(f"device {args.device}, preset {args.preset}: UNet {m.block_out_channels}, "
-          f"{m.num_frames} frames, motion {m.motion_dim}, batch {p.batch_size} x accum "
-          f"{p.grad_accum}, precision {p.mixed_precision}, threads {threads}")  # fmt: skip
-    samples = p.batch_size * p.grad_accum
-    print(f"{seconds:.3f} s/step over {args.steps} steps: {samples / seconds:.2f} samples/s")
+    speeds = {}
+    for precision in args.mixed_precision:
+        params, size = settings(args.preset, precision)
+        with tempfile.TemporaryDirectory() as work:
+            seconds = seconds_per_step(params, size, Path(work), args.warmup, args.steps)
+        p, m = params.train, params.model
+        print(f"device {args.device}, preset {args.preset}: UNet {m.block_out_channels}, "
+              f"{m.num_frames} frames of {size}x{size} latents, motion {m.motion_dim}, batch "
+              f"{p.batch_size} x accum {p.grad_accum}, precision {precision}, threads "
+              f"{torch.get_num_threads()}")  # fmt: skip
+        speeds[precision] = p.batch_size * p.grad_accum / seconds
+        print(f"{seconds:.3f} s/step over {args.steps} steps: {speeds[precision]:.2f} samples/s")
+    if len(speeds) > 1:
+        first = args.mixed_precision[0]
+        print("relative to " + first + ": " + ", ".join(
+            f"{k} {v / speeds[first]:.2f}x" for k, v in speeds.items()
+        ))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from echomotion.echonet import TableError
 from echomotion.evaluation.ef_regressor import (
     ArrayClipDataset,
     EFRegressor,
+    bootstrap_intervals,
     ef_loss,
     predict_ef,
     regression_metrics,
@@ -427,3 +428,26 @@ def test_retrieval_can_leave_each_rows_appearance_source_out():
     assert retrieval_top1(sim, sources, appearance) == 1.0
     # a row whose appearance source is its own driver (self mode) keeps its column
     assert retrieval_top1(sim, sources, ["a", "b", "c"]) == pytest.approx(1 / 3)
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_shrink_with_agreement():
+    rng = np.random.default_rng(0)
+    truth = np.linspace(20.0, 75.0, 8)
+    noisy = truth + np.random.default_rng(1).normal(0, 10, 8)
+    ci = bootstrap_intervals(truth, noisy, 2000, np.random.default_rng(0))
+    point = regression_metrics(truth, noisy)
+    assert ci["r2_ci_low"] < point["r2"] < ci["r2_ci_high"] <= 1
+    assert ci["mae_ci_low"] < point["mae"] < ci["mae_ci_high"]
+    # the same generator state gives the same interval; another draw, another one
+    assert ci == bootstrap_intervals(truth, noisy, 2000, np.random.default_rng(0))
+    assert ci != bootstrap_intervals(truth, noisy, 2000, rng.spawn(1)[0])
+    # perfect predictions: no spread; constant-truth draws are left out of R-squared
+    exact = bootstrap_intervals(truth, truth, 500, np.random.default_rng(0))
+    assert exact == {"mae_ci_low": 0.0, "mae_ci_high": 0.0, "r2_ci_low": 1.0, "r2_ci_high": 1.0}
+    # closer predictions, a narrower interval
+    close = bootstrap_intervals(truth, truth + (noisy - truth) / 4, 2000, np.random.default_rng(0))
+    assert close["r2_ci_high"] - close["r2_ci_low"] < ci["r2_ci_high"] - ci["r2_ci_low"]
+    # too few pairs, or no resamples: NaN, not an interval
+    for args in ((truth[:1], noisy[:1], 100), (truth, noisy, 0)):
+        interval = bootstrap_intervals(*args, np.random.default_rng(0))
+        assert all(np.isnan(v) for v in interval.values())

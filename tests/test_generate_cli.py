@@ -49,6 +49,11 @@ def cli(tmp_path_factory) -> dict:
         motion_mean=[0.0] * dim, motion_std=[1.0] * dim, frame_size=[SIZE, SIZE],
     )  # fmt: skip
     pipe.save_pretrained(tmp / "pipeline")
+    MotionConditionedVideoPipeline(
+        vae, unet.eval(), scheduler, fps=PIPELINE_FPS,
+        motion_mean=[0.0] * dim, motion_std=[1.0] * dim, frame_size=[SIZE, SIZE],
+        cond_dropout=0.0,
+    ).save_pretrained(tmp / "no_dropout")  # fmt: skip
     write_video(tmp / "a50.avi", moving_blob_video(50, seed=1, size=48), 50.0)  # 1 s at 50 fps
     write_video(tmp / "a8.avi", moving_blob_video(8, seed=2, size=48), 8.0)  # 1 s at 8 fps
     write_video(tmp / "a30.avi", moving_blob_video(21, seed=3, size=48), 30.0)  # 0.7 s
@@ -147,6 +152,15 @@ def test_bad_input_exits_2_with_one_line(cli, capsys, motion, appearance, out, e
     assert err[0].startswith("python -m echomotion.cli.generate: error: ")
     assert message.format(tmp=cli["tmp"]) in err[0]
     assert not (cli["tmp"] / out).exists()
+
+
+def test_guidance_on_a_pipeline_trained_without_motion_dropout_exits_2(cli, capsys):
+    pipeline = cli["tmp"] / "no_dropout"
+    assert run(cli, "g.avi", extra=["--pipeline", str(pipeline), "--guidance", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--guidance 3.0: the pipeline {pipeline} was trained" in err[0]
+    assert not (cli["tmp"] / "g.avi").exists()
+    assert run(cli, "g1.avi", extra=["--pipeline", str(pipeline), "--guidance", "1"]) == 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

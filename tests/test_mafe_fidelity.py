@@ -126,6 +126,22 @@ def test_subtract_still_is_the_pair_minus_its_still_pairs(flip_tta):
     assert torch.allclose(still.motion_vector(img0, img0), torch.zeros_like(pair), atol=1e-5)
 
 
+@torch.no_grad()
+def test_subtract_still_per_call_overrides_the_config():
+    """One model serves both vectors: the call's ``subtract_still`` wins over the config's."""
+    plain, _ = twins(TINY)
+    still = MAFE.from_params(TINY.model_copy(update={"subtract_still": True}))
+    still.load_state_dict(plain.state_dict())
+    img0, img1 = frames(2, 30, 26)
+    assert torch.allclose(
+        plain.motion_vector(img0, img1, subtract_still=True), still.motion_vector(img0, img1)
+    )
+    assert torch.allclose(
+        still.motion_vector(img0, img1, subtract_still=False), plain.motion_vector(img0, img1)
+    )
+    assert not torch.allclose(plain.motion_vector(img0, img1), still.motion_vector(img0, img1))
+
+
 def test_subtract_still_travels_with_the_saved_model(tmp_path):
     model = MAFE.from_params(TINY.model_copy(update={"subtract_still": True}))
     model.save_pretrained(tmp_path / "m")

@@ -304,6 +304,27 @@ def test_motion_statistics_are_checked(pipe, config, message):
         MotionConditionedVideoPipeline(pipe.vae, pipe.unet, pipe.scheduler, **config)
 
 
+def test_guidance_is_refused_for_a_model_trained_without_motion_dropout(pipe, tmp_path):
+    """cond_dropout 0: the unconditional branch never trained, so guidance != 1 is refused,
+    also after a save and load; guidance 1 runs, and so does a pipeline that does not know
+    (an older folder, ``None``)."""
+    no_dropout = MotionConditionedVideoPipeline(
+        pipe.vae, pipe.unet, pipe.scheduler, cond_dropout=0.0
+    )
+    no_dropout.set_progress_bar_config(disable=True)
+    no_dropout.save_pretrained(tmp_path)
+    loaded = MotionConditionedVideoPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.cond_dropout == 0.0
+    for p in (no_dropout, loaded):
+        with pytest.raises(ValueError, match=r"guidance_scale 3.0 .*cond_dropout 0"):
+            run(p, reference=frames(1), motion=motion(1), guidance_scale=3.0)
+        assert run(p, reference=frames(1), motion=motion(1)).shape == (1, WINDOW, SIZE, SIZE)
+    assert pipe.config.cond_dropout is None  # unknown: guidance allowed (other tests)
+    with pytest.raises(ValueError, match="cond_dropout must be in"):
+        MotionConditionedVideoPipeline(pipe.vae, pipe.unet, pipe.scheduler, cond_dropout=1.5)
+
+
 def test_statistics_round_trip_and_load_pipeline_needs_them(pipe, tmp_path):
     normed = with_stats(pipe, frame_size=(SIZE, SIZE))
     normed.save_pretrained(tmp_path / "new")

@@ -290,6 +290,27 @@ def test_identity_free_motion_scores_beside_the_conditioning_ones(run):
     assert all(float(r["still_cosine"]) == pytest.approx(1.0, abs=1e-4) for r in selves)
 
 
+def test_each_driver_is_scored_once(run, monkeypatch):
+    """A driver drives a self- and a transfer-mode video; its ED/ES pair goes through MAFE
+    and the flow provider once, and both videos are scored against it."""
+    paths, metrics, _ = run
+    data = load_data(paths)
+    calls = []
+
+    def provider(first, second):
+        calls.append(len(first))
+        return np.zeros((len(first), 2, *first.shape[1:]), np.float32)
+
+    motion, rows = motion_scores(
+        data, paths.features, MAFE.from_pretrained(paths.mafe), provider, 8, "cpu"
+    )
+    drivers = {r["motion_source"] for r in rows}
+    assert len(rows) > len(drivers)  # some driver drives two videos
+    assert calls == [len(rows), len(drivers)]  # generated pairs, then each driver once
+    assert motion["n_videos"] == len(rows)
+    assert motion["self_still_retrieval_top1"] == metrics["motion"]["self_still_retrieval_top1"]
+
+
 def test_appearance_and_self_mode_ssim_of_copies(run):
     _, metrics, _ = run
     # copy_* are copies of their appearance source (TRAIN videos) driven by a TEST video
@@ -316,6 +337,9 @@ def test_lv_ef_estimator_metrics_and_plots(run):
     for key in ("real_test_r2", "real_test_mae", "real_test_train_mean_mae", "self_r2", "self_mae",
                 "self_mismatched_mae", "self_train_mean_mae", "calibration_b"):  # fmt: skip
         assert key in lv, key
+    for key in ("real_test", "self"):  # bootstrap intervals of the estimates
+        assert lv[f"{key}_r2_ci_low"] <= lv[f"{key}_r2_ci_high"] <= 1, key
+        assert 0 <= lv[f"{key}_mae_ci_low"] <= lv[f"{key}_mae_ci_high"], key
     # both transfer videos share one driver: no mismatched pair
     assert lv["self_n"] == 3 and lv["transfer_n"] == 2 and np.isnan(lv["transfer_mismatched_mae"])
     scatter = read_csv(paths.plots / "ef_lv_scatter.csv")
@@ -369,7 +393,6 @@ TASK_PATHS = {
         data,
         paths.features,
         MAFE.from_pretrained(paths.mafe),
-        MAFE.from_pretrained(paths.mafe, subtract_still=True),
         flow_provider(p.motion, paths, d),
         p.batch_size,
         d,

@@ -233,6 +233,12 @@ def load_models(args: argparse.Namespace):
             f"--mafe {args.mafe}: gives {mafe.motion_vector_dim}-d motion vectors, the "
             f"pipeline {args.pipeline} takes {motion_dim}"
         )
+    if args.guidance != 1.0 and pipe.config.cond_dropout == 0:
+        raise InputError(
+            f"--guidance {args.guidance}: the pipeline {args.pipeline} was trained with "
+            "cond_dropout 0 (the motion never dropped), so it has no unconditional branch "
+            "to guide from: use --guidance 1"
+        )
     pipe.set_progress_bar_config(disable=False, desc="denoising", leave=False)
     return pipe.to(args.device), mafe.to(args.device)
 

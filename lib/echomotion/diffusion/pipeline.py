@@ -1,38 +1,46 @@
 """Sampling: a ``DiffusionPipeline`` that turns a reference frame and a motion vector into a video.
 
-Long videos (more frames than the UNet's training window ``unet.config.num_frames``) are
-generated as overlapping windows. Each window after the first starts ``window_overlap``
-frames (or more, for the last window, which is aligned to the end) before the previous one
-ends; those already generated frames are *known*: before every denoising step the known
-frames of the current window are replaced by the clean known latents noised to the current
-timestep (``scheduler.add_noise``, fresh noise each step, as in RePaint), so temporal
-attention continues the motion from them, and after the last step they are set back to
-their clean values. Every window uses the same motion. The reference latent (appearance)
-depends on how the model was trained (``reference`` in the pipeline config):
-``"window_start"`` (the training window started at its reference frame): the first window
-starts at the reference (its frame 0 is pinned to it as a known frame) and each later window
-takes its first known frame as its reference; ``"random"`` (any frame of the video was the
-reference): every window uses the given reference.
+**Windows.** A video longer than the UNet's training window (``unet.config.num_frames``) is
+generated as overlapping windows, all with the same motion:
 
-The MCDM was trained on motion vectors normalised as ``(motion - motion_mean) / motion_std``
-with the training set's statistics; the pipeline keeps them in its config
-(``model_index.json``) and normalises the raw motion it is given (or that ``mafe`` extracts),
-so a saved folder needs no side file (a model trained on raw motion keeps identity
-statistics: mean 0, std 1). The config also records what else the UNet was trained with:
-``time_ids`` (``"signals"``: fps, noise_aug_strength and motion_dropped ids; ``"zeros"``: all
-zero, as the official code) and ``condition_ef`` (the token is ``[EF / 100, motion]``: each
-call then needs the ``ef`` to condition on) and ``residual_scale`` (set when the UNet
-denoises a window's scaled difference from its reference latent,
-``MCDMModelParams.residual``: each window is denoised in that space, known frames
-included, and mapped back to latents; a step callback sees the residuals).
-``save_pretrained`` also writes a loader module
-(:data:`LOADER_MODULE` ``.py``, which only imports this class from the installed
-``echomotion``) and records it as ``_class_name: [module, class]``, diffusers' form for a
-custom pipeline, so that ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``
-loads it in any interpreter where ``echomotion`` is installed (diffusers asks for
-``trust_remote_code`` before it imports a module from a folder).
-``MotionConditionedVideoPipeline.from_pretrained(folder)`` needs no such flag: it is that
-class already and does not run the folder's module.
+- each window after the first starts ``window_overlap`` frames before the previous one ends
+  (the last window more, aligned to the end of the video);
+- those already generated frames are *known*: before every denoising step they are replaced
+  by their clean latents noised to the current timestep (``scheduler.add_noise``, fresh
+  noise each step, as in RePaint), so temporal attention continues the motion from them;
+  after the last step they are set back to their clean values.
+
+**Reference.** The reference latent (appearance) follows how the model was trained
+(``reference`` in the pipeline config):
+
+- ``"window_start"`` (each training window started at its reference frame): the first
+  window's frame 0 is pinned to the reference as a known frame, and each later window takes
+  its first known frame as its reference;
+- ``"random"`` (any frame of the video was the reference): every window uses the given one.
+
+**What the config records of the training** (``model_index.json``; a saved folder needs no
+side file):
+
+- ``motion_mean``, ``motion_std``: the training set's motion statistics. The MCDM was
+  trained on ``(motion - motion_mean) / motion_std``, and the pipeline normalises the raw
+  motion it is given (or that ``mafe`` extracts) the same way. A model trained on raw motion
+  keeps mean 0, std 1.
+- ``time_ids``: ``"signals"`` (fps, noise_aug_strength and motion_dropped ids) or ``"zeros"``
+  (all zero, as the official code).
+- ``condition_ef``: the token is ``[EF / 100, motion]``; each call then needs ``ef``.
+- ``residual_scale``: set when the UNet denoises a window's scaled difference from its
+  reference latent (``MCDMModelParams.residual``). Each window is denoised in that space,
+  known frames included, and mapped back to latents; a step callback sees the residuals.
+- ``cond_dropout``: the share of training samples whose motion was dropped. At 0 the
+  unconditional branch never trained, so guidance (``guidance_scale != 1``) is refused.
+
+**Loading.** ``save_pretrained`` also writes a loader module (:data:`LOADER_MODULE` ``.py``,
+which only imports this class from the installed ``echomotion``) and records it as
+``_class_name: [module, class]``, diffusers' form for a custom pipeline. So
+``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` loads it in any
+interpreter where ``echomotion`` is installed (diffusers asks for ``trust_remote_code``
+before it imports a module from a folder). ``MotionConditionedVideoPipeline.from_pretrained
+(folder)`` needs no such flag: it is that class already and does not run the folder's module.
 """
 
 from __future__ import annotations
@@ -133,19 +141,24 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
     Components: ``vae`` (grayscale ``AutoencoderKL``), ``unet`` (the MCDM video UNet),
     ``scheduler`` (any diffusers scheduler with the training ``prediction_type``) and the
     optional ``mafe`` (a ``ModelMixin`` with ``motion_vector(img0, img1) -> (1, D)``) that
-    extracts motion from a driving video. ``fps`` is the frame rate the model was trained at
-    (the ``fps`` time id; ``None`` = unknown = 0); ``residual_scale`` the scale of the
-    residual the UNet denoises (``None``: it denoises the latents); ``reference`` how the
-    training windows related to their reference frame (see the module docstring).
-    ``motion_mean`` and
-    ``motion_std`` ``(D,)`` are the training statistics the raw motion is normalised with
-    (``None``: the model takes motion as it is given); ``frame_size`` ``[H, W]`` the frames
-    the model was trained on (``None``: unknown). ``time_ids`` and ``condition_ef``: see the
-    module docstring; with ``condition_ef`` the UNet's ``cross_attention_dim`` is the motion
-    dim + 1. To reload a pipeline with a ``mafe`` through
-    this class, import the ``mafe``'s module first (diffusers imports no module a folder
-    names); ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` has the
-    folder's loader module import it.
+    extracts motion from a driving video.
+
+    Config (what the model was trained with; module docstring):
+
+    - ``fps``: the frame rate, the ``fps`` time id (``None`` = unknown = 0);
+    - ``reference``: how the training windows related to their reference frame;
+    - ``motion_mean``, ``motion_std`` ``(D,)``: the statistics raw motion is normalised with
+      (``None``: motion is taken as given);
+    - ``frame_size`` ``[H, W]``: the training frames (``None``: unknown);
+    - ``time_ids``, ``condition_ef`` (then the UNet's ``cross_attention_dim`` is the motion
+      dim + 1), ``residual_scale`` (``None``: the UNet denoises the latents);
+    - ``cond_dropout``: the share of samples trained with the motion dropped (``None``:
+      unknown); at 0, guidance is refused.
+
+    To reload a pipeline with a ``mafe`` through this class, import the ``mafe``'s module
+    first (diffusers imports no module a folder names);
+    ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` has the folder's
+    loader module import it.
     """
 
     model_cpu_offload_seq = "mafe->vae->unet"
@@ -166,8 +179,11 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         time_ids: str = "signals",  # "signals" | "zeros" (diffusers needs a plain type)
         condition_ef: bool = False,
         residual_scale: float | None = None,
+        cond_dropout: float | None = None,
     ):
         super().__init__()
+        if cond_dropout is not None and not 0 <= cond_dropout <= 1:
+            raise ValueError(f"cond_dropout must be in [0, 1] or None, got {cond_dropout}")
         if residual_scale is not None and not residual_scale > 0:
             raise ValueError(f"residual_scale must be positive or None, got {residual_scale}")
         if reference not in ("window_start", "random"):
@@ -186,6 +202,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             time_ids=time_ids,
             condition_ef=bool(condition_ef),
             residual_scale=None if residual_scale is None else float(residual_scale),
+            cond_dropout=None if cond_dropout is None else float(cond_dropout),
         )
 
     @property
@@ -327,6 +344,12 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             )
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        if guidance_scale != 1.0 and self.config.cond_dropout == 0:
+            raise ValueError(
+                f"guidance_scale {guidance_scale} needs a model trained with the motion dropped "
+                "for some samples; this one was trained with cond_dropout 0, so its "
+                "unconditional branch is untrained: use guidance_scale 1 (guidance off)"
+            )
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         unknown = [k for k in callback_inputs if k not in self._callback_tensor_inputs]

@@ -99,13 +99,16 @@ def motion_vectors(
     batch_size: int,
     *,
     device: str | torch.device,
+    subtract_still: bool | None = None,
 ) -> np.ndarray:
     """MAFE motion vectors (N, D) of uint8 frame pairs ``first``, ``second`` (N, H, W), MAFE
-    moved to and run on ``device``."""
+    moved to and run on ``device``; ``subtract_still`` overrides MAFE's own setting (``None``:
+    the model's, and any module with ``motion_vector(a, b)`` will do)."""
     mafe.to(device).eval()
+    options = {} if subtract_still is None else {"subtract_still": subtract_still}
     out = []
     for a, b in zip(batches(first, batch_size), batches(second, batch_size), strict=True):
-        out.append(mafe.motion_vector(to_tensor(a).to(device), to_tensor(b).to(device)))
+        out.append(mafe.motion_vector(to_tensor(a).to(device), to_tensor(b).to(device), **options))
     return torch.cat(out).cpu().double().numpy()
 
 

@@ -297,14 +297,19 @@ class MAFE(ModelMixin, ConfigMixin):
             "embedding_from_appearance": emb,
         }
 
-    def vectors(self, img0: Tensor, img1: Tensor) -> tuple[Tensor, Tensor]:
+    def vectors(
+        self, img0: Tensor, img1: Tensor, subtract_still: bool | None = None
+    ) -> tuple[Tensor, Tensor]:
         """(motion (B, motion_vector_dim), appearance (B, appearance_vector_dim)) of frame
         pairs (B, 1, H, W), one backbone pass; see :meth:`motion_vector`. With
-        ``subtract_still`` the pass also holds the still pairs (img0, img0), (img1, img1); with
-        ``flip_tta`` the rotated copies of all of them. The appearance is the original pair's."""
+        ``subtract_still`` (``None``: the config's) the pass also holds the still pairs
+        (img0, img0), (img1, img1); with ``flip_tta`` the rotated copies of all of them. The
+        appearance is the original pair's."""
         self.check_inputs(img0, img1)
         n = len(img0)
-        if self.config.subtract_still:  # the pair, then its two still pairs
+        if subtract_still is None:
+            subtract_still = self.config.subtract_still
+        if subtract_still:  # the pair, then its two still pairs
             img0, img1 = torch.cat([img0, img0, img1]), torch.cat([img1, img0, img1])
         if self.config.flip_tta:  # EMA-VFI fast TTA: the pairs, then them rotated by 180 degrees
             img0 = torch.cat([img0, img0.flip(-2, -1)])
@@ -313,21 +318,24 @@ class MAFE(ModelMixin, ConfigMixin):
         motion = self.pooled(mot)  # (k B, D), k = 1, 2, 3 or 6
         if self.config.flip_tta:
             motion = rearrange(motion, "(tta b) d -> b (tta d)", tta=2)  # (B or 3B, 2D)
-        if self.config.subtract_still:
+        if subtract_still:
             pair, still0, still1 = motion.chunk(3)
             motion = pair - 0.5 * (still0 + still1)
         return motion, self.pooled(app)[:n]  # appearance of the original pairs
 
-    def motion_vector(self, img0: Tensor, img1: Tensor) -> Tensor:
+    def motion_vector(
+        self, img0: Tensor, img1: Tensor, subtract_still: bool | None = None
+    ) -> Tensor:
         """Per-pair motion vector (B, motion_vector_dim): pooled motion of the last two stages.
 
         Order: for each of the last two transformer stages, frame 0's then frame 1's pooled
         motion features; with ``flip_tta``, that vector of the pair, then that of the pair
         rotated by 180 degrees. 3072-d at the paper's configuration (module docstring). With
-        ``subtract_still``, minus the mean of that vector for the still pairs (img0, img0)
-        and (img1, img1): what the pooled features say about the anatomy, not its motion.
+        ``subtract_still`` (``None``: the config's), minus the mean of that vector for the
+        still pairs (img0, img0) and (img1, img1): what the pooled features say about the
+        anatomy, not its motion.
         """
-        return self.vectors(img0, img1)[0]
+        return self.vectors(img0, img1, subtract_still)[0]
 
     def appearance_vector(self, img0: Tensor, img1: Tensor) -> Tensor:
         """Per-pair appearance vector (B, appearance_vector_dim), laid out like motion_vector

@@ -106,6 +106,12 @@ class LVParams(Section):
     min_traced: int = Field(
         2, ge=1, description="Fewest TRAIN videos with tracings to train on; fewer: skipped."
     )
+    bootstrap: int = Field(
+        2000,
+        ge=0,
+        description="Resamples of the videos for the 95 % intervals of the EF R-squared and "
+        "MAE on real VAL/TEST and of each synthetic mode (0: no intervals).",
+    )
 
 
 class TransferParams(Section):

@@ -138,7 +138,7 @@ def ef_lv_scores(
     model, reason = train_lv(traced, params, paths, params.lv.train.seed_or(seed))
     if model is None:
         return skipped(reason), [], []
-    metrics, scatter, areas = lv_scores(data, model, params, device)
+    metrics, scatter, areas = lv_scores(data, model, params, device, seed)
     dice = segmentation_scores(model, traced, params.batch_size, device)
     return dice | metrics, scatter, areas
 
@@ -152,7 +152,6 @@ def evaluate(
     data = load_data(paths)
     reid = ReIDEncoder.from_pretrained(paths.reid).to(device).eval()
     mafe = MAFE.from_pretrained(paths.mafe).to(device).eval()
-    still = MAFE.from_pretrained(paths.mafe, subtract_still=True).to(device).eval()
     # 2. EF regressors: real TRAIN, and synthetic only (downstream protocol)
     #    (each only with enough EF labels; otherwise skipped, with the reason)
     ef_seed = params.ef.train.seed_or(seed)
@@ -166,7 +165,7 @@ def evaluate(
     # 4. motion fidelity, appearance kept, self-mode reconstruction
     provider = flow_provider(params.motion, paths, device)
     motion, motion_rows = motion_scores(
-        data, paths.features, mafe, still, provider, params.batch_size, device
+        data, paths.features, mafe, provider, params.batch_size, device
     )
     appearance = appearance_scores(data, reid, params, device)
     ssim = ssim_scores(data)

@@ -237,6 +237,7 @@ def _motion_items(data: EvalData, features: RaggedStore) -> list[dict]:
                 "feature": int(in_features[i]),
                 "generated": generated,
                 "gen_pair": gen_pair,
+                "source": s,
                 "driving": driving,
                 "drive_pair": drive_pair,
             }
@@ -307,28 +308,37 @@ def _train_pairs(data: EvalData) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])
 
 
+def _distinct_drivers(items: list[dict]) -> tuple[list[dict], np.ndarray]:
+    """One item per distinct driving video (the first that has it), and per item the
+    position of its driver among them: each driver is scored once, not once per mode."""
+    _, first, inverse = np.unique(
+        [it["source"] for it in items], return_index=True, return_inverse=True
+    )
+    return [items[k] for k in first], inverse
+
+
 def still_cosine(
     data: EvalData,
-    still: nn.Module,
+    mafe: nn.Module,
     generated: tuple[np.ndarray, np.ndarray],
     driving: tuple[np.ndarray, np.ndarray],
     batch: int,
     device: str | torch.device,
 ) -> np.ndarray:
-    """Cosine (N, N) of the generated ED/ES pairs' identity-free motion vectors against the
-    driving pairs', standardised with the real TRAIN videos' statistics.
+    """Cosine (N, M) of the N generated ED/ES pairs' identity-free motion vectors against
+    the M driving pairs', standardised with the real TRAIN videos' statistics.
 
-    ``still`` is MAFE with ``subtract_still``: each pair's vector minus those of its still
-    pairs, which takes out most of the identity (README, "Disentanglement"). The
-    conditioning vectors carry the driver's identity, and a
-    transfer-mode video has its appearance source's, so retrieval by them cannot find the
-    driver even when the motion is transferred; by these it can.
+    Identity-free: MAFE's vectors with ``subtract_still``, each pair's vector minus those of
+    its still pairs, which takes out most of the identity (README, "Disentanglement"). The
+    conditioning vectors carry the driver's identity, and a transfer-mode video has its
+    appearance source's, so retrieval by them cannot find the driver even when the motion is
+    transferred; by these it can.
     """
-    gen = motion_vectors(still, *generated, batch, device=device)
-    drive = motion_vectors(still, *driving, batch, device=device)
+    gen = motion_vectors(mafe, *generated, batch, device=device, subtract_still=True)
+    drive = motion_vectors(mafe, *driving, batch, device=device, subtract_still=True)
     train_ed, train_es = _train_pairs(data)
     if len(train_ed) > 1:
-        train = motion_vectors(still, train_ed, train_es, batch, device=device)
+        train = motion_vectors(mafe, train_ed, train_es, batch, device=device, subtract_still=True)
         mean, std = train.mean(axis=0), train.std(axis=0)
     else:  # no real TRAIN pair: the drivers' own statistics
         log.warning("no real TRAIN ED/ES pair: identity-free motion standardised by the drivers")
@@ -340,15 +350,14 @@ def motion_scores(
     data: EvalData,
     features_path: Path,
     mafe: nn.Module,
-    still: nn.Module,
     provider: FlowProvider,
     batch: int,
     device: str | torch.device,
 ) -> tuple[dict[str, float], list[dict]]:
     """MAFE cosine and ED->ES flow EPE, matched vs mismatched, and driver retrieval, over
-    all videos and per mode (``transfer_*``, ``self_*``), and per-video rows. ``still`` is
-    the same MAFE with ``subtract_still`` (:func:`still_cosine`: the ``still_*`` keys).
-    MAFE runs on ``device``; a flow network runs where ``provider`` holds it."""
+    all videos and per mode (``transfer_*``, ``self_*``), and per-video rows; the same
+    cosine and retrieval by identity-free vectors (:func:`still_cosine`: the ``still_*``
+    keys). MAFE runs on ``device``; a flow network runs where ``provider`` holds it."""
     features = RaggedStore(features_path)
     items = _motion_items(data, features)
     out = {"n_videos": len(items), "n_skipped": len(data.records) - len(items)}
@@ -365,10 +374,14 @@ def motion_scores(
         standardise(cond, mean, std),
     )
     # 2. the same without identity: generated vs driving ED/ES pair, still pairs subtracted
-    drive_ed, drive_es = _pairs([it["driving"] for it in items], [it["drive_pair"] for it in items])
-    cos_still = still_cosine(data, still, (gen_ed, gen_es), (drive_ed, drive_es), batch, device)
+    #    (each distinct driver once; `driver` maps the items to their driver's column)
+    drivers, driver = _distinct_drivers(items)
+    drive_ed, drive_es = _pairs([d["driving"] for d in drivers], [d["drive_pair"] for d in drivers])
+    driving = (drive_ed, drive_es)
+    cos_still = still_cosine(data, mafe, (gen_ed, gen_es), driving, batch, device)[:, driver]
     # 3. ED->ES flow of the generated vs the driving video
-    epe = epe_matrix(pair_flows(provider, gen_ed, gen_es), pair_flows(provider, drive_ed, drive_es))
+    gen_flows = pair_flows(provider, gen_ed, gen_es)
+    epe = epe_matrix(gen_flows, pair_flows(provider, *driving))[:, driver]
     appearance = [data.records[it["index"]].appearance_source for it in items]
     out |= _motion_summary(cos, cos_still, epe, sources, appearance)
     # 4. the same within each mode (rows and columns of that mode's videos only)

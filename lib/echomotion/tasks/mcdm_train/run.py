@@ -327,6 +327,7 @@ def train_mcdm(
             time_ids=params.model.time_ids,
             condition_ef=params.model.condition_ef,
             residual_scale=data.residual_scale,
+            cond_dropout=params.loss.cond_dropout,
         )
         save_pipeline(pipe, Path(out_dir) / "pipeline")
     process_state().wait_for_everyone()
