@@ -61,7 +61,9 @@ def test_guidance_needs_a_model_trained_without_motion(tmp_path):
     """Guidance extrapolates from the motion-dropped branch; with cond_dropout 0 that branch
     was never trained, so the combination is refused before any stage runs."""
     bad = {"mcdm_train": {"loss": {"cond_dropout": 0.0}}, "sample": {"guidance_scale": 3.0}}
-    with pytest.raises(ParamsError, match=r"guidance_scale \(3.0\) needs .*cond_dropout is 0"):
+    with pytest.raises(
+        ParamsError, match=r"sample.guidance_scale 3.0 needs .*trained with cond_dropout 0"
+    ):
         load_params(write(tmp_path, bad))
     off = merge(bad, {"sample": {"guidance_scale": 1.0}})
     assert load_params(write(tmp_path, off)).sample.guidance_scale == 1.0

@@ -283,7 +283,13 @@ def test_predict_ef_runs_on_the_given_device(check):
 
 def test_regression_metrics():
     truth = np.array([30.0, 50.0, 70.0])
-    assert regression_metrics(truth, truth) == {"mae": 0.0, "rmse": 0.0, "r2": 1.0, "n": 3}
+    exact = regression_metrics(truth, truth)
+    assert exact == {"mae": 0.0, "rmse": 0.0, "r2": 1.0, "n": 3, "bias": 0.0, "r": exact["r"]}
+    assert exact["r"] == pytest.approx(1.0)
+    shifted = regression_metrics(truth, truth - 30.0)  # ranks right, sits 30 below
+    assert shifted["bias"] == -30.0 and shifted["r"] == pytest.approx(1.0)
+    assert shifted["r2"] == pytest.approx(1 - 3 * 900 / 800) and shifted["mae"] == 30.0
+    assert np.isnan(regression_metrics(truth, np.full(3, 5.0))["r"])  # constant prediction
     mean = regression_metrics(truth, np.full(3, 50.0))
     assert mean["r2"] == pytest.approx(0.0) and mean["mae"] == pytest.approx(40 / 3)
     assert np.isnan(regression_metrics(truth[:1], truth[:1])["r2"])

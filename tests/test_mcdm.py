@@ -3,10 +3,23 @@
 import pytest
 import torch
 
-from echomotion.diffusion.conditioning import drop_motion
-from echomotion.diffusion.losses import build_scheduler, mcdm_loss, snr_weights
-from echomotion.diffusion.params import MCDMLossParams, MCDMModelParams, NoiseScheduleParams
+from echomotion.diffusion.conditioning import drop_motion, motion_context
+from echomotion.diffusion.losses import (
+    MIN_MOTION_ENERGY,
+    build_scheduler,
+    mcdm_loss,
+    motion_balance_weights,
+    snr_weights,
+)
+from echomotion.diffusion.params import (
+    MCDMLossParams,
+    MCDMModelParams,
+    NoiseScheduleParams,
+    context_dim_of,
+    token_width,
+)
 from echomotion.diffusion.unet import build_unet, crop_to, pad_to_multiple, unet_predict
+from echomotion.params import pipeline_section
 
 D = 16
 
@@ -209,3 +222,103 @@ def test_noise_offset_is_constant_over_frames_and_pixels(unet):
     means = seen["noise"].mean(dim=(1, 3, 4))  # (B, C): per sample and channel over T, h, w
     # plain noise: means of 192 N(0,1) values (std 0.07); with offset 1 their std is ~1
     assert 0.7 < means.std().item() < 1.3
+
+
+def test_one_token_context_is_the_vector_and_k_tokens_are_indexed_chunks():
+    motion = torch.arange(12.0).reshape(2, 6)
+    torch.testing.assert_close(motion_context(motion, 1), motion[:, None, :])
+    tokens = motion_context(motion, 3)  # (2, 3, 6 / 3 + 3)
+    assert tokens.shape == (2, 3, 5)
+    torch.testing.assert_close(tokens[:, :, :2], motion.reshape(2, 3, 2))
+    torch.testing.assert_close(tokens[:, :, 2:], torch.eye(3).expand(2, 3, 3))
+    dropped = motion_context(torch.zeros(2, 6), 3)
+    assert len({tuple(t.tolist()) for t in dropped[0]}) == 3  # distinct keys when dropped
+    with pytest.raises(ValueError, match="4 motion tokens must divide the 6-d"):
+        motion_context(motion, 4)
+
+
+def test_token_width_and_its_inverse():
+    for dim, k in [(768, 1), (768, 6), (769, 1), (12, 3)]:
+        assert context_dim_of(token_width(dim, k), k) == dim
+    assert token_width(768, 6) == 134
+    params = MCDMModelParams(block_out_channels=(32, 32), motion_dim=24, motion_tokens=4)
+    assert params.token_width == 10 and build_unet(params).config.cross_attention_dim == 10
+    with pytest.raises(ValueError, match=r"motion_tokens \(5\) must divide .* \(24: motion_dim\)"):
+        MCDMModelParams(block_out_channels=(32, 32), motion_dim=24, motion_tokens=5)
+    with pytest.raises(ValueError, match=r"\(25: motion_dim \+ 1 for EF\)"):
+        MCDMModelParams(
+            block_out_channels=(32, 32), motion_dim=24, motion_tokens=4, condition_ef=True
+        )
+
+
+def test_a_single_token_reaches_every_position_alike_and_several_do_not():
+    """Why ``motion_tokens``: softmax over one key is 1, so cross-attention returns the same
+    vector at every query; over several keys each query weighs them by itself."""
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(0)
+    attention = Attention(query_dim=8, cross_attention_dim=5, heads=1, dim_head=8).eval()
+    queries = torch.randn(1, 10, 8)  # 10 positions
+    motion = torch.randn(1, 6)
+    with torch.no_grad():
+        one = attention(queries, motion_context(torch.randn(1, 5), 1))
+        three = attention(queries, motion_context(motion, 3))
+    torch.testing.assert_close(one, one[:, :1].expand_as(one))  # one output for every position
+    assert (three - three[:, :1]).abs().amax() > 1e-3
+
+
+def test_loss_with_several_motion_tokens_trains_and_checks_the_width():
+    torch.manual_seed(0)
+    params = MCDMModelParams(
+        block_out_channels=(32, 32), motion_dim=D, num_frames=3, motion_tokens=4
+    )
+    unet = build_unet(params)
+    batch = make_batch()
+    scheduler = build_scheduler(NoiseScheduleParams())
+    loss, _ = mcdm_loss(unet, batch, scheduler, MCDMLossParams(), motion_tokens=4)
+    loss.backward()
+    assert torch.isfinite(loss) and unet.conv_in.weight.grad is not None
+    with pytest.raises(ValueError, match=r"motion must be \(2, 16\) .*4 token"):
+        mcdm_loss(unet, {**batch, "motion": torch.randn(2, D + 1)}, scheduler, MCDMLossParams(),
+                  motion_tokens=4)  # fmt: skip
+
+
+def test_motion_balance_weighs_each_window_by_its_own_motion():
+    """p = 1: a window's weight is 1 / its mean squared residual (floored), so leaving a
+    small motion out costs as much as leaving out a large one; p = 0 weighs all alike."""
+    small, large = torch.full((1, 3, 4, 2, 2), 0.5), torch.full((1, 3, 4, 2, 2), 2.0)
+    residual = torch.cat([small, large])  # energies 0.25 and 4
+    weights = motion_balance_weights(residual, None, MCDMLossParams(motion_balance=1.0))
+    torch.testing.assert_close(weights, torch.tensor([4.0, 0.25]))
+    assert (weights * (residual**2).flatten(1).mean(1)).unique().tolist() == [1.0]
+    half = motion_balance_weights(residual, None, MCDMLossParams(motion_balance=0.5))
+    torch.testing.assert_close(half, torch.tensor([2.0, 0.5]))
+    still = motion_balance_weights(
+        torch.zeros(1, 3, 4, 2, 2), None, MCDMLossParams(motion_balance=1.0)
+    )
+    torch.testing.assert_close(still, torch.tensor([1 / MIN_MOTION_ENERGY]))
+    mask = torch.tensor([[1.0, 1.0, 0.0]])  # the padded frame is left out of the energy
+    padded = torch.cat([large[:, :2], torch.zeros(1, 1, 4, 2, 2)], dim=1)
+    masked = motion_balance_weights(padded, mask, MCDMLossParams(motion_balance=1.0))
+    torch.testing.assert_close(masked, torch.tensor([0.25]))
+
+
+def test_motion_balance_changes_the_loss_and_needs_the_residual_target():
+    unet, batch, scheduler = tiny_unet(), make_batch(), build_scheduler(NoiseScheduleParams())
+    plain, balanced = MCDMLossParams(), MCDMLossParams(motion_balance=1.0)
+    losses = []
+    for params in (plain, balanced):
+        torch.manual_seed(3)
+        losses.append(mcdm_loss(unet, batch, scheduler, params, residual_scale=2.0)[0].item())
+    assert losses[0] != pytest.approx(losses[1])
+    with pytest.raises(ValueError, match="needs residual"):
+        mcdm_loss(unet, batch, scheduler, balanced)
+    section = pipeline_section("mcdm_train")
+    with pytest.raises(ValueError, match=r"motion_balance \(1.0\) weighs .*model.residual true"):
+        type(section).model_validate(
+            section.model_dump()
+            | {
+                "loss": balanced.model_dump(),
+                "model": section.model.model_dump() | {"residual": False},
+            }
+        )

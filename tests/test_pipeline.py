@@ -495,3 +495,28 @@ def test_progress_bar_is_on_by_default(pipe, capsys):
     fresh = MotionConditionedVideoPipeline(pipe.vae, pipe.unet, pipe.scheduler)
     run(fresh, reference=frames(1), motion=motion(1), num_frames=5, window_overlap=1)
     assert "4/4" in capsys.readouterr().err  # one bar over 2 windows x 2 steps
+
+
+def test_motion_tokens_round_trip_and_reach_the_unet(pipe, tmp_path):
+    """A pipeline whose UNet reads the motion as 4 tokens saves and reloads that count, and
+    its UNet gets them; a count that does not fit the UNet is refused."""
+    torch.manual_seed(0)
+    unet = build_unet(
+        MCDMModelParams(
+            block_out_channels=(32, 32), motion_dim=D, num_frames=WINDOW, motion_tokens=4
+        )
+    ).eval()
+    tokens = MotionConditionedVideoPipeline(pipe.vae, unet, pipe.scheduler, motion_tokens=4)
+    tokens.set_progress_bar_config(disable=True)
+    assert tokens.motion_dim == D and unet.config.cross_attention_dim == D // 4 + 4
+    tokens.save_pretrained(tmp_path)
+    loaded = MotionConditionedVideoPipeline.from_pretrained(tmp_path)
+    assert loaded.config.motion_tokens == 4 and loaded.motion_dim == D
+    contexts = []
+    unet.register_forward_pre_hook(lambda _, args: contexts.append(args[2]))
+    video = run(tokens, reference=frames(2), motion=motion(2), guidance_scale=2.0)
+    assert video.shape == (2, WINDOW, SIZE, SIZE)
+    assert contexts[0].shape[1:] == (4, D // 4 + 4)
+    assert pipe.config.motion_tokens == 1  # the default: one token
+    with pytest.raises(ValueError, match=r"motion_tokens \(8\) does not fit"):
+        MotionConditionedVideoPipeline(pipe.vae, unet, pipe.scheduler, motion_tokens=8)

@@ -291,11 +291,13 @@ def test_identity_free_motion_scores_beside_the_conditioning_ones(run):
 
 
 def test_each_driver_is_scored_once(run, monkeypatch):
-    """A driver drives a self- and a transfer-mode video; its ED/ES pair goes through MAFE
-    and the flow provider once, and both videos are scored against it."""
+    """A driver drives a self- and a transfer-mode video; it is read once, its ED/ES pair
+    goes through MAFE and the flow provider once, and both videos are scored against it."""
     paths, metrics, _ = run
     data = load_data(paths)
-    calls = []
+    calls, reads = [], []
+    read_video = data.store.video
+    monkeypatch.setattr(data.store, "video", lambda row: reads.append(row) or read_video(row))
 
     def provider(first, second):
         calls.append(len(first))
@@ -307,6 +309,9 @@ def test_each_driver_is_scored_once(run, monkeypatch):
     drivers = {r["motion_source"] for r in rows}
     assert len(rows) > len(drivers)  # some driver drives two videos
     assert calls == [len(rows), len(drivers)]  # generated pairs, then each driver once
+    driver_reads = reads[: len(drivers)]  # then the real TRAIN videos (identity-free stats)
+    assert len(set(driver_reads)) == len(drivers)
+    assert not set(driver_reads) & set(reads[len(drivers) :])
     assert motion["n_videos"] == len(rows)
     assert motion["self_still_retrieval_top1"] == metrics["motion"]["self_still_retrieval_top1"]
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from echomotion.diffusion.params import guidance_refusal
 from echomotion.section import Fraction, Section, Split
 from echomotion.tasks.evaluate.params import EvaluateParams
 from echomotion.tasks.features.params import FeaturesParams
@@ -155,14 +156,12 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _guidance_has_an_unconditional_branch(self) -> Params:
-        """Classifier-free guidance extrapolates from the motion-dropped prediction; a model
-        trained with ``cond_dropout: 0`` never saw a dropped motion, so that prediction is
-        untrained and guidance would push every video towards noise."""
-        guidance = self.sample.guidance_scale
-        if guidance != 1.0 and self.mcdm_train.loss.cond_dropout == 0:
+        """The sampling guidance needs the motion dropout of training
+        (:func:`~echomotion.diffusion.params.guidance_refusal`)."""
+        refusal = guidance_refusal(self.sample.guidance_scale, self.mcdm_train.loss.cond_dropout)
+        if refusal:
             raise ValueError(
-                f"sample.guidance_scale ({guidance}) needs a model trained with the motion "
-                "dropped for some samples: mcdm_train.loss.cond_dropout is 0, so set "
-                "sample.guidance_scale: 1.0 (guidance off) or cond_dropout > 0 (default 0.1)"
+                f"sample.{refusal} (mcdm_train.loss.cond_dropout): set sample.guidance_scale: "
+                "1.0 (guidance off) or mcdm_train.loss.cond_dropout > 0 (default 0.3)"
             )
         return self

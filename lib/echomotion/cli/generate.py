@@ -35,7 +35,7 @@ from diffusers.utils import logging as diffusers_logging
 
 from echomotion.diffusion.conditioning import motion_from_driving_video
 from echomotion.diffusion.loading import load_pipeline
-from echomotion.diffusion.params import SamplerName
+from echomotion.diffusion.params import SamplerName, guidance_refusal
 from echomotion.diffusion.pipeline import (
     MotionConditionedVideoPipeline,
     default_overlap,
@@ -227,17 +227,16 @@ def load_models(args: argparse.Namespace):
         raise InputError(
             f"--pipeline {args.pipeline} / --mafe {args.mafe}: cannot load ({err})"
         ) from None
-    motion_dim = pipe.unet.config.cross_attention_dim
+    motion_dim = pipe.motion_dim
     if mafe.motion_vector_dim != motion_dim:
         raise InputError(
             f"--mafe {args.mafe}: gives {mafe.motion_vector_dim}-d motion vectors, the "
             f"pipeline {args.pipeline} takes {motion_dim}"
         )
-    if args.guidance != 1.0 and pipe.config.cond_dropout == 0:
+    refusal = guidance_refusal(args.guidance, pipe.config.cond_dropout)
+    if refusal:
         raise InputError(
-            f"--guidance {args.guidance}: the pipeline {args.pipeline} was trained with "
-            "cond_dropout 0 (the motion never dropped), so it has no unconditional branch "
-            "to guide from: use --guidance 1"
+            f"--guidance {args.guidance}: pipeline {args.pipeline}: {refusal}: use --guidance 1"
         )
     pipe.set_progress_bar_config(disable=False, desc="denoising", leave=False)
     return pipe.to(args.device), mafe.to(args.device)

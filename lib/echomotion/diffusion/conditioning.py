@@ -24,6 +24,13 @@ the reference plus the denoised difference over the scale (:func:`from_residual`
 
 With EF conditioning (the official EF+motion variant) the cross-attention token is
 ``[EF / 100, motion]``, EF first (:func:`ef_token`).
+
+The cross-attention context (:func:`motion_context`) is that token alone (the paper), or,
+with ``MCDMModelParams.motion_tokens`` K > 1, the token cut into K equal chunks, each
+followed by its one-hot index. Attention over a single key has softmax weight 1 whatever
+the query, so one token reaches every position and frame as the same vector; with K tokens
+each position weighs the chunks (for the default MAFE's 768-d vector and K = 6: each frame's
+pooled motion of the two last stages, 128 channels a chunk) by its own query.
 """
 
 from __future__ import annotations
@@ -63,6 +70,23 @@ def ef_token(motion: torch.Tensor, ef: torch.Tensor) -> torch.Tensor:
     if ef.shape != motion.shape[:1]:
         raise ValueError(f"ef must be ({motion.shape[0]},), got {tuple(ef.shape)}")
     return torch.cat([ef.to(motion)[:, None] / 100.0, motion], dim=1)
+
+
+def motion_context(motion: torch.Tensor, tokens: int = 1) -> torch.Tensor:
+    """The cross-attention context ``(B, K, width)`` of conditions ``(B, D)``.
+
+    One token: the condition itself ``(B, 1, D)``. K > 1: K chunks of ``D / K`` in order,
+    each followed by its one-hot index ``(K,)``, so a dropped (all-zero) condition still
+    gives K distinct keys.
+    """
+    if tokens == 1:
+        return motion[:, None, :]
+    b, d = motion.shape
+    if d % tokens:
+        raise ValueError(f"{tokens} motion tokens must divide the {d}-d condition")
+    chunks = motion.reshape(b, tokens, d // tokens)
+    index = torch.eye(tokens, device=motion.device, dtype=motion.dtype).expand(b, -1, -1)
+    return torch.cat([chunks, index], dim=2)
 
 
 def drop_motion(

@@ -18,7 +18,12 @@ from echomotion.diffusion.conditioning import (
     to_residual,
 )
 from echomotion.diffusion.metrics import ssim
-from echomotion.diffusion.params import MCDMLossParams, NoiseScheduleParams, VAELossParams
+from echomotion.diffusion.params import (
+    MCDMLossParams,
+    NoiseScheduleParams,
+    VAELossParams,
+    context_dim_of,
+)
 from echomotion.diffusion.unet import unet_predict
 from echomotion.training.forward import through_forward
 
@@ -67,8 +72,11 @@ def vae_loss(
     return loss, logs
 
 
-def _check_mcdm_batch(unet: UNetSpatioTemporalConditionModel, batch: dict) -> None:
+def _check_mcdm_batch(
+    unet: UNetSpatioTemporalConditionModel, batch: dict, motion_tokens: int = 1
+) -> None:
     config = extract_model_from_parallel(unet).config
+    dim = context_dim_of(config.cross_attention_dim, motion_tokens)
     latents, ref, motion = batch["latents"], batch["ref_latent"], batch["motion"]
     if latents.ndim != 5 or latents.shape[2] != config.out_channels:
         raise ValueError(
@@ -77,10 +85,10 @@ def _check_mcdm_batch(unet: UNetSpatioTemporalConditionModel, batch: dict) -> No
     b, _, c, h, w = latents.shape
     if tuple(ref.shape) != (b, c, h, w):
         raise ValueError(f"ref_latent must be {(b, c, h, w)}, got {tuple(ref.shape)}")
-    if tuple(motion.shape) != (b, config.cross_attention_dim):
+    if tuple(motion.shape) != (b, dim):
         raise ValueError(
-            f"motion must be {(b, config.cross_attention_dim)} (cross_attention_dim), "
-            f"got {tuple(motion.shape)}"
+            f"motion must be {(b, dim)} (cross_attention_dim {config.cross_attention_dim}, "
+            f"{motion_tokens} token(s)), got {tuple(motion.shape)}"
         )
     mask = batch.get("frame_mask")
     if mask is not None and tuple(mask.shape) != tuple(latents.shape[:2]):
@@ -127,6 +135,19 @@ def per_sample_mse(
     return (per_frame * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
+MIN_MOTION_ENERGY = 0.05  # floor of motion_balance's energy: weights at most 20**p
+
+
+def motion_balance_weights(
+    residual: torch.Tensor, frame_mask: torch.Tensor | None, params: MCDMLossParams
+) -> torch.Tensor:
+    """Per-window weights ``(B,)``: ``max(E, MIN_MOTION_ENERGY) ** -motion_balance``, ``E``
+    the mean squared scaled residual ``(B, T, C, h, w)`` over the window's real frames (the
+    residual scale makes it 1 on average over the TRAIN windows)."""
+    energy = per_sample_mse(residual, torch.zeros_like(residual), frame_mask)
+    return energy.clamp(min=MIN_MOTION_ENERGY).pow(-params.motion_balance)
+
+
 def mcdm_loss(
     unet: UNetSpatioTemporalConditionModel,
     batch: dict[str, torch.Tensor],
@@ -134,6 +155,7 @@ def mcdm_loss(
     params: MCDMLossParams,
     time_ids: str = "signals",
     residual_scale: float | None = None,
+    motion_tokens: int = 1,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """MSE between the UNet output and the v (or eps) target at a random timestep.
 
@@ -143,10 +165,13 @@ def mcdm_loss(
     and left out of the loss). ``time_ids``: ``"signals"`` or ``"zeros"``
     (:func:`~echomotion.diffusion.conditioning.condition_time_ids`). ``residual_scale``:
     diffuse ``(latents - ref_latent) * residual_scale`` (the clean reference) instead of the
-    latents (:func:`~echomotion.diffusion.conditioning.to_residual`).
+    latents (:func:`~echomotion.diffusion.conditioning.to_residual`). ``motion_tokens``: the
+    context's token count (:func:`~echomotion.diffusion.conditioning.motion_context`).
+    With ``params.motion_balance`` each window's loss is weighted by
+    :func:`motion_balance_weights` (needs ``residual_scale``).
     """
     # 1. inputs
-    _check_mcdm_batch(unet, batch)
+    _check_mcdm_batch(unet, batch, motion_tokens)
     latents, ref, motion = (batch[k].float() for k in ("latents", "ref_latent", "motion"))
     if residual_scale is not None:
         latents = to_residual(latents, ref, residual_scale)
@@ -166,8 +191,13 @@ def mcdm_loss(
     noisy = scheduler.add_noise(latents, noise, t)
     # 4. prediction and (min-SNR weighted) loss
     ids = condition_time_ids(time_ids, fps, strength, dropped).to(device)
-    pred = unet_predict(unet, noisy, ref, motion, ids, t)
+    pred = unet_predict(unet, noisy, ref, motion, ids, t, motion_tokens)
     target = _diffusion_target(scheduler, latents, noise, t).float()
     per_sample = per_sample_mse(pred, target, batch.get("frame_mask"))  # (B,)
-    loss = (snr_weights(scheduler, t, params.snr_gamma) * per_sample).mean()
+    weights = snr_weights(scheduler, t, params.snr_gamma)
+    if params.motion_balance > 0:
+        if residual_scale is None:
+            raise ValueError("motion_balance weighs windows by their residual: needs residual")
+        weights = weights * motion_balance_weights(latents, batch.get("frame_mask"), params)
+    loss = (weights * per_sample).mean()
     return loss, {"loss": loss.item(), "motion_dropped": dropped.mean().item()}

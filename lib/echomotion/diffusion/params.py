@@ -23,6 +23,37 @@ TimeIds = Literal["signals", "zeros"]  # see echomotion.diffusion.conditioning
 GROUPNORM_GROUPS = 32  # hard-coded in diffusers' spatio-temporal blocks: widths must divide by it
 
 
+def token_width(context_dim: int, tokens: int) -> int:
+    """Width of each cross-attention token (the UNet's ``cross_attention_dim``) when a
+    ``context_dim`` condition is cut into ``tokens`` chunks, each followed by its one-hot
+    index (:func:`echomotion.diffusion.conditioning.motion_context`)."""
+    if tokens < 1 or context_dim % tokens:
+        raise ValueError(f"{tokens} motion tokens must divide the {context_dim}-d condition")
+    return context_dim if tokens == 1 else context_dim // tokens + tokens
+
+
+def context_dim_of(width: int, tokens: int) -> int:
+    """The condition's width for tokens ``width`` wide: the inverse of :func:`token_width`."""
+    return width if tokens == 1 else (width - tokens) * tokens
+
+
+def guidance_refusal(guidance_scale: float, cond_dropout: float | None) -> str | None:
+    """Why classifier-free guidance at ``guidance_scale`` cannot be used with a model trained
+    with ``cond_dropout`` (``None``: it can; an unknown ``cond_dropout`` is not refused).
+
+    Guidance extrapolates from the motion-dropped prediction; a model that never saw a
+    dropped motion has that branch untrained, and guidance would push every video towards
+    noise. The one rule behind the params check, the pipeline and ``echomotion-generate``.
+    """
+    if guidance_scale == 1.0 or cond_dropout != 0:
+        return None
+    return (
+        f"guidance_scale {guidance_scale} needs a model trained with the motion dropped for "
+        "some samples (cond_dropout > 0); this one was trained with cond_dropout 0, so its "
+        "unconditional branch is untrained"
+    )
+
+
 class VAEModelParams(Section):
     """Size of the latent autoencoder (the default is a tiny CPU model)."""
 
@@ -97,10 +128,23 @@ class MCDMModelParams(Section):
         "and an EF at sampling time. False: label-free.",
     )
 
+    motion_tokens: int = Field(
+        1,
+        ge=1,
+        description="Cross-attention tokens the condition is cut into, each with its one-hot "
+        "index (echomotion.diffusion.conditioning.motion_context); 1: the whole vector is one "
+        "token (the paper), which every position receives alike. Must divide context_dim.",
+    )
+
     @property
     def context_dim(self) -> int:
-        """Width of the cross-attention token: the motion vector, plus EF when conditioned."""
+        """Width of the condition: the motion vector, plus EF when conditioned."""
         return self.motion_dim + int(self.condition_ef)
+
+    @property
+    def token_width(self) -> int:
+        """Width of each cross-attention token (the UNet's ``cross_attention_dim``)."""
+        return token_width(self.context_dim, self.motion_tokens)
 
     @property
     def attention_levels(self) -> tuple[bool, ...]:
@@ -119,6 +163,11 @@ class MCDMModelParams(Section):
             raise ValueError(
                 f"attention needs one entry per level ({len(self.block_out_channels)}), at least "
                 f"one true (the motion token enters through attention), got {self.attention}"
+            )
+        if self.context_dim % self.motion_tokens:
+            raise ValueError(
+                f"motion_tokens ({self.motion_tokens}) must divide the condition's width "
+                f"({self.context_dim}: motion_dim{' + 1 for EF' if self.condition_ef else ''})"
             )
         for c in self.block_out_channels:
             if c % GROUPNORM_GROUPS or c % self.attention_head_dim:
@@ -202,4 +251,13 @@ class MCDMLossParams(Section):
     )
     noise_offset: float = Field(
         0.0, ge=0, description="Std of a per-sample, per-channel constant added to the noise."
+    )
+    motion_balance: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Exponent p of a per-window loss weight E**-p, E the window's mean "
+        "squared residual (its motion energy, 1 on average; floored at 0.05): p = 1 weighs "
+        "every window's error relative to its own motion, so a heart that moves little costs "
+        "as much to leave static as one that moves a lot; 0: off. Needs model.residual.",
     )

@@ -33,6 +33,9 @@ side file):
   known frames included, and mapped back to latents; a step callback sees the residuals.
 - ``cond_dropout``: the share of training samples whose motion was dropped. At 0 the
   unconditional branch never trained, so guidance (``guidance_scale != 1``) is refused.
+- ``motion_tokens``: the number of cross-attention tokens the condition is cut into
+  (:func:`~echomotion.diffusion.conditioning.motion_context`); pipelines saved before it
+  existed load with 1, their single token.
 
 **Loading.** ``save_pretrained`` also writes a loader module (:data:`LOADER_MODULE` ``.py``,
 which only imports this class from the installed ``echomotion``) and records it as
@@ -73,6 +76,7 @@ from echomotion.diffusion.conditioning import (
     motion_from_driving_video,
     to_residual,
 )
+from echomotion.diffusion.params import context_dim_of, guidance_refusal
 from echomotion.diffusion.unet import unet_predict
 from echomotion.diffusion.vae import decode_latents as decode_latent_frames
 from echomotion.diffusion.vae import downsampling, encode_images, frames_to_images
@@ -153,7 +157,9 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
     - ``time_ids``, ``condition_ef`` (then the UNet's ``cross_attention_dim`` is the motion
       dim + 1), ``residual_scale`` (``None``: the UNet denoises the latents);
     - ``cond_dropout``: the share of samples trained with the motion dropped (``None``:
-      unknown); at 0, guidance is refused.
+      unknown); at 0, guidance is refused;
+    - ``motion_tokens``: the cross-attention tokens the condition is cut into (then the
+      UNet's ``cross_attention_dim`` is the condition's width / K + K; 1: one token).
 
     To reload a pipeline with a ``mafe`` through this class, import the ``mafe``'s module
     first (diffusers imports no module a folder names);
@@ -180,6 +186,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         condition_ef: bool = False,
         residual_scale: float | None = None,
         cond_dropout: float | None = None,
+        motion_tokens: int = 1,
     ):
         super().__init__()
         if cond_dropout is not None and not 0 <= cond_dropout <= 1:
@@ -190,7 +197,13 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             raise ValueError(f"reference must be 'window_start' or 'random', got {reference!r}")
         if time_ids not in TIME_IDS:
             raise ValueError(f"time_ids must be one of {TIME_IDS}, got {time_ids!r}")
-        motion_dim = unet.config.cross_attention_dim - int(condition_ef)
+        width = unet.config.cross_attention_dim
+        if motion_tokens < 1 or (motion_tokens > 1 and width <= motion_tokens):
+            raise ValueError(
+                f"motion_tokens ({motion_tokens}) does not fit the UNet's cross_attention_dim "
+                f"({width})"
+            )
+        motion_dim = context_dim_of(width, motion_tokens) - int(condition_ef)
         _check_motion_stats(motion_mean, motion_std, motion_dim)
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler, mafe=mafe)
         self.register_to_config(
@@ -203,12 +216,14 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             condition_ef=bool(condition_ef),
             residual_scale=None if residual_scale is None else float(residual_scale),
             cond_dropout=None if cond_dropout is None else float(cond_dropout),
+            motion_tokens=int(motion_tokens),
         )
 
     @property
     def motion_dim(self) -> int:
-        """D of the motion vectors (the cross-attention width, less EF when conditioned)."""
-        return self.unet.config.cross_attention_dim - int(self.config.condition_ef)
+        """D of the motion vectors (the condition's width, less EF when conditioned)."""
+        width = context_dim_of(self.unet.config.cross_attention_dim, self.config.motion_tokens)
+        return width - int(self.config.condition_ef)
 
     # ---- saving and loading -------------------------------------------------------------
 
@@ -344,12 +359,9 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             )
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
-        if guidance_scale != 1.0 and self.config.cond_dropout == 0:
-            raise ValueError(
-                f"guidance_scale {guidance_scale} needs a model trained with the motion dropped "
-                "for some samples; this one was trained with cond_dropout 0, so its "
-                "unconditional branch is untrained: use guidance_scale 1 (guidance off)"
-            )
+        refusal = guidance_refusal(guidance_scale, self.config.cond_dropout)
+        if refusal:
+            raise ValueError(f"{refusal}: use guidance_scale 1 (guidance off)")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         unknown = [k for k in callback_inputs if k not in self._callback_tensor_inputs]
@@ -454,9 +466,11 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         conditional branch runs.
         """
         model_input = self.scheduler.scale_model_input(latents, t)
+        tokens = self.config.motion_tokens
         if guidance_scale == 1.0:
-            return unet_predict(self.unet, model_input, *conditions, t)
-        out = unet_predict(self.unet, torch.cat([model_input, model_input]), *conditions, t)
+            return unet_predict(self.unet, model_input, *conditions, t, tokens)
+        doubled = torch.cat([model_input, model_input])
+        out = unet_predict(self.unet, doubled, *conditions, t, tokens)
         uncond, cond = out.chunk(2)
         return uncond + guidance_scale * (cond - uncond)
 

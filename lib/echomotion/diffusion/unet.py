@@ -2,9 +2,10 @@
 
 Input per frame: 4 noisy latent channels + the 4 reference-frame latent channels (the same
 reference repeated over time), so ``in_channels = 8``. The motion vector ``(B, D)`` is the
-single cross-attention token (``cross_attention_dim = D``; ``D + 1`` with EF/100 first when
-``condition_ef``, the official EF+motion variant). The three ``added_time_ids`` are
-described in :mod:`echomotion.diffusion.conditioning`.
+cross-attention context: a single token (``cross_attention_dim = D``; ``D + 1`` with EF/100
+first when ``condition_ef``, the official EF+motion variant), or ``motion_tokens`` chunks of
+it with their one-hot indices (:func:`~echomotion.diffusion.conditioning.motion_context`).
+The three ``added_time_ids`` are described in :mod:`echomotion.diffusion.conditioning`.
 
 Latents are 28x28 (or 14x14); the UNet halves the size ``len(block_out_channels) - 1``
 times, so :func:`unet_predict` reflect-pads H and W up to a multiple of
@@ -21,13 +22,13 @@ from accelerate.utils import extract_model_from_parallel
 from diffusers import UNetSpatioTemporalConditionModel
 from einops import repeat
 
-from echomotion.diffusion.conditioning import NUM_ADDED_TIME_IDS
+from echomotion.diffusion.conditioning import NUM_ADDED_TIME_IDS, motion_context
 from echomotion.diffusion.params import MCDMModelParams
 
 
 def build_unet(params: MCDMModelParams) -> UNetSpatioTemporalConditionModel:
     """A freshly initialised video UNet; the levels of ``params.attention_levels`` have
-    spatial/temporal self-attention and cross-attention to the motion token."""
+    spatial/temporal self-attention and cross-attention to the motion tokens."""
     attention = params.attention_levels
     down = tuple(f"{'CrossAttn' if a else ''}DownBlockSpatioTemporal" for a in attention)
     up = tuple(f"{'CrossAttn' if a else ''}UpBlockSpatioTemporal" for a in reversed(attention))
@@ -40,7 +41,7 @@ def build_unet(params: MCDMModelParams) -> UNetSpatioTemporalConditionModel:
         addition_time_embed_dim=params.addition_time_embed_dim,
         projection_class_embeddings_input_dim=NUM_ADDED_TIME_IDS * params.addition_time_embed_dim,
         layers_per_block=params.layers_per_block,
-        cross_attention_dim=params.context_dim,
+        cross_attention_dim=params.token_width,
         num_attention_heads=tuple(
             c // params.attention_head_dim for c in params.block_out_channels
         ),
@@ -76,11 +77,14 @@ def unet_predict(
     motion: torch.Tensor,
     added_time_ids: torch.Tensor,
     timestep: torch.Tensor,
+    motion_tokens: int = 1,
 ) -> torch.Tensor:
     """The UNet output ``(B, T, C, h, w)`` for noisy latents ``(B, T, C, h, w)``.
 
     ``ref_latent`` ``(B, C, h, w)`` is repeated over T and concatenated on channels;
-    ``motion`` ``(B, D)`` becomes the single context token; ``timestep`` is a scalar or ``(B,)``.
+    ``motion`` ``(B, D)`` becomes the context of ``motion_tokens`` tokens
+    (:func:`~echomotion.diffusion.conditioning.motion_context`); ``timestep`` is a scalar
+    or ``(B,)``.
     ``unet`` may be wrapped (DDP, compile): it is called, not unwrapped, for the forward.
     """
     # 1. input: noisy latents next to the reference latent
@@ -91,7 +95,7 @@ def unet_predict(
     multiple = 2 ** extract_model_from_parallel(unet).num_upsamplers
     sample, offset = pad_to_multiple(sample, multiple)
     # 3. denoise, conditioned on the motion token and the time ids
-    context = motion[:, None, :]  # (B, 1, D)
+    context = motion_context(motion, motion_tokens)  # (B, K, width)
     out = unet(sample, timestep, context, added_time_ids, return_dict=False)[0]
     # 4. crop back to the latent size
     return crop_to(out, tuple(noisy_latents.shape[-2:]), offset)

@@ -212,12 +212,23 @@ def bootstrap_intervals(
 
 
 def regression_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """MAE, RMSE and R-squared (1 - SS_res / SS_tot; NaN for < 2 or constant truths)."""
+    """MAE, RMSE, R-squared (1 - SS_res / SS_tot; NaN for < 2 or constant truths), ``bias``
+    (mean of pred - truth) and Pearson's ``r`` (NaN for < 2 pairs or a constant side).
+
+    R-squared punishes a constant offset as much as scatter; ``r`` does not, so the two
+    tell a prediction that ranks right but sits off (a generator whose hearts all move too
+    little) from one that does not rank at all.
+    """
     truth, pred = np.asarray(truth, float), np.asarray(pred, float)
     if truth.shape != pred.shape:
         raise ValueError(f"truth {truth.shape} and pred {pred.shape} differ")
+    nan = float("nan")
     if len(truth) == 0:
-        return {"mae": float("nan"), "rmse": float("nan"), "r2": float("nan"), "n": 0}
+        return {"mae": nan, "rmse": nan, "r2": nan, "n": 0, "bias": nan, "r": nan}
     mae = float(mean_absolute_error(truth, pred))
     rmse = float(root_mean_squared_error(truth, pred))
-    return {"mae": mae, "rmse": rmse, "r2": r_squared(truth, pred), "n": len(truth)}
+    varies = len(truth) > 1 and truth.std() > 0 and pred.std() > 0
+    r = float(np.corrcoef(truth, pred)[0, 1]) if varies else nan
+    bias = float((pred - truth).mean())
+    return {"mae": mae, "rmse": rmse, "r2": r_squared(truth, pred), "n": len(truth),
+            "bias": bias, "r": r}  # fmt: skip

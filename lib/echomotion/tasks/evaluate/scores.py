@@ -215,20 +215,24 @@ def _pairs(videos: list[np.ndarray], eds_es: list[tuple[int, int]]) -> tuple[np.
 
 
 def _motion_items(data: EvalData, features: RaggedStore) -> list[dict]:
-    """Per synthetic video with a known motion source: its ED/ES and the driving video's."""
+    """Per synthetic video with a known motion source: its ED/ES and the driving video's
+    (each driving video read, and its ED/ES found, once however many videos it drives)."""
     table, items = data.store.table, []
     in_features = source_index(features.table["file_name"], [r.motion_source for r in data.records])
     in_store = source_index(table["file_name"], [r.motion_source for r in data.records])
+    drivers: dict[int, tuple[np.ndarray, tuple[int, int] | None]] = {}  # store row -> video, pair
     for i, record in enumerate(data.records):
         if in_features[i] < 0 or in_store[i] < 0:
             continue
         s = int(in_store[i])
+        if s not in drivers:
+            video = data.store.video(s)
+            ed, es, rate = int(table["ed"][s]), int(table["es"][s]), float(table["fps"][s])
+            drivers[s] = video, ed_es_or_detect(video, ed, es, rate)
+        driving, drive_pair = drivers[s]
         fps = record.fps if np.isfinite(record.fps) else float(table["fps"][s])
-        generated, driving = data.synthetic.read(i), data.store.video(s)
+        generated = data.synthetic.read(i)
         gen_pair = ed_es_or_detect(generated, record.ed, record.es, fps)
-        drive_pair = ed_es_or_detect(
-            driving, int(table["ed"][s]), int(table["es"][s]), float(table["fps"][s])
-        )
         if gen_pair is None or drive_pair is None:
             continue
         items.append(
@@ -380,8 +384,8 @@ def motion_scores(
     driving = (drive_ed, drive_es)
     cos_still = still_cosine(data, mafe, (gen_ed, gen_es), driving, batch, device)[:, driver]
     # 3. ED->ES flow of the generated vs the driving video
-    gen_flows = pair_flows(provider, gen_ed, gen_es)
-    epe = epe_matrix(gen_flows, pair_flows(provider, *driving))[:, driver]
+    epe = epe_matrix(pair_flows(provider, gen_ed, gen_es), pair_flows(provider, *driving))
+    epe = epe[:, driver]
     appearance = [data.records[it["index"]].appearance_source for it in items]
     out |= _motion_summary(cos, cos_still, epe, sources, appearance)
     # 4. the same within each mode (rows and columns of that mode's videos only)

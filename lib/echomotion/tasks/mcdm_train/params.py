@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from echomotion.diffusion.params import (
     MCDMLossParams,
@@ -54,3 +54,12 @@ class MCDMTrainParams(Section):
         description="Standardise the motion vector with the TRAIN statistics; False: raw "
         "(the official code), and the pipeline keeps identity statistics.",
     )
+
+    @model_validator(mode="after")
+    def _motion_balance_needs_residuals(self) -> MCDMTrainParams:
+        if self.loss.motion_balance > 0 and not self.model.residual:
+            raise ValueError(
+                f"loss.motion_balance ({self.loss.motion_balance}) weighs windows by their "
+                "residual from the reference: set model.residual true, or motion_balance 0"
+            )
+        return self

@@ -306,6 +306,7 @@ def train_mcdm(
             params=params.loss,
             time_ids=params.model.time_ids,
             residual_scale=data.residual_scale,
+            motion_tokens=params.model.motion_tokens,
         ),
         params,
         out_dir=out_dir,
@@ -328,6 +329,7 @@ def train_mcdm(
             condition_ef=params.model.condition_ef,
             residual_scale=data.residual_scale,
             cond_dropout=params.loss.cond_dropout,
+            motion_tokens=params.model.motion_tokens,
         )
         save_pipeline(pipe, Path(out_dir) / "pipeline")
     process_state().wait_for_everyone()
