@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import section
-from echomotion.edes import detect_ed_es, nearest_error
+from echomotion.edes import detect_ed_es, nearest_error, window_anchors
 from echomotion.stores.ragged import RaggedStore
 from echomotion.tasks.prepare.run import prepare_dataset
 
@@ -65,3 +65,18 @@ def test_edes_eval_on_the_phantom(tiny_dataset):
     assert metrics["ground_truth"] and metrics["videos"] == 8
     assert metrics["ed_error_frames"] <= 1.5 and metrics["es_error_frames"] <= 1.5
     assert metrics["videos_without_detection"] == 0
+
+
+def test_window_anchors_are_the_detected_eds_a_full_window_fits_after():
+    video = beating(n=60, period=20, phase0=3)  # ED at 3, 23, 43
+    anchors = window_anchors(video, fps=25.0, span=31)  # starts up to frame 29
+    assert nearest_error(anchors, np.array([3, 23])).max() <= 1 and len(anchors) == 2
+    assert (anchors + 31 <= 60).all()
+
+
+def test_window_anchors_fall_back_to_the_last_window_and_find_nothing_in_a_still_video():
+    late = beating(n=40, period=40, phase0=20)  # one ED, at about frame 20; windows start <= 9
+    assert window_anchors(late, fps=25.0, span=31).tolist() == [9]
+    assert window_anchors(beating(n=20), fps=25.0, span=31).size == 0  # shorter than a window
+    still = np.repeat(beating(1), 40, axis=0)
+    assert window_anchors(still, fps=25.0, span=31).size == 0

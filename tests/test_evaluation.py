@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -46,7 +48,7 @@ from echomotion.evaluation.privacy import (
     video_embeddings,
     write_filtered_dataset,
 )
-from echomotion.evaluation.synthetic import read_synthetic_table
+from echomotion.evaluation.synthetic import SyntheticRecord, read_synthetic_table
 from echomotion.evaluation.videos import (
     VideoSet,
     clip_frame_indices,
@@ -58,6 +60,7 @@ from echomotion.evaluation.videos import (
 from echomotion.mafe.model import MAFE
 from echomotion.mafe.params import MAFEModelParams
 from echomotion.reid.model import ReIDEncoder
+from echomotion.tasks.evaluate.transfer import ssim_scores
 from echomotion.video import write_video
 
 TINY_REID = {"widths": (8, 16), "blocks": (1, 1), "stem_stride": 2, "embedding_dim": 16}
@@ -457,3 +460,29 @@ def test_bootstrap_intervals_hold_the_estimate_and_shrink_with_agreement():
     for args in ((truth[:1], noisy[:1], 100), (truth, noisy, 0)):
         interval = bootstrap_intervals(*args, np.random.default_rng(0))
         assert all(np.isnan(v) for v in interval.values())
+
+
+def test_synthetic_table_reads_the_drivers_motion_start(tmp_path):
+    cols = ["FileName", "MotionSource", "AppearanceSource", "Mode", "MotionStart"]
+    root = write_synthetic_root(tmp_path / "a", ["s0"], columns=cols)
+    assert read_synthetic_table(root)[0].motion_start == 0  # empty cell: the first frame
+    with (root / "FileList.csv").open("w", newline="") as f:
+        f.write("FileName,MotionSource,AppearanceSource,Mode,MotionStart\ns0,real0,real1,self,7\n")
+    assert read_synthetic_table(root)[0].motion_start == 7
+
+
+def test_self_mode_ssim_compares_from_the_frame_the_video_started_at():
+    rng = np.random.default_rng(0)
+    driver, other = rng.integers(0, 255, (2, 12, 16, 16), dtype=np.uint8)
+    table = {"fps": np.array([25.0, 25.0]), "split": np.array(["TEST", "TEST"]),
+             "file_name": np.array(["d0", "o1"])}  # fmt: skip
+    record = SyntheticRecord("g", "d0", "d0", "self", 25.0, -1, -1, motion_start=5)
+    data = SimpleNamespace(
+        store=SimpleNamespace(table=table, video=lambda r: (driver, other)[r]),
+        records=[record],
+        synthetic=SimpleNamespace(read=lambda i: driver[5:9]),  # the driver from frame 5
+        split_rows=lambda split: np.array([0, 1]),
+    )
+    assert ssim_scores(data)["self_matched"] == pytest.approx(1.0)
+    data.records = [replace(record, motion_start=0)]
+    assert ssim_scores(data)["self_matched"] < 0.5

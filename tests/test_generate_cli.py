@@ -4,6 +4,7 @@ pipeline's frame rate, the container each suffix names, one-line errors, help te
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +14,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_edes import beating
 
 from conftest import REPO, moving_blob_video
-from echomotion.cli.generate import build_parser, main
+from echomotion.cli.generate import appearance_frame, build_parser, main, read_frames
 from echomotion.diffusion.losses import build_scheduler
 from echomotion.diffusion.params import MCDMModelParams, NoiseScheduleParams, VAEModelParams
 from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
 from echomotion.diffusion.unet import build_unet
 from echomotion.diffusion.vae import build_vae
+from echomotion.edes import detect_ed_es
 from echomotion.mafe.model import MAFE
 from echomotion.mafe.params import MAFEModelParams
 from echomotion.video import read_video, write_video
@@ -196,3 +199,23 @@ def test_generate_runs_as_a_module(cli):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=Path(tmp))
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
     assert "missing.avi: file not found" in done.stderr
+
+
+def test_an_ed_anchored_pipeline_takes_the_appearance_at_its_first_label_free_ed(cli, tmp_path):
+    pipeline = tmp_path / "ed_pipeline"
+    shutil.copytree(cli["tmp"] / "pipeline", pipeline)
+    index = pipeline / "model_index.json"
+    index.write_text(index.read_text().replace('"window_anchor": "any"', '"window_anchor": "ed"'))
+    write_video(tmp_path / "beat.avi", beating(n=60, period=20, phase0=7), 25.0)
+    video = read_frames(tmp_path / "beat.avi", (SIZE, SIZE), "--appearance")
+
+    def frame(*extra: str) -> int:
+        argv = ["--motion", "m.avi", "--appearance", "beat.avi", "--out", "o.avi", *extra]
+        return appearance_frame(build_parser().parse_args(argv), video)
+
+    first_ed = int(detect_ed_es(video.frames, 25.0).ed_all.min())
+    assert abs(first_ed - 7) <= 1 and frame("--pipeline", str(pipeline)) == first_ed
+    assert frame("--pipeline", str(pipeline), "--appearance-frame", "2") == 2
+    assert frame("--pipeline", str(cli["tmp"] / "pipeline")) == 0  # windows started anywhere
+    assert run(cli, "ed.avi", appearance=str(tmp_path / "beat.avi"),
+               extra=["--pipeline", str(pipeline)]) == 0  # fmt: skip

@@ -10,6 +10,7 @@ from echomotion.diffusion.losses import (
     mcdm_loss,
     motion_balance_weights,
     snr_weights,
+    training_timesteps,
 )
 from echomotion.diffusion.params import (
     MCDMLossParams,
@@ -322,3 +323,16 @@ def test_motion_balance_changes_the_loss_and_needs_the_residual_target():
                 "model": section.model.model_dump() | {"residual": False},
             }
         )
+
+
+def test_training_timesteps_shift_towards_high_noise_and_stay_uniform_at_one():
+    torch.manual_seed(0)
+    plain = training_timesteps(5, 1000)
+    torch.manual_seed(0)
+    assert torch.equal(plain, torch.randint(0, 1000, (5,)))  # shift 1: the official draws
+    torch.manual_seed(0)
+    uniform, shifted = training_timesteps(20000, 1000), training_timesteps(20000, 1000, 3.0)
+    assert abs(uniform.float().median() - 500) < 20 and abs(shifted.float().median() - 750) < 20
+    assert shifted.min() >= 0 and shifted.max() <= 999 and shifted.dtype == torch.long
+    with pytest.raises(ValueError, match="timestep_shift"):
+        MCDMLossParams(timestep_shift=0.5)  # below 1 would favour low noise

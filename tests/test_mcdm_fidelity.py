@@ -195,6 +195,45 @@ def test_random_phase_at_stride_one_draws_what_the_default_draws():
         assert torch.equal(a["latents"], phased[0]["latents"])
 
 
+def test_anchored_windows_start_at_an_anchor_and_videos_without_one_draw_as_before():
+    data = clips([30, 20], stride=2, anchors=[np.array([3, 11]), np.zeros(0, np.int64)])
+    starts = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        item = data[0]
+        frames = item["latents"][:, 0, 0, 0] - 1
+        starts.add(int(frames[0]))
+        assert (frames.diff() == 2).all() and item["ref_latent"][0, 0, 0] - 1 == frames[0]
+    assert starts == {3, 11}
+    plain = clips([30, 20], stride=2)
+    for seed in range(10):  # no anchor: the uniform draw, unchanged
+        torch.manual_seed(seed)
+        a = plain[1]
+        torch.manual_seed(seed)
+        assert torch.equal(a["latents"], data[1]["latents"])
+
+
+def test_anchors_that_leave_no_full_window_or_meet_a_phase_draw_are_refused():
+    with pytest.raises(ValueError, match="leave no full 7-frame window"):
+        clips([12], stride=2, anchors=[np.array([6])])
+    with pytest.raises(ValueError, match="random_phase"):
+        clips([12], stride=2, anchors=[np.array([0])], random_phase=True)
+    with pytest.raises(ValueError, match="1 videos, 2 anchor lists"):
+        clips([12], stride=2, anchors=[np.array([0]), np.array([0])])
+
+
+def test_ed_windows_need_the_window_start_reference_and_no_phase_draw():
+    section("mcdm_train", window_anchor="ed")  # the default's reference and phase
+    with pytest.raises(ValueError, match="set random_phase false"):
+        section("mcdm_train", window_anchor="ed", random_phase=True)
+    with pytest.raises(ValueError, match="set reference 'window_start'"):
+        section("mcdm_train", window_anchor="ed", reference="random")
+    assert tiny_pipeline(window_anchor="ed").config.window_anchor == "ed"
+    assert tiny_pipeline().config.window_anchor == "any"
+    with pytest.raises(ValueError, match="window_anchor must be 'any' or 'ed'"):
+        tiny_pipeline(window_anchor="es")
+
+
 def test_the_masked_loss_averages_over_real_frames_only():
     pred, target = torch.randn(2, 4, 3, 2, 2), torch.randn(2, 4, 3, 2, 2)
     plain = per_sample_mse(pred, target)
@@ -350,6 +389,7 @@ def test_training_with_every_official_option_saves_a_pipeline_that_samples(tmp_p
         schedule=NoiseScheduleParams(clip_sample=True, clip_sample_range=4.0),
         train=TrainParams(steps=2, batch_size=2, lr=1e-3, checkpoint_every=2, log_every=1),
         frame_stride=2, short_videos="pad", random_phase=True, normalize_motion=False,
+        window_anchor="any",
     )  # fmt: skip
     metrics = train_mcdm(latents, features, tmp_path / "vae", params, out_dir=tmp_path / "mcdm",
                          log_file=tmp_path / "train.tsv", seed=0)  # fmt: skip

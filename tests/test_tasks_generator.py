@@ -24,6 +24,7 @@ from echomotion.diffusion.loading import load_pipeline, sampling_scheduler
 from echomotion.diffusion.params import MCDMModelParams, VAEModelParams
 from echomotion.diffusion.vae import encode_frames
 from echomotion.echonet import read_file_list
+from echomotion.edes import window_anchors
 from echomotion.mafe.model import MAFE
 from echomotion.mafe.params import MAFEModelParams
 from echomotion.media import HEADER_HEIGHT, LABEL_WIDTH
@@ -56,7 +57,7 @@ SAMPLE = section("sample",
 )  # fmt: skip
 
 
-def mcdm_params(motion_dim: int, steps: int = 2) -> MCDMTrainParams:
+def mcdm_params(motion_dim: int, steps: int = 2, window_anchor: str = "any") -> MCDMTrainParams:
     return section("mcdm_train",
         model=MCDMModelParams(
             block_out_channels=(32, 32), motion_dim=motion_dim, num_frames=4,
@@ -66,6 +67,7 @@ def mcdm_params(motion_dim: int, steps: int = 2) -> MCDMTrainParams:
             steps=steps, batch_size=2, lr=1e-3, ema_decay=0.9, checkpoint_every=2, log_every=1
         ),
         frame_stride=2,  # 25 fps store -> 12.5 fps windows and videos
+        window_anchor=window_anchor,  # "any": the tests below need no prepared videos
     )  # fmt: skip
 
 
@@ -247,6 +249,7 @@ def test_sample_writes_a_valid_echonet_dataset(work, sampled):
     for row, record in zip(rows, records, strict=True):
         source = videos.row(sources[row["MotionSource"]])
         assert row["Synthetic"] == "1" and record.split == source["split"]
+        assert row["ReferenceFrame"] == row["MotionStart"] == "0"  # windows start anywhere
         assert record.ef == pytest.approx(source["ef"], abs=1e-4)
         same = row["AppearanceSource"] == row["MotionSource"]
         assert same == (row["Mode"] == "self")
@@ -254,6 +257,41 @@ def test_sample_writes_a_valid_echonet_dataset(work, sampled):
         assert video.frames.shape == (SAMPLE.num_frames, 64, 64) == (record.n_frames, 64, 64)
         assert video.fps == record.fps == 12.5  # the store's 25 fps / frame_stride 2
     assert (root / "VolumeTracings.csv").read_text().startswith("FileName,X1")
+
+
+def test_ed_anchored_training_and_sampling_start_at_a_label_free_ed(work, tmp_path):
+    """window_anchor 'ed': training windows start at detected ED frames, the pipeline says
+    so, and the sample stage takes each reference at the appearance video's first such ED
+    and compares each driver from its own (FileList ReferenceFrame / MotionStart)."""
+    tmp, videos = work["tmp"], RaggedStore(work["videos"])
+    params = mcdm_params(work["dim"], steps=1, window_anchor="ed")
+    with pytest.raises(ValueError, match="needs the prepared videos"):
+        train_mcdm(tmp / "latents.zarr", tmp / "features.zarr", tmp / "vae/model", params,
+                   out_dir=tmp_path / "x", log_file=tmp_path / "x.tsv", seed=SEED)  # fmt: skip
+    metrics = train_mcdm(
+        tmp / "latents.zarr", tmp / "features.zarr", tmp / "vae/model", params,
+        videos_path=work["videos"], out_dir=tmp_path / "mcdm", log_file=tmp_path / "m.tsv",
+        seed=SEED,
+    )  # fmt: skip
+    assert 0 < metrics["ed_anchored_videos"] <= metrics["train_videos"]
+    assert work["mcdm_metrics"]["ed_anchored_videos"] == 0  # windows that start anywhere
+    pipe = load_pipeline(tmp_path / "mcdm/pipeline", "ddim")
+    assert pipe.config.window_anchor == "ed"
+    sample_dataset(tmp_path / "mcdm/pipeline", work["videos"], tmp / "features.zarr",
+                   tmp_path / "syn", tmp_path / "plots", SAMPLE, seed=SEED)  # fmt: skip
+    with (tmp_path / "syn/FileList.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    index = {n: i for i, n in enumerate(videos.table["file_name"].astype(str))}
+    span = int((SAMPLE.num_frames - 1) / 12.5 * 25) + 1  # the window, in 25-fps frames
+
+    def first_ed(name: str) -> int:
+        found = window_anchors(videos.video(index[name]), 25.0, span)
+        return int(found[0]) if len(found) else 0
+
+    assert any(first_ed(r["AppearanceSource"]) > 0 for r in rows)  # not the first frame
+    for row in rows:
+        assert int(row["ReferenceFrame"]) == first_ed(row["AppearanceSource"])
+        assert int(row["MotionStart"]) == first_ed(row["MotionSource"])
 
 
 def test_sample_writes_previews_and_metrics(sampled):

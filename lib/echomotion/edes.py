@@ -85,3 +85,18 @@ def mean_error(errors: list[float]) -> float:
     """Mean of the finite frame errors; NaN when there is none (nothing to compare)."""
     finite = [e for e in errors if np.isfinite(e)]
     return float(np.mean(finite)) if finite else float("nan")
+
+
+def window_anchors(frames: np.ndarray, fps: float, span: int) -> np.ndarray:
+    """Label-free window starts of a grayscale ``(T, H, W)`` video: its detected ED frames
+    from which a window of ``span`` stored frames fits in the video. When every detected ED
+    is too late for one, the last full window (starting before the first ED); empty when
+    no ED is found or the video is shorter than ``span``."""
+    last = len(frames) - span
+    if last < 0:
+        return np.zeros(0, np.int64)
+    eds = detect_ed_es(frames, fps).ed_all.astype(np.int64)
+    if eds.size == 0:
+        return eds
+    fits = eds[eds <= last]
+    return fits if fits.size else np.array([min(int(eds.min()), last)], np.int64)

@@ -141,7 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--steps", type=_positive_int, default=25, help="denoising steps per window")
     add("--guidance", type=_non_negative_float, default=1.0, help="guidance scale (1: none)")
     add("--scheduler", choices=get_args(SamplerName), default="dpmsolver++", help="sampler")
-    add("--appearance-frame", type=int, default=0, help="frame of --appearance to copy")
+    add(
+        "--appearance-frame",
+        type=int,
+        help="frame of --appearance to copy (default: the "
+        "first; for a pipeline trained on ED-anchored windows, the first label-free ED)",
+    )
     add("--ed", type=int, help="ED frame of the driver, in its own numbering (default: detected)")
     add("--es", type=int, help="ES frame of the driver, in its own numbering (default: detected)")
     add("--ef", type=_percent, help="EF in percent (only for a pipeline trained with EF)")
@@ -190,6 +195,22 @@ def pipeline_spec(path: Path) -> tuple[tuple[int, int], float | None]:
         )
     height, width = config["frame_size"]
     return (height, width), config.get("fps")
+
+
+def appearance_frame(args: argparse.Namespace, appearance) -> int:
+    """``--appearance-frame``, or by default the first frame, or for a pipeline trained on
+    windows that start at end-diastole (``window_anchor`` "ed") the appearance video's first
+    label-free ED (the first frame when none is found, with a warning)."""
+    if args.appearance_frame is not None:
+        return args.appearance_frame
+    config = MotionConditionedVideoPipeline.load_config(args.pipeline)
+    if config.get("window_anchor", "any") != "ed":
+        return 0
+    found = detect_ed_es(appearance.frames, appearance.fps or 25.0).ed_all
+    if not len(found):
+        logger.warning("%s: no ED found; the reference is its first frame", args.appearance)
+        return 0
+    return int(found.min())
 
 
 def check_ef(path: Path, ef: float | None) -> None:
@@ -356,9 +377,10 @@ def generate(args: argparse.Namespace) -> None:
     check_ef(args.pipeline, args.ef)
     video = read_frames(args.motion, frame_size, "--motion")
     appearance = read_frames(args.appearance, frame_size, "--appearance")
-    if not 0 <= args.appearance_frame < len(appearance.frames):
+    frame = appearance_frame(args, appearance)
+    if not 0 <= frame < len(appearance.frames):
         raise InputError(
-            f"--appearance-frame {args.appearance_frame}: not a frame of {args.appearance} "
+            f"--appearance-frame {frame}: not a frame of {args.appearance} "
             f"(0..{len(appearance.frames) - 1})"
         )
     driver = driver_at(args, video, pipeline_fps)
@@ -375,7 +397,7 @@ def generate(args: argparse.Namespace) -> None:
                 args.steps, args.device)  # fmt: skip
     # 3. sample and write
     frames = pipe(
-        reference=appearance.frames[args.appearance_frame],
+        reference=appearance.frames[frame],
         motion=raw,  # (1, D)
         ef=args.ef,
         num_frames=num_frames,

@@ -38,6 +38,8 @@ from __future__ import annotations
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from echomotion.diffusion.params import token_width
+
 ADDED_TIME_IDS = ("fps", "noise_aug_strength", "motion_dropped")
 NUM_ADDED_TIME_IDS = len(ADDED_TIME_IDS)
 
@@ -79,11 +81,10 @@ def motion_context(motion: torch.Tensor, tokens: int = 1) -> torch.Tensor:
     each followed by its one-hot index ``(K,)``, so a dropped (all-zero) condition still
     gives K distinct keys.
     """
+    b, d = motion.shape
+    token_width(d, tokens)  # the one check that the tokens cut the condition evenly
     if tokens == 1:
         return motion[:, None, :]
-    b, d = motion.shape
-    if d % tokens:
-        raise ValueError(f"{tokens} motion tokens must divide the {d}-d condition")
     chunks = motion.reshape(b, tokens, d // tokens)
     index = torch.eye(tokens, device=motion.device, dtype=motion.dtype).expand(b, -1, -1)
     return torch.cat([chunks, index], dim=2)

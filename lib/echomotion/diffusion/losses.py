@@ -148,6 +148,19 @@ def motion_balance_weights(
     return energy.clamp(min=MIN_MOTION_ENERGY).pow(-params.motion_balance)
 
 
+def training_timesteps(
+    n: int, num_train_timesteps: int, shift: float = 1.0, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """``n`` training timesteps: uniform for ``shift`` 1 (``torch.randint``, the draws of
+    the official code), else ``floor(T * s*u / (1 + (s-1)*u))`` with ``u`` uniform, which
+    moves the median timestep from T/2 to T * s / (s + 1)."""
+    if shift == 1.0:
+        return torch.randint(0, num_train_timesteps, (n,), device=device)
+    u = torch.rand(n, device=device)
+    shifted = shift * u / (1.0 + (shift - 1.0) * u)
+    return (shifted * num_train_timesteps).long().clamp(max=num_train_timesteps - 1)
+
+
 def mcdm_loss(
     unet: UNetSpatioTemporalConditionModel,
     batch: dict[str, torch.Tensor],
@@ -183,7 +196,7 @@ def mcdm_loss(
     if params.ref_noise_aug > 0:
         ref = augment_reference(ref, strength)
     # 3. forward diffusion (noise offset: a constant per sample and channel, over T, h, w)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), device=device)
+    t = training_timesteps(b, scheduler.config.num_train_timesteps, params.timestep_shift, device)
     noise = torch.randn_like(latents)
     if params.noise_offset > 0:
         offset = torch.randn(b, 1, latents.shape[2], 1, 1, device=device)

@@ -16,6 +16,10 @@ ReferenceFrame = Literal["window_start", "random"]
 
 ShortVideos = Literal["drop", "pad"]
 
+# where training windows (and so the videos generated from their reference) start: any frame,
+# or a label-free ED (echomotion.edes.window_anchors)
+WindowAnchor = Literal["any", "ed"]
+
 
 TimeIds = Literal["signals", "zeros"]  # see echomotion.diffusion.conditioning
 
@@ -251,6 +255,13 @@ class MCDMLossParams(Section):
     )
     noise_offset: float = Field(
         0.0, ge=0, description="Std of a per-sample, per-channel constant added to the noise."
+    )
+    timestep_shift: float = Field(
+        1.0,
+        ge=1,
+        description="Training timesteps t = T * s*u / (1 + (s-1)*u), u uniform on [0, 1): "
+        "s > 1 spends more of the training at high noise, where a window's global motion "
+        "is decided (the timestep shift of SD3); 1: uniform (the official).",
     )
     motion_balance: float = Field(
         0.0,

@@ -124,6 +124,11 @@ def default_overlap(window: int) -> int:
     return min(max(window // 4, 1), window - 1)
 
 
+def _motion_dim(width: int, tokens: int, condition_ef: bool) -> int:
+    """D of the motion vectors of a UNet whose cross-attention tokens are ``width`` wide."""
+    return context_dim_of(width, tokens) - int(condition_ef)
+
+
 def _check_motion_stats(mean: list[float] | None, std: list[float] | None, dim: int) -> None:
     """Both or neither of ``motion_mean``/``motion_std``, ``dim`` long, std positive."""
     if (mean is None) != (std is None):
@@ -159,7 +164,10 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
     - ``cond_dropout``: the share of samples trained with the motion dropped (``None``:
       unknown); at 0, guidance is refused;
     - ``motion_tokens``: the cross-attention tokens the condition is cut into (then the
-      UNet's ``cross_attention_dim`` is the condition's width / K + K; 1: one token).
+      UNet's ``cross_attention_dim`` is the condition's width / K + K; 1: one token);
+    - ``window_anchor``: where the training windows started, ``"any"`` frame or a
+      label-free ED (``"ed"``: give the pipeline a reference frame at ED, as the sample stage
+      and ``echomotion-generate`` do).
 
     To reload a pipeline with a ``mafe`` through this class, import the ``mafe``'s module
     first (diffusers imports no module a folder names);
@@ -187,6 +195,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         residual_scale: float | None = None,
         cond_dropout: float | None = None,
         motion_tokens: int = 1,
+        window_anchor: str = "any",  # "any" | "ed" (diffusers needs a plain type)
     ):
         super().__init__()
         if cond_dropout is not None and not 0 <= cond_dropout <= 1:
@@ -195,6 +204,8 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             raise ValueError(f"residual_scale must be positive or None, got {residual_scale}")
         if reference not in ("window_start", "random"):
             raise ValueError(f"reference must be 'window_start' or 'random', got {reference!r}")
+        if window_anchor not in ("any", "ed"):
+            raise ValueError(f"window_anchor must be 'any' or 'ed', got {window_anchor!r}")
         if time_ids not in TIME_IDS:
             raise ValueError(f"time_ids must be one of {TIME_IDS}, got {time_ids!r}")
         width = unet.config.cross_attention_dim
@@ -203,8 +214,9 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
                 f"motion_tokens ({motion_tokens}) does not fit the UNet's cross_attention_dim "
                 f"({width})"
             )
-        motion_dim = context_dim_of(width, motion_tokens) - int(condition_ef)
-        _check_motion_stats(motion_mean, motion_std, motion_dim)
+        _check_motion_stats(
+            motion_mean, motion_std, _motion_dim(width, motion_tokens, condition_ef)
+        )
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler, mafe=mafe)
         self.register_to_config(
             fps=fps,
@@ -217,13 +229,14 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             residual_scale=None if residual_scale is None else float(residual_scale),
             cond_dropout=None if cond_dropout is None else float(cond_dropout),
             motion_tokens=int(motion_tokens),
+            window_anchor=window_anchor,
         )
 
     @property
     def motion_dim(self) -> int:
         """D of the motion vectors (the condition's width, less EF when conditioned)."""
-        width = context_dim_of(self.unet.config.cross_attention_dim, self.config.motion_tokens)
-        return width - int(self.config.condition_ef)
+        c = self.config
+        return _motion_dim(self.unet.config.cross_attention_dim, c.motion_tokens, c.condition_ef)
 
     # ---- saving and loading -------------------------------------------------------------
 

@@ -3,8 +3,10 @@
 ``FileList.csv`` has the EchoNet columns plus ``MotionSource`` (FileName of the real video
 whose motion vector drove the sample), ``AppearanceSource``, ``Mode`` (transfer / self)
 and ``Synthetic``; optional ``ED`` / ``ES`` give the generated video's frames matching the
-driving video's ED/ES. A row whose video is missing or unreadable is skipped with a
-warning; a table without the required columns raises :class:`TableError`.
+driving video's ED/ES, optional ``MotionStart`` the driving video's frame the generated
+video's first frame corresponds to (absent: 0, the first). A row whose video is missing
+or unreadable is skipped with a warning; a table without the required columns raises
+:class:`TableError`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ _FALSE = {"0", "false", "no", "n"}
 
 @dataclass(frozen=True)
 class SyntheticRecord:
-    """One synthetic video; ``ed``/``es`` are -1 and ``fps`` NaN when not given."""
+    """One synthetic video; ``ed``/``es`` are -1, ``fps`` NaN and ``motion_start`` 0 when not
+    given."""
 
     file_name: str
     motion_source: str
@@ -38,6 +41,7 @@ class SyntheticRecord:
     fps: float
     ed: int
     es: int
+    motion_start: int = 0
 
 
 def _int(text: str | None) -> int:
@@ -75,6 +79,7 @@ def read_synthetic_table(root: Path) -> list[SyntheticRecord]:
             fps=_float(r.get("FPS")),
             ed=_int(r.get("ED")),
             es=_int(r.get("ES")),
+            motion_start=max(_int(r.get("MotionStart")), 0),
         )
         for r in rows
     ]

@@ -249,8 +249,9 @@ def lv_scores(
 
 
 def lv_area_rows(data: EvalData, areas: _Areas) -> list[dict]:
-    """Long-format LV area over time: ``<driver>/driver`` (the real driving video, over the
-    span of its generated videos) and ``<driver>/<mode>`` per generated video."""
+    """Long-format LV area over time: ``<driver>/driver`` (the real driving video from the
+    frame its first generated video started at, over the span of its generated videos)
+    and ``<driver>/<mode>`` per generated video."""
     table = data.store.table
     in_store = source_index(table["file_name"], [r.motion_source for r in data.records])
     rows: list[dict] = []
@@ -268,7 +269,7 @@ def lv_area_rows(data: EvalData, areas: _Areas) -> list[dict]:
             curve = areas.of_synthetic(i)
             span = max(span, (len(curve) - 1) / gen_fps)
             curves.append((f"{driver}/{record.mode}", np.arange(len(curve)) / gen_fps, curve))
-        real = areas.of_real(s)
+        real = areas.of_real(s)[data.records[generated[0]].motion_start :]
         t = np.arange(len(real)) / fps
         keep = t <= span + 0.5 / fps
         curves.insert(0, (f"{driver}/driver", t[keep], real[keep]))

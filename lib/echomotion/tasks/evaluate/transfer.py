@@ -61,8 +61,8 @@ def appearance_scores(
 
 def ssim_scores(data: EvalData) -> dict:
     """Per self-mode video with its driver in the store: mean SSIM of time-matched frames
-    against the driver (matched) and the mean of it against the other real TEST videos
-    (mismatched)."""
+    against the driver from the frame the video started at (matched) and the mean of it
+    against the other real TEST videos (mismatched)."""
     table = data.store.table
     idx = _of_mode(data, "self")
     drivers = source_index(table["file_name"], [data.records[i].motion_source for i in idx])
@@ -75,7 +75,8 @@ def ssim_scores(data: EvalData) -> dict:
             continue
         record, video = data.records[i], data.synthetic.read(i)
         fps = record.fps if np.isfinite(record.fps) else float(table["fps"][d])
-        matched.append(mean_ssim(video, real[int(d)], fps, float(table["fps"][d])))
+        driving = real[int(d)][record.motion_start :]  # from the frame the video started at
+        matched.append(mean_ssim(video, driving, fps, float(table["fps"][d])))
         mismatched.append(
             np.nanmean([mean_ssim(video, real[r], fps, float(table["fps"][r])) for r in others])
         )

@@ -10,6 +10,7 @@ from echomotion.diffusion.params import (
     NoiseScheduleParams,
     ReferenceFrame,
     ShortVideos,
+    WindowAnchor,
 )
 from echomotion.section import Section
 from echomotion.training.params import LaunchParams, TrainParams
@@ -49,6 +50,14 @@ class MCDMTrainParams(Section):
         "start on that frame grid, as the official resampling does; with 'pad', windows that "
         "run past the end are padded. A no-op at frame_stride 1.",
     )
+    window_anchor: WindowAnchor = Field(
+        ...,
+        description="Where a training window starts: 'any' frame of the video (uniform over "
+        "the full windows), or 'ed', a label-free end-diastole (echomotion.edes: peaks of the "
+        "blood-pool area) from which a full window fits; the sample stage then takes its "
+        "reference frames at a label-free ED too. Videos without a detected ED fall back to "
+        "'any'.",
+    )
     normalize_motion: bool = Field(
         ...,
         description="Standardise the motion vector with the TRAIN statistics; False: raw "
@@ -61,5 +70,19 @@ class MCDMTrainParams(Section):
             raise ValueError(
                 f"loss.motion_balance ({self.loss.motion_balance}) weighs windows by their "
                 "residual from the reference: set model.residual true, or motion_balance 0"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ed_windows_have_no_phase_draw(self) -> MCDMTrainParams:
+        if self.window_anchor == "ed" and self.random_phase:
+            raise ValueError(
+                "window_anchor 'ed' starts each window at a detected ED frame, random_phase "
+                "draws its start: set random_phase false, or window_anchor 'any'"
+            )
+        if self.window_anchor == "ed" and self.reference != "window_start":
+            raise ValueError(
+                "window_anchor 'ed' anchors the reference frame (the window's first frame) at "
+                "ED: set reference 'window_start'"
             )
         return self

@@ -20,14 +20,16 @@ from echomotion.device import process_state
 from echomotion.diffusion.conditioning import ef_token
 from echomotion.diffusion.loading import MotionNormalizer
 from echomotion.diffusion.losses import build_scheduler, mcdm_loss
-from echomotion.diffusion.params import ReferenceFrame, ShortVideos
+from echomotion.diffusion.params import ReferenceFrame, ShortVideos, WindowAnchor
 from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
 from echomotion.diffusion.unet import build_unet
 from echomotion.diffusion.vae import load_vae
+from echomotion.edes import window_anchors
 from echomotion.params import Params
 from echomotion.stage import finish_training
 from echomotion.stores import features as features_store
 from echomotion.stores import latents as latents_store
+from echomotion.stores import videos as videos_store
 from echomotion.stores.features import video_motion
 from echomotion.stores.latents import all_latents
 from echomotion.stores.ragged import RaggedStore
@@ -51,7 +53,10 @@ class LatentClipDataset(Dataset):
 
     The start is uniform over the full windows of the video; with ``random_phase`` the
     phase (start modulo ``stride``) is drawn first and then the start on that frame grid,
-    as the official loader does (LabelfreeMCDM ``common/datasets.py`` l.232-242).
+    as the official loader does (LabelfreeMCDM ``common/datasets.py`` l.232-242). With
+    ``anchors`` (per item, the frames a full window may start at: label-free ED frames,
+    :func:`echomotion.edes.window_anchors`) the start is drawn from the item's anchors; an
+    item without any falls back to the uniform draw.
     Randomness comes from the global torch generator, which the training loop seeds per item.
     """
 
@@ -67,6 +72,7 @@ class LatentClipDataset(Dataset):
         reference: ReferenceFrame = "window_start",
         short_videos: ShortVideos = "drop",
         random_phase: bool = False,
+        anchors: list[np.ndarray] | None = None,
     ):
         span = window_span(n_frames, stride)
         lengths = offsets[videos + 1] - offsets[videos]
@@ -78,15 +84,29 @@ class LatentClipDataset(Dataset):
         self.motion, self.fps, self.n_frames = motion, fps, n_frames
         self.stride, self.reference = stride, reference
         self.short_videos, self.random_phase = short_videos, random_phase
+        if anchors is not None:
+            if len(anchors) != len(videos):
+                raise ValueError(f"{len(videos)} videos, {len(anchors)} anchor lists")
+            if random_phase:
+                raise ValueError("window anchors and random_phase both choose the start")
+            for video, frames in zip(videos, anchors, strict=True):
+                length = offsets[video + 1] - offsets[video]
+                if len(frames) and (frames.min() < 0 or frames.max() > length - span):
+                    raise ValueError(f"video {video}: anchors {frames.tolist()} leave no full "
+                                     f"{span}-frame window in its {length} frames")  # fmt: skip
+        self.anchors = anchors
 
     def __len__(self) -> int:
         return len(self.videos)
 
-    def window(self, length: int) -> tuple[int, int]:
-        """(first frame, real frames) of a random window of a ``length``-frame video; the
-        window's frames are ``first + stride * i`` for ``i < real frames`` (< n_frames: padded).
+    def window(self, length: int, anchors: np.ndarray | None = None) -> tuple[int, int]:
+        """(first frame, real frames) of a random window of a ``length``-frame video (one of
+        ``anchors`` when given and not empty); the window's frames are ``first + stride * i``
+        for ``i < real frames`` (< n_frames: padded).
         """
         n, stride = self.n_frames, self.stride
+        if anchors is not None and len(anchors):
+            return int(anchors[int(torch.randint(0, len(anchors), ()))]), n
         span = window_span(n, stride)
         if not self.random_phase:
             if length >= span:
@@ -120,7 +140,7 @@ class LatentClipDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         video = self.videos[index]
         first, length = int(self.offsets[video]), int(np.diff(self.offsets[video : video + 2])[0])
-        offset, real = self.window(length)
+        offset, real = self.window(length, None if self.anchors is None else self.anchors[index])
         start = first + offset
         ref = first + int(torch.randint(0, length, ()))
         if self.reference == "window_start":
@@ -159,6 +179,7 @@ class ClipData:
     normalizer: MotionNormalizer
     fps: float  # median frame rate of the training videos (the pipeline's default fps id)
     residual_scale: float | None = None  # 1 / RMS of the window residuals, when diffused
+    anchored_videos: int = 0  # videos whose windows start at a detected ED (window_anchor)
 
 
 def _feature_rows(features: RaggedStore, latents: RaggedStore, splits: tuple[str, ...]):
@@ -190,6 +211,31 @@ def _with_ef(features: RaggedStore, rows: np.ndarray, path: str | Path) -> np.nd
     return rows[~missing]
 
 
+def ed_anchors(
+    videos_path: str | Path, latents: RaggedStore, videos: np.ndarray, span: int
+) -> list[np.ndarray]:
+    """Per latents video in ``videos``, the label-free ED frames a ``span``-frame window may
+    start at (:func:`echomotion.edes.window_anchors` on the prepared video; empty: none)."""
+    store = RaggedStore(videos_path)
+    anchors = []
+    for video in videos:
+        name = latents.table["file_name"][video]
+        if store.table["file_name"][video] != name:
+            raise ValueError(f"{videos_path}: video {video} is not {name} of the latents store")
+        frames = store.video(int(video))
+        anchors.append(window_anchors(frames, float(store.table["fps"][video]), span))
+    missing = [
+        str(latents.table["file_name"][v])
+        for v, a in zip(videos, anchors, strict=True)
+        if not len(a)
+    ]
+    if missing:
+        logger.warning(
+            "%d videos without a detected ED: any window start %s", len(missing), missing
+        )
+    return anchors
+
+
 def _normalizer(features: RaggedStore, frame_size, normalize: bool) -> MotionNormalizer:
     """The TRAIN statistics of the features store, or identity statistics (raw motion)."""
     if normalize:
@@ -210,13 +256,17 @@ def load_clip_data(
     normalize_motion: bool = True,
     condition_ef: bool = False,
     residual: bool = False,
+    window_anchor: WindowAnchor = "any",
+    videos_path: str | Path | None = None,
 ) -> ClipData:
     """Latent windows (``n_frames`` every ``stride`` frames) of the videos of ``splits``
     that have a motion vector and are long enough (all, with ``short_videos="pad"``), and
     an EF label when ``condition_ef``; motion normalised with the features store's TRAIN
     statistics unless ``normalize_motion`` is False, then ``EF / 100`` prepended when
     ``condition_ef``. ``ClipData.fps`` is the windows' median frame rate; with ``residual``,
-    ``ClipData.residual_scale`` is the dataset's :meth:`LatentClipDataset.residual_scale`."""
+    ``ClipData.residual_scale`` is the dataset's :meth:`LatentClipDataset.residual_scale`.
+    With ``window_anchor="ed"`` windows start at label-free ED frames of the prepared videos
+    at ``videos_path`` (:func:`ed_anchors`)."""
     latents = RaggedStore(latents_path).load("latents")
     features = RaggedStore(features_path).load("motion")
     rows, videos = _feature_rows(features, latents, splits)
@@ -237,6 +287,11 @@ def load_clip_data(
         ef = torch.from_numpy(features.table["ef"][rows].astype(np.float32))
         motion = ef_token(motion, ef)  # (n, 1 + D)
     fps = latents.table["fps"][videos]
+    anchors = None
+    if window_anchor == "ed":
+        if videos_path is None:
+            raise ValueError("window_anchor 'ed' needs the prepared videos (videos_path)")
+        anchors = ed_anchors(videos_path, latents, videos, span)
     dataset = LatentClipDataset(
         all_latents(latents),
         latents.offsets,
@@ -248,9 +303,11 @@ def load_clip_data(
         reference,
         short_videos,
         random_phase,
+        anchors,
     )
     scale = dataset.residual_scale() if residual else None
-    return ClipData(dataset, normalizer, float(np.median(fps)) / stride, scale)
+    anchored = 0 if anchors is None else sum(len(a) > 0 for a in anchors)
+    return ClipData(dataset, normalizer, float(np.median(fps)) / stride, scale, anchored)
 
 
 def save_pipeline(pipe: MotionConditionedVideoPipeline, path: Path):
@@ -265,6 +322,7 @@ def train_mcdm(
     vae_dir: str | Path,
     params: MCDMTrainParams,
     *,
+    videos_path: str | Path | None = None,
     out_dir: str | Path,
     log_file: str | Path,
     seed: int,
@@ -287,6 +345,8 @@ def train_mcdm(
         normalize_motion=params.normalize_motion,
         condition_ef=params.model.condition_ef,
         residual=params.model.residual,
+        window_anchor=params.window_anchor,
+        videos_path=videos_path,
     )
     if data.normalizer.dim != params.model.motion_dim:
         raise ValueError(
@@ -330,6 +390,7 @@ def train_mcdm(
             residual_scale=data.residual_scale,
             cond_dropout=params.loss.cond_dropout,
             motion_tokens=params.model.motion_tokens,
+            window_anchor=params.window_anchor,
         )
         save_pipeline(pipe, Path(out_dir) / "pipeline")
     process_state().wait_for_everyone()
@@ -342,6 +403,7 @@ def train_mcdm(
         "motion_dim": data.normalizer.dim,
         "fps": data.fps,
         "residual_scale": data.residual_scale or 0.0,
+        "ed_anchored_videos": data.anchored_videos,
     }
 
 
@@ -356,6 +418,7 @@ def run(params: Params) -> None:
         features_store.PATH,
         "models/vae/model",
         params.mcdm_train,
+        videos_path=videos_store.PATH,
         out_dir=OUT,
         log_file="plots/mcdm_train/train.tsv",
         seed=params.mcdm_train.train.seed_or(params.shared.seed),

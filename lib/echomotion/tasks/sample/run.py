@@ -7,6 +7,11 @@ labels (EF, ESV, EDV) are the motion source's: the motion carries the cardiac fu
 With ``params.protocol`` "official" (the LabelfreeMCDM evaluation protocol) the sources
 are sorted by file name and each drives one ``self`` video whose reference is a random
 frame (seeded) of the same video; ``params.max_sources`` keeps the first N sources.
+
+A pipeline trained on windows that start at end-diastole (``mcdm_train.window_anchor``
+"ed") gets its reference frames at a label-free ED of the appearance video
+(:func:`echomotion.edes.window_anchors`), and the driving video is compared from its own
+first such ED. ``FileList.csv`` records both frames (``ReferenceFrame``, ``MotionStart``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +32,7 @@ from echomotion.device import resolve_device
 from echomotion.diffusion.loading import load_pipeline
 from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
 from echomotion.echonet import FILE_LIST, FILE_LIST_COLUMNS, TRACING_COLUMNS, TRACINGS, VIDEOS
+from echomotion.edes import window_anchors
 from echomotion.media import PreviewRow, labelled_grid, labelled_video, save_gif, save_png
 from echomotion.params import Params, write_used_params
 from echomotion.stage import write_json
@@ -41,19 +47,23 @@ from echomotion.video import resample_indices, write_video
 logger = logging.getLogger(__name__)
 
 
-EXTRA_COLUMNS = ("Synthetic", "MotionSource", "AppearanceSource", "Mode")
+EXTRA_COLUMNS = (
+    "Synthetic", "MotionSource", "AppearanceSource", "Mode", "ReferenceFrame", "MotionStart"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Source:
     """One motion source: its video (index in videos.zarr), its feature row and the
     appearance videos of its synthetic videos, and their reference frames (absent: the
-    first frame), by mode."""
+    first frame), by mode; ``motion_start``: the frame of the motion source its synthetic
+    videos are compared from."""
 
     video: int
     feature_row: int
     appearance: dict[str, int]
     reference_frame: dict[str, int] = field(default_factory=dict)
+    motion_start: int = 0
 
 
 def plan_sources(
@@ -88,17 +98,51 @@ def plan_official(
         if features.table["file_name"][row] != videos.table["file_name"][video]:
             raise ValueError(f"features row {row} does not match videos.zarr video {video}")
         frame = int(rng.integers(lengths[video]))
-        sources.append(Source(video, int(row), {"self": video}, {"self": frame}))
+        sources.append(Source(video, int(row), {"self": video}, {"self": frame}, frame))
     return sources
 
 
-def plan(videos: RaggedStore, features: RaggedStore, params: SampleParams, seed: int):
-    """The motion sources of ``params.protocol``, the first ``params.max_sources`` of them."""
+def at_end_diastole(sources: list[Source], videos: RaggedStore, span_seconds: float):
+    """``sources`` with every reference frame at the first label-free ED of its video from
+    which ``span_seconds`` fit (:func:`echomotion.edes.window_anchors`; none detected: the
+    first frame), and each motion source compared from its own such ED."""
+    first: dict[int, int] = {}
+
+    def anchor(video: int) -> int:
+        if video not in first:
+            fps = float(videos.table["fps"][video])
+            span = math.floor(span_seconds * fps) + 1 if fps > 0 else 1
+            found = window_anchors(videos.video(video), fps, span)
+            first[video] = int(found[0]) if len(found) else 0
+        return first[video]
+
+    return [
+        replace(s, reference_frame={m: anchor(v) for m, v in s.appearance.items()},
+                motion_start=anchor(s.video))
+        for s in sources
+    ]  # fmt: skip
+
+
+def plan(
+    videos: RaggedStore,
+    features: RaggedStore,
+    params: SampleParams,
+    seed: int,
+    window_anchor: str = "any",
+    fps: float = 0.0,
+):
+    """The motion sources of ``params.protocol``, the first ``params.max_sources`` of them;
+    for a pipeline trained on ED-anchored windows (``window_anchor`` "ed", the pipeline's
+    frame rate ``fps``) with their reference frames at ED (:func:`at_end_diastole`)."""
     if params.protocol == "official":
         sources = plan_official(videos, features, params.splits, seed)
     else:
         sources = plan_sources(videos, features, params.splits)
-    return sources[: params.max_sources]
+    sources = sources[: params.max_sources]
+    if window_anchor == "ed" and params.protocol != "official":
+        span = (params.num_frames - 1) / fps if fps > 0 else 0.0
+        sources = at_end_diastole(sources, videos, span)
+    return sources
 
 
 def generate_videos(
@@ -142,9 +186,17 @@ def _label(value: float) -> str:
 
 
 def file_list_row(
-    name: str, video: np.ndarray, fps: float, source: dict, appearance: str, mode: str
+    name: str,
+    video: np.ndarray,
+    fps: float,
+    source: dict,
+    appearance: str,
+    mode: str,
+    frames: tuple[int, int] = (0, 0),
 ) -> dict:
-    """The FileList.csv row of a synthetic video (labels carried from the motion ``source``)."""
+    """The FileList.csv row of a synthetic video (labels carried from the motion ``source``;
+    ``frames``: the appearance video's reference frame and the motion source's frame the
+    video is compared from)."""
     return {
         "FileName": name,
         "EF": _label(source["ef"]),
@@ -159,6 +211,8 @@ def file_list_row(
         "MotionSource": source["file_name"],
         "AppearanceSource": appearance,
         "Mode": mode,
+        "ReferenceFrame": frames[0],
+        "MotionStart": frames[1],
     }
 
 
@@ -223,9 +277,10 @@ def sample_dataset(
     pipe = load_pipeline(pipeline_dir, params.scheduler).to(device)
     videos, features = RaggedStore(videos_path), RaggedStore(features_path).load("motion")
     _check_frame_size(videos, pipe.config.frame_size)
-    sources = plan(videos, features, params, seed)
-    motions = torch.as_tensor(video_motion(features))  # (n_videos, D), raw
     fps = float(pipe.config.fps or 0.0)
+    anchor = pipe.config.get("window_anchor", "any")
+    sources = plan(videos, features, params, seed, anchor, fps)
+    motions = torch.as_tensor(video_motion(features))  # (n_videos, D), raw
     out_root, plots_dir = Path(out_root), Path(plots_dir)
     tmp = out_root.with_name(f".{out_root.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -245,9 +300,13 @@ def sample_dataset(
             name = f"{info['file_name']}_{mode}"
             write_video(tmp / VIDEOS / f"{name}.avi", video, fps or info["fps"], params.codec)
             appearance = str(videos.table["file_name"][source.appearance[mode]])
-            rows.append(file_list_row(name, video, fps or info["fps"], info, appearance, mode))
+            frames = (source.reference_frame.get(mode, 0), source.motion_start)
+            rows.append(
+                file_list_row(name, video, fps or info["fps"], info, appearance, mode, frames)
+            )
         if len(previews) < params.preview_sources:
-            driver = time_matched(videos.video(source.video), info["fps"], fps, params.num_frames)
+            driving = videos.video(source.video)[source.motion_start :]
+            driver = time_matched(driving, info["fps"], fps, params.num_frames)
             names = [str(videos.table["file_name"][source.appearance[m]]) for m in modes]
             shown = {m: (v, r, n) for m, v, r, n in zip(modes, synthetic, refs, names, strict=True)}
             previews.append(preview_rows(driver, str(info["file_name"]), shown))
