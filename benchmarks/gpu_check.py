@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import parse_device_args
-from echomotion.diffusion.conditioning import added_time_ids
+from echomotion.diffusion.conditioning import condition_time_ids
 from echomotion.diffusion.loading import sampling_scheduler
 from echomotion.diffusion.losses import build_scheduler, mcdm_loss, vae_loss
 from echomotion.diffusion.unet import build_unet, unet_predict
@@ -186,8 +186,11 @@ def mcdm_workload(c: Check) -> Workload:
         "ref_latent": torch.randn(b, ch, h, h),
         "motion": torch.randn(b, p.model.motion_dim),
         "fps": torch.full((b,), 16.0),
+        "heart_rate": torch.full((b,), 75.0),  # bpm, used by time_ids heart_rate only
     }
-    loss = partial(mcdm_loss, scheduler=build_scheduler(p.schedule), params=p.loss)
+    loss = partial(
+        mcdm_loss, scheduler=build_scheduler(p.schedule), params=p.loss, time_ids=p.model.time_ids
+    )
     shape = f"{b} x {t} frames x {ch}x{h}x{h}"
     return Workload(build_unet(model_params), batch, loss, shape, samples=b)
 
@@ -231,7 +234,10 @@ def denoiser_inputs(c: Check) -> dict[str, Tensor]:
         "noisy": torch.randn(1, c.frames, m.latent_channels, h, h),
         "ref": torch.randn(1, m.latent_channels, h, h),
         "motion": torch.randn(1, m.motion_dim),
-        "ids": added_time_ids(torch.full((1,), 16.0), zero, zero),  # fps 16, no aug, not dropped
+        # fps 16, no aug, not dropped, 75 bpm (used by time_ids heart_rate only)
+        "ids": condition_time_ids(
+            m.time_ids, torch.full((1,), 16.0), zero, zero, torch.full((1,), 75.0)
+        ),
     }
 
 

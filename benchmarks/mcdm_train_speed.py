@@ -57,6 +57,7 @@ class RandomClips(torch.utils.data.Dataset):
             "ref_latent": self.latents[i, 0],
             "motion": self.motion[i],
             "fps": torch.tensor(25.0),
+            "heart_rate": torch.tensor(75.0),  # bpm, used by time_ids heart_rate only
         }
 
 
@@ -75,7 +76,12 @@ def seconds_per_step(
 ) -> float:
     """Mean seconds of an optimizer step, timed between loss calls after ``warmup`` steps
     (start-up, checkpoints and the final save are not counted)."""
-    loss = partial(mcdm_loss, scheduler=build_scheduler(params.schedule), params=params.loss)
+    loss = partial(
+        mcdm_loss,
+        scheduler=build_scheduler(params.schedule),
+        params=params.loss,
+        time_ids=params.model.time_ids,
+    )
     stamps: list[float] = []
 
     def timed_loss(model, batch):

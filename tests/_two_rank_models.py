@@ -93,10 +93,12 @@ def mcdm_case(g):
         "latents": torch.randn(4, *latent, generator=g),
         "ref_latent": torch.randn(*latent, generator=g),
         "motion": torch.randn(m.motion_dim, generator=g),
+        "heart_rate": 50 + 60 * torch.rand((), generator=g),  # bpm, used by time_ids heart_rate
     }
     loss = partial(
-        mcdm_loss, scheduler=build_scheduler(P.mcdm_train.schedule), params=P.mcdm_train.loss
-    )
+        mcdm_loss, scheduler=build_scheduler(P.mcdm_train.schedule), params=P.mcdm_train.loss,
+        time_ids=m.time_ids,
+    )  # fmt: skip
     return model, loss, item
 
 

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from conftest import section
-from echomotion.edes import detect_ed_es, nearest_error, window_anchors
+from echomotion.edes import (
+    detect_ed_es,
+    heart_rate_bpm,
+    nearest_error,
+    video_heart_rate,
+    window_anchors,
+)
 from echomotion.stores.ragged import RaggedStore
 from echomotion.tasks.prepare.run import prepare_dataset
 
@@ -80,3 +86,25 @@ def test_window_anchors_fall_back_to_the_last_window_and_find_nothing_in_a_still
     assert window_anchors(beating(n=20), fps=25.0, span=31).size == 0  # shorter than a window
     still = np.repeat(beating(1), 40, axis=0)
     assert window_anchors(still, fps=25.0, span=31).size == 0
+
+
+def test_heart_rate_is_sixty_fps_over_the_median_ed_interval():
+    assert heart_rate_bpm(np.array([3, 23, 43]), fps=25.0) == pytest.approx(75.0)
+    assert heart_rate_bpm(np.array([40, 0, 21, 60]), fps=50.0) == pytest.approx(150.0)  # 20
+    assert np.isnan(heart_rate_bpm(np.array([5]), fps=25.0))  # one ED: no interval
+    assert np.isnan(heart_rate_bpm(np.array([3, 23]), fps=0.0))  # frame rate unknown
+
+
+def test_video_heart_rate_is_label_free_and_nan_for_a_still_video():
+    for period, bpm in ((20, 75.0), (30, 50.0)):  # 25 fps
+        video = beating(n=90, period=period, phase0=3)
+        assert video_heart_rate(video, fps=25.0) == pytest.approx(bpm, rel=0.06)
+    still = np.repeat(beating(1), 40, axis=0)
+    assert np.isnan(video_heart_rate(still, fps=25.0))
+
+
+def test_window_anchors_take_already_detected_eds():
+    video = beating(n=60, period=20, phase0=3)
+    eds = detect_ed_es(video, 25.0).ed_all
+    assert window_anchors(video, 25.0, 31, eds).tolist() == window_anchors(video, 25.0, 31).tolist()
+    assert window_anchors(video, 25.0, 31, np.array([2, 40])).tolist() == [2]  # 40 does not fit

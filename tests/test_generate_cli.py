@@ -17,7 +17,13 @@ from PIL import Image
 from test_edes import beating
 
 from conftest import REPO, moving_blob_video
-from echomotion.cli.generate import appearance_frame, build_parser, main, read_frames
+from echomotion.cli.generate import (
+    appearance_frame,
+    build_parser,
+    heart_rate,
+    main,
+    read_frames,
+)
 from echomotion.diffusion.losses import build_scheduler
 from echomotion.diffusion.params import MCDMModelParams, NoiseScheduleParams, VAEModelParams
 from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
@@ -135,6 +141,8 @@ def test_mp4_without_an_h264_encoder_fails_before_any_work(cli, capsys, monkeypa
         ("a50.avi", "b.avi", "x.avi", ["--appearance-frame", "9"], "--appearance-frame 9"),
         ("a50.avi", "b.avi", "x.avi", ["--guidance", "-1"], "--guidance: must be a finite"),
         ("a50.avi", "b.avi", "x.avi", ["--steps", "0"], "--steps: must be >= 1, got 0"),
+        ("a50.avi", "b.avi", "x.avi", ["--heart-rate", "0"], "--heart-rate: must be > 0"),
+        ("a50.avi", "b.avi", "x.avi", ["--heart-rate", "70"], "trained without the heart rate"),
         ("a50.avi", "b.avi", "x.avi", ["--frames", "0"], "--frames: must be >= 1, got 0"),
         ("a50.avi", "b.avi", "x.avi", ["--frames", "two"], "got 'two'"),
         ("a50.avi", "b.avi", "x.avi", ["--device", "gpu9"], "not a torch device: 'gpu9'"),
@@ -219,3 +227,27 @@ def test_an_ed_anchored_pipeline_takes_the_appearance_at_its_first_label_free_ed
     assert frame("--pipeline", str(cli["tmp"] / "pipeline")) == 0  # windows started anywhere
     assert run(cli, "ed.avi", appearance=str(tmp_path / "beat.avi"),
                extra=["--pipeline", str(pipeline)]) == 0  # fmt: skip
+
+
+def test_a_heart_rate_pipeline_takes_the_drivers_label_free_heart_rate(cli, tmp_path):
+    tmp, dim = cli["tmp"], MAFE.from_pretrained(cli["tmp"] / "mafe").motion_vector_dim
+    model = MCDMModelParams(block_out_channels=(32, 32), motion_dim=dim, num_frames=4,
+                            time_ids="heart_rate")  # fmt: skip
+    vae = build_vae(VAEModelParams(block_out_channels=(8, 8, 16, 16), norm_num_groups=8))
+    MotionConditionedVideoPipeline(
+        vae, build_unet(model).eval(), build_scheduler(NoiseScheduleParams()), fps=PIPELINE_FPS,
+        motion_mean=[0.0] * dim, motion_std=[1.0] * dim, frame_size=[SIZE, SIZE],
+        time_ids="heart_rate", heart_rate=70.0,
+    ).save_pretrained(tmp_path / "hr")  # fmt: skip
+    write_video(tmp_path / "beat.avi", beating(n=90, period=20, phase0=3), 25.0)  # 75 bpm
+    video = read_frames(tmp_path / "beat.avi", (SIZE, SIZE), "--motion")
+
+    def rate(*extra: str) -> float | None:
+        argv = ["--motion", "beat.avi", "--appearance", "b.avi", "--out", "o.avi", *extra]
+        return heart_rate(build_parser().parse_args(argv), video)
+
+    assert rate("--pipeline", str(tmp_path / "hr")) == pytest.approx(75.0, rel=0.06)
+    assert rate("--pipeline", str(tmp_path / "hr"), "--heart-rate", "60") == 60.0
+    assert rate("--pipeline", str(tmp / "pipeline")) is None  # no heart-rate id
+    assert run(cli, "hr.avi", motion=str(tmp_path / "beat.avi"),
+               extra=["--pipeline", str(tmp_path / "hr")]) == 0  # fmt: skip

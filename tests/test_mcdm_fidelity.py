@@ -49,13 +49,18 @@ def tiny_pipeline(schedule: NoiseScheduleParams | None = None, **config):
     ef = config.get("condition_ef", False)
     pipe = MotionConditionedVideoPipeline(
         vae=vae,
-        unet=tiny_unet(condition_ef=ef).eval(),
+        unet=tiny_unet(**{"condition_ef": ef} | _heart_rate_ids(config)).eval(),
         scheduler=build_scheduler(schedule or NoiseScheduleParams()),
         fps=12.5,
         **config,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _heart_rate_ids(config: dict) -> dict:
+    """The UNet option a pipeline ``config`` with ``time_ids="heart_rate"`` needs (4 ids)."""
+    return {"time_ids": "heart_rate"} if config.get("time_ids") == "heart_rate" else {}
 
 
 def spy_time_ids(unet: torch.nn.Module) -> list[torch.Tensor]:
@@ -230,7 +235,7 @@ def test_ed_windows_need_the_window_start_reference_and_no_phase_draw():
         section("mcdm_train", window_anchor="ed", reference="random")
     assert tiny_pipeline(window_anchor="ed").config.window_anchor == "ed"
     assert tiny_pipeline().config.window_anchor == "any"
-    with pytest.raises(ValueError, match="window_anchor must be 'any' or 'ed'"):
+    with pytest.raises(ValueError, match="window_anchor must be one of"):
         tiny_pipeline(window_anchor="es")
 
 
@@ -280,6 +285,45 @@ def test_zero_time_ids_in_training():
     assert signals[:, 0].tolist() == [12.5, 25.0] and (signals[:, 2] == 1).all()
     with pytest.raises(ValueError, match="time_ids must be"):
         condition_time_ids("fps", torch.zeros(1), torch.zeros(1), torch.zeros(1))
+
+
+def test_heart_rate_time_id_in_training():
+    unet, scheduler = tiny_unet(time_ids="heart_rate"), build_scheduler(NoiseScheduleParams())
+    assert unet.config.projection_class_embeddings_input_dim == 4 * TINY["addition_time_embed_dim"]
+    calls = spy_time_ids(unet)
+    params = MCDMLossParams(cond_dropout=1.0)
+    rates = {"heart_rate": torch.tensor([60.0, 95.0])}
+    with torch.no_grad():
+        mcdm_loss(unet, batch() | rates, scheduler, params, time_ids="heart_rate")
+    ((ids, _),) = calls
+    assert ids.tolist() == [[12.5, 0.0, 1.0, 60.0], [25.0, 0.0, 1.0, 95.0]]  # kept when dropped
+    with pytest.raises(ValueError, match="needs each sample's heart rate"):
+        mcdm_loss(unet, batch(), scheduler, params, time_ids="heart_rate")
+
+
+def test_a_heart_rate_pipeline_feeds_the_given_or_its_training_heart_rate(tmp_path):
+    pipe = tiny_pipeline(time_ids="heart_rate", heart_rate=72.0)
+    pipe.save_pretrained(tmp_path / "pipe")
+    pipe = MotionConditionedVideoPipeline.from_pretrained(tmp_path / "pipe")
+    assert pipe.config.heart_rate == 72.0
+    calls = spy_time_ids(pipe.unet)
+    refs = np.zeros((2, SIZE, SIZE), np.uint8)
+    common = {"motion": torch.ones(1, D), "num_inference_steps": 1, "output_type": "latent"}
+    pipe(reference=refs, guidance_scale=2.0, heart_rate=[50.0, 100.0], **common)
+    pipe(reference=refs, **common)  # the training median
+    given, default = calls[0][0], calls[1][0]
+    assert given[:, 3].tolist() == [50.0, 100.0, 50.0, 100.0]  # [uncond, cond]: both branches
+    assert given[:, 2].tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert default[:, 3].tolist() == [72.0, 72.0]
+    for bad in (0.0, [60.0, 70.0, 80.0]):
+        with pytest.raises(ValueError, match="heart_rate must be 1 or 2 positive"):
+            pipe(reference=refs, heart_rate=bad, **common)
+    with pytest.raises(ValueError, match="pass `heart_rate`"):
+        tiny_pipeline(time_ids="heart_rate")(reference=refs, **common)
+    with pytest.raises(ValueError, match="trained with time_ids 'signals'"):
+        tiny_pipeline()(reference=refs, heart_rate=60.0, **common)
+    with pytest.raises(ValueError, match="heart_rate must be positive"):
+        tiny_pipeline(time_ids="heart_rate", heart_rate=-1.0)
 
 
 @pytest.mark.parametrize("time_ids", ["signals", "zeros"])

@@ -24,14 +24,14 @@ from echomotion.diffusion.loading import load_pipeline, sampling_scheduler
 from echomotion.diffusion.params import MCDMModelParams, VAEModelParams
 from echomotion.diffusion.vae import encode_frames
 from echomotion.echonet import read_file_list
-from echomotion.edes import window_anchors
+from echomotion.edes import video_heart_rate, window_anchors
 from echomotion.mafe.model import MAFE
 from echomotion.mafe.params import MAFEModelParams
 from echomotion.media import HEADER_HEIGHT, LABEL_WIDTH
 from echomotion.stores.ragged import RaggedStore, RaggedStoreWriter
 from echomotion.tasks.latents.run import encode_videos
 from echomotion.tasks.mcdm_train.params import MCDMTrainParams
-from echomotion.tasks.mcdm_train.run import LatentClipDataset, train_mcdm
+from echomotion.tasks.mcdm_train.run import LatentClipDataset, known_heart_rates, train_mcdm
 from echomotion.tasks.sample.run import EXTRA_COLUMNS, generate_videos, sample_dataset, time_matched
 from echomotion.tasks.vae_train.run import train_vae
 from echomotion.training.params import TrainParams
@@ -57,11 +57,13 @@ SAMPLE = section("sample",
 )  # fmt: skip
 
 
-def mcdm_params(motion_dim: int, steps: int = 2, window_anchor: str = "any") -> MCDMTrainParams:
+def mcdm_params(
+    motion_dim: int, steps: int = 2, window_anchor: str = "any", time_ids: str = "signals"
+) -> MCDMTrainParams:
     return section("mcdm_train",
         model=MCDMModelParams(
             block_out_channels=(32, 32), motion_dim=motion_dim, num_frames=4,
-            addition_time_embed_dim=8,
+            addition_time_embed_dim=8, time_ids=time_ids,
         ),
         train=TrainParams(
             steps=steps, batch_size=2, lr=1e-3, ema_decay=0.9, checkpoint_every=2, log_every=1
@@ -259,20 +261,23 @@ def test_sample_writes_a_valid_echonet_dataset(work, sampled):
     assert (root / "VolumeTracings.csv").read_text().startswith("FileName,X1")
 
 
+def train_with_prepared_videos(work, tmp_path, **options) -> dict:
+    """One-step MCDM training with ``options`` that read the prepared videos: refused
+    without them, then run with them into ``tmp_path / "mcdm"``; its metrics."""
+    tmp, params = work["tmp"], mcdm_params(work["dim"], steps=1, **options)
+    stores = (tmp / "latents.zarr", tmp / "features.zarr", tmp / "vae/model", params)
+    with pytest.raises(ValueError, match="need the prepared videos"):
+        train_mcdm(*stores, out_dir=tmp_path / "x", log_file=tmp_path / "x.tsv", seed=SEED)
+    return train_mcdm(*stores, videos_path=work["videos"], out_dir=tmp_path / "mcdm",
+                      log_file=tmp_path / "m.tsv", seed=SEED)  # fmt: skip
+
+
 def test_ed_anchored_training_and_sampling_start_at_a_label_free_ed(work, tmp_path):
     """window_anchor 'ed': training windows start at detected ED frames, the pipeline says
     so, and the sample stage takes each reference at the appearance video's first such ED
     and compares each driver from its own (FileList ReferenceFrame / MotionStart)."""
     tmp, videos = work["tmp"], RaggedStore(work["videos"])
-    params = mcdm_params(work["dim"], steps=1, window_anchor="ed")
-    with pytest.raises(ValueError, match="needs the prepared videos"):
-        train_mcdm(tmp / "latents.zarr", tmp / "features.zarr", tmp / "vae/model", params,
-                   out_dir=tmp_path / "x", log_file=tmp_path / "x.tsv", seed=SEED)  # fmt: skip
-    metrics = train_mcdm(
-        tmp / "latents.zarr", tmp / "features.zarr", tmp / "vae/model", params,
-        videos_path=work["videos"], out_dir=tmp_path / "mcdm", log_file=tmp_path / "m.tsv",
-        seed=SEED,
-    )  # fmt: skip
+    metrics = train_with_prepared_videos(work, tmp_path, window_anchor="ed")
     assert 0 < metrics["ed_anchored_videos"] <= metrics["train_videos"]
     assert work["mcdm_metrics"]["ed_anchored_videos"] == 0  # windows that start anywhere
     pipe = load_pipeline(tmp_path / "mcdm/pipeline", "ddim")
@@ -292,6 +297,43 @@ def test_ed_anchored_training_and_sampling_start_at_a_label_free_ed(work, tmp_pa
     for row in rows:
         assert int(row["ReferenceFrame"]) == first_ed(row["AppearanceSource"])
         assert int(row["MotionStart"]) == first_ed(row["MotionSource"])
+
+
+def test_heart_rate_training_and_sampling_use_label_free_heart_rates(work, tmp_path, monkeypatch):
+    """time_ids 'heart_rate': each training window carries its video's heart rate from the
+    detected EDs, the pipeline keeps their median, and the sample stage drives every video
+    with its driver's own."""
+    tmp, videos = work["tmp"], RaggedStore(work["videos"])
+    metrics = train_with_prepared_videos(work, tmp_path, time_ids="heart_rate")
+    assert metrics["ed_anchored_videos"] == 0 and work["mcdm_metrics"]["heart_rate_bpm"] == 0
+    train = np.flatnonzero(videos.table["split"].astype(str) == "TRAIN")
+    rates = [video_heart_rate(videos.video(v), 25.0) for v in train]
+    assert metrics["heart_rate_bpm"] == pytest.approx(np.nanmedian(rates))
+    assert 40 < metrics["heart_rate_bpm"] < 150  # the tiny phantom's hearts
+    pipe = load_pipeline(tmp_path / "mcdm/pipeline", "ddim")
+    assert pipe.config.heart_rate == pytest.approx(metrics["heart_rate_bpm"])
+    given = []
+
+    def recording(pipe, references, motion, params, seed, ef=None, heart_rate=None):
+        given.append(heart_rate)
+        return generate_videos(pipe, references, motion, params, seed, ef, heart_rate)
+
+    monkeypatch.setattr("echomotion.tasks.sample.run.generate_videos", recording)
+    sample_dataset(tmp_path / "mcdm/pipeline", work["videos"], tmp / "features.zarr",
+                   tmp_path / "syn", tmp_path / "plots", SAMPLE, seed=SEED)  # fmt: skip
+    with (tmp_path / "syn/FileList.csv").open(newline="") as f:
+        drivers = list(dict.fromkeys(r["MotionSource"] for r in csv.DictReader(f)))
+    index = {n: i for i, n in enumerate(videos.table["file_name"].astype(str))}
+    expected = [video_heart_rate(videos.video(index[n]), 25.0) for n in drivers]
+    assert given == pytest.approx(expected) and len(set(given)) > 1
+
+
+def test_unknown_heart_rates_take_the_median_or_a_fallback(caplog):
+    rates = known_heart_rates(np.array([60.0, np.nan, 90.0, 100.0]))
+    assert rates.tolist() == [60.0, 90.0, 90.0, 100.0]
+    with caplog.at_level("WARNING"):
+        assert known_heart_rates(np.array([np.nan, np.nan])).tolist() == [75.0, 75.0]
+    assert "no training video has two detected EDs" in caplog.text
 
 
 def test_sample_writes_previews_and_metrics(sampled):

@@ -87,16 +87,34 @@ def mean_error(errors: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def window_anchors(frames: np.ndarray, fps: float, span: int) -> np.ndarray:
+def window_anchors(
+    frames: np.ndarray, fps: float, span: int, eds: np.ndarray | None = None
+) -> np.ndarray:
     """Label-free window starts of a grayscale ``(T, H, W)`` video: its detected ED frames
-    from which a window of ``span`` stored frames fits in the video. When every detected ED
-    is too late for one, the last full window (starting before the first ED); empty when
-    no ED is found or the video is shorter than ``span``."""
+    (``eds`` when already detected) from which a window of ``span`` stored frames fits in
+    the video. When every detected ED is too late for one, the last full window (starting
+    before the first ED); empty when no ED is found or the video is shorter than ``span``."""
     last = len(frames) - span
     if last < 0:
         return np.zeros(0, np.int64)
-    eds = detect_ed_es(frames, fps).ed_all.astype(np.int64)
+    eds = detect_ed_es(frames, fps).ed_all if eds is None else eds
+    eds = np.asarray(eds, np.int64)
     if eds.size == 0:
         return eds
     fits = eds[eds <= last]
     return fits if fits.size else np.array([min(int(eds.min()), last)], np.int64)
+
+
+def heart_rate_bpm(eds: np.ndarray, fps: float) -> float:
+    """Beats per minute from detected ED frames ``eds`` of a video at ``fps``: 60 fps over
+    the median ED-to-ED interval; NaN with fewer than two EDs or no frame rate."""
+    gaps = np.diff(np.sort(np.asarray(eds, np.float64)))
+    if gaps.size == 0 or not fps > 0:
+        return float("nan")
+    return float(60.0 * fps / np.median(gaps))
+
+
+def video_heart_rate(frames: np.ndarray, fps: float) -> float:
+    """Label-free beats per minute of a grayscale ``(T, H, W)`` video at ``fps``
+    (:func:`heart_rate_bpm` of its detected ED frames); NaN when fewer than two are found."""
+    return heart_rate_bpm(detect_ed_es(frames, fps).ed_all, fps)

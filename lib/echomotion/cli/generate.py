@@ -8,10 +8,11 @@ output lasts as long as the driver (unless ``--frames`` is given). Its ED and ES
 come from the label-free detector (:func:`echomotion.edes.detect_ed_es`) unless
 ``--ed``/``--es`` give them in the driver's own frame numbering; MAFE turns that pair into
 the motion vector, normalised as in training. A pipeline trained with EF conditioning
-(``mcdm_train.model.condition_ef``) also needs the driver's ``--ef`` in percent. The
-appearance is one frame of the second video. Both videos are scaled to the pipeline's
-frame size. The suffix of ``--out`` picks the container: ``.avi`` (MJPEG), ``.mp4``
-(H.264), ``.mkv`` (lossless FFV1) or ``.gif``.
+(``mcdm_train.model.condition_ef``) also needs the driver's ``--ef`` in percent; one
+trained with the heart rate (``time_ids: heart_rate``) takes the driver's label-free heart
+rate (``--heart-rate`` overrides it). The appearance is one frame of the second video.
+Both videos are scaled to the pipeline's frame size. The suffix of ``--out`` picks the
+container: ``.avi`` (MJPEG), ``.mp4`` (H.264), ``.mkv`` (lossless FFV1) or ``.gif``.
 Any unusable input stops the command, before sampling, with exit status 2 and one line
 on stderr naming the value and the reason.
 """
@@ -41,7 +42,7 @@ from echomotion.diffusion.pipeline import (
     default_overlap,
     window_starts,
 )
-from echomotion.edes import detect_ed_es
+from echomotion.edes import detect_ed_es, video_heart_rate
 from echomotion.mafe.model import MAFE
 from echomotion.media import save_gif
 from echomotion.video import VideoReadError, read_video, resample_indices, write_video
@@ -89,6 +90,13 @@ def _non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0, got 0")
     return value
 
 
@@ -150,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ed", type=int, help="ED frame of the driver, in its own numbering (default: detected)")
     add("--es", type=int, help="ES frame of the driver, in its own numbering (default: detected)")
     add("--ef", type=_percent, help="EF in percent (only for a pipeline trained with EF)")
+    add(
+        "--heart-rate",
+        type=_positive_float,
+        help="beats per minute to draw (only for a pipeline trained with the heart rate; "
+        "default: the driver's, from its label-free ED frames)",
+    )
     add("--seed", type=int, default=0, help="random seed of the sampler")
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
     add("--device", type=_device, default=default_device, help="torch device to sample on")
@@ -211,6 +225,28 @@ def appearance_frame(args: argparse.Namespace, appearance) -> int:
         logger.warning("%s: no ED found; the reference is its first frame", args.appearance)
         return 0
     return int(found.min())
+
+
+def heart_rate(args: argparse.Namespace, video) -> float | None:
+    """The heart-rate id: ``--heart-rate``, or for a pipeline trained with it the driver's
+    label-free heart rate (None, the pipeline's training median, when fewer than two EDs
+    are found); ``--heart-rate`` for another pipeline is refused."""
+    takes_rate = MotionConditionedVideoPipeline.load_config(args.pipeline).get("time_ids")
+    if takes_rate != "heart_rate":
+        if args.heart_rate is not None:
+            raise InputError(
+                f"--heart-rate {args.heart_rate:g}: the pipeline {args.pipeline} was trained "
+                "without the heart rate; leave it out"
+            )
+        return None
+    if args.heart_rate is not None:
+        return args.heart_rate
+    rate = video_heart_rate(video.frames, video.fps or 25.0)
+    if math.isnan(rate):
+        logger.warning("%s: fewer than two EDs found; the training median heart rate is used",
+                       args.motion)  # fmt: skip
+        return None
+    return rate
 
 
 def check_ef(path: Path, ef: float | None) -> None:
@@ -384,6 +420,7 @@ def generate(args: argparse.Namespace) -> None:
             f"(0..{len(appearance.frames) - 1})"
         )
     driver = driver_at(args, video, pipeline_fps)
+    rate = heart_rate(args, video)
     # 2. models; raw motion vector of the driving ED/ES pair (the pipeline normalises it)
     pipe, mafe = load_models(args)
     raw = motion_from_driving_video(mafe, torch.from_numpy(driver.frames), driver.ed, driver.es)
@@ -400,6 +437,7 @@ def generate(args: argparse.Namespace) -> None:
         reference=appearance.frames[frame],
         motion=raw,  # (1, D)
         ef=args.ef,
+        heart_rate=rate,
         num_frames=num_frames,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,

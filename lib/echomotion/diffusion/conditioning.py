@@ -14,6 +14,12 @@ timestep embedding. Here they are, in order:
     else 0. Together with the zeroed motion vector it acts as a learned null condition that a
     genuine all-zero motion vector cannot be confused with.
 
+``heart_rate`` (``time_ids="heart_rate"`` only, a fourth id)
+    Beats per minute of the motion: in training the video's own, from its label-free ED
+    frames (:func:`echomotion.edes.heart_rate_bpm`); in sampling the driving video's. The
+    motion vector of an ED/ES pair says how far the walls travel, not when: without this id
+    the model draws every heart at the training set's typical rhythm.
+
 With ``time_ids="zeros"`` (the official code: train_motion.py l.492-495, sample_motion.py
 l.148) all three are zero in training and sampling, so the time embedding receives a learned
 constant and the motion token is the only condition.
@@ -35,13 +41,22 @@ pooled motion of the two last stages, 128 channels a chunk) by its own query.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from echomotion.diffusion.params import token_width
+from echomotion.diffusion.params import TimeIds, token_width
 
 ADDED_TIME_IDS = ("fps", "noise_aug_strength", "motion_dropped")
 NUM_ADDED_TIME_IDS = len(ADDED_TIME_IDS)
+
+
+def time_id_names(mode: str) -> tuple[str, ...]:
+    """The time ids the UNet gets for ``time_ids`` ``mode``, in order."""
+    if mode not in get_args(TimeIds):
+        raise ValueError(f"time_ids must be one of {get_args(TimeIds)}, got {mode!r}")
+    return ADDED_TIME_IDS + (("heart_rate",) if mode == "heart_rate" else ())
 
 
 def added_time_ids(
@@ -56,14 +71,22 @@ def condition_time_ids(
     fps: torch.Tensor,
     noise_aug_strength: torch.Tensor,
     motion_dropped: torch.Tensor,
+    heart_rate: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The time ids ``(B, 3)`` the UNet gets: :func:`added_time_ids` for ``"signals"``, all
-    zeros for ``"zeros"``."""
+    """The time ids ``(B, len(time_id_names(mode)))`` the UNet gets: :func:`added_time_ids`
+    for ``"signals"``, all zeros for ``"zeros"``, and for ``"heart_rate"`` those followed by
+    ``heart_rate`` ``(B,)`` (beats per minute; required)."""
+    names = time_id_names(mode)
     if mode == "zeros":
-        return torch.zeros(len(fps), NUM_ADDED_TIME_IDS, device=fps.device)
-    if mode != "signals":
-        raise ValueError(f"time_ids must be 'signals' or 'zeros', got {mode!r}")
-    return added_time_ids(fps, noise_aug_strength, motion_dropped)
+        return torch.zeros(len(fps), len(names), device=fps.device)
+    ids = added_time_ids(fps, noise_aug_strength, motion_dropped)
+    if mode != "heart_rate":
+        return ids
+    if heart_rate is None:
+        raise ValueError("time_ids 'heart_rate' needs each sample's heart rate (bpm)")
+    if heart_rate.shape != fps.shape:
+        raise ValueError(f"heart_rate must be {tuple(fps.shape)}, got {tuple(heart_rate.shape)}")
+    return torch.cat([ids, heart_rate.to(ids)[:, None]], dim=1)
 
 
 def ef_token(motion: torch.Tensor, ef: torch.Tensor) -> torch.Tensor:

@@ -174,8 +174,9 @@ def mcdm_loss(
 
     ``batch``: ``latents`` ``(B, T, C, h, w)`` and ``ref_latent`` ``(B, C, h, w)``, both scaled;
     ``motion`` ``(B, D)`` (the whole cross-attention token); optional ``fps`` ``(B,)`` (else
-    the fps id is 0) and ``frame_mask`` ``(B, T)`` (zero-padded frames of short windows are 0
-    and left out of the loss). ``time_ids``: ``"signals"`` or ``"zeros"``
+    the fps id is 0), ``heart_rate`` ``(B,)`` (bpm; needed by ``time_ids="heart_rate"``) and
+    ``frame_mask`` ``(B, T)`` (zero-padded frames of short windows are 0
+    and left out of the loss). ``time_ids``: ``"signals"``, ``"zeros"`` or ``"heart_rate"``
     (:func:`~echomotion.diffusion.conditioning.condition_time_ids`). ``residual_scale``:
     diffuse ``(latents - ref_latent) * residual_scale`` (the clean reference) instead of the
     latents (:func:`~echomotion.diffusion.conditioning.to_residual`). ``motion_tokens``: the
@@ -203,7 +204,9 @@ def mcdm_loss(
         noise = noise + params.noise_offset * offset
     noisy = scheduler.add_noise(latents, noise, t)
     # 4. prediction and (min-SNR weighted) loss
-    ids = condition_time_ids(time_ids, fps, strength, dropped).to(device)
+    heart_rate = batch.get("heart_rate")
+    heart_rate = None if heart_rate is None else heart_rate.to(device)
+    ids = condition_time_ids(time_ids, fps, strength, dropped, heart_rate).to(device)
     pred = unet_predict(unet, noisy, ref, motion, ids, t, motion_tokens)
     target = _diffusion_target(scheduler, latents, noise, t).float()
     per_sample = per_sample_mse(pred, target, batch.get("frame_mask"))  # (B,)

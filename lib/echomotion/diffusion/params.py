@@ -21,7 +21,7 @@ ShortVideos = Literal["drop", "pad"]
 WindowAnchor = Literal["any", "ed"]
 
 
-TimeIds = Literal["signals", "zeros"]  # see echomotion.diffusion.conditioning
+TimeIds = Literal["signals", "zeros", "heart_rate"]  # see echomotion.diffusion.conditioning
 
 
 GROUPNORM_GROUPS = 32  # hard-coded in diffusers' spatio-temporal blocks: widths must divide by it
@@ -116,7 +116,9 @@ class MCDMModelParams(Section):
         "signals",
         description="What the UNet's added time ids carry, in training and sampling: "
         "'signals' = fps, noise_aug_strength, motion_dropped; 'zeros' = all zero (the "
-        "official code), so the time embedding only gets a learned constant.",
+        "official code), so the time embedding only gets a learned constant; "
+        "'heart_rate' = the signals and a fourth id, the beats per minute from the label-free "
+        "ED frames (the training video's; in sampling the driver's).",
     )
     residual: bool = Field(
         False,

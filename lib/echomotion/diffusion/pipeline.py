@@ -25,8 +25,9 @@ side file):
   trained on ``(motion - motion_mean) / motion_std``, and the pipeline normalises the raw
   motion it is given (or that ``mafe`` extracts) the same way. A model trained on raw motion
   keeps mean 0, std 1.
-- ``time_ids``: ``"signals"`` (fps, noise_aug_strength and motion_dropped ids) or ``"zeros"``
-  (all zero, as the official code).
+- ``time_ids``: ``"signals"`` (fps, noise_aug_strength and motion_dropped ids), ``"zeros"``
+  (all zero, as the official code) or ``"heart_rate"`` (the signals and the heart rate in
+  beats per minute; ``heart_rate`` is then the training median, used when a call gives none).
 - ``condition_ef``: the token is ``[EF / 100, motion]``; each call then needs ``ef``.
 - ``residual_scale``: set when the UNet denoises a window's scaled difference from its
   reference latent (``MCDMModelParams.residual``). Each window is denoised in that space,
@@ -53,7 +54,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import PIL.Image
@@ -76,7 +77,12 @@ from echomotion.diffusion.conditioning import (
     motion_from_driving_video,
     to_residual,
 )
-from echomotion.diffusion.params import context_dim_of, guidance_refusal
+from echomotion.diffusion.params import (
+    TimeIds,
+    WindowAnchor,
+    context_dim_of,
+    guidance_refusal,
+)
 from echomotion.diffusion.unet import unet_predict
 from echomotion.diffusion.vae import decode_latents as decode_latent_frames
 from echomotion.diffusion.vae import downsampling, encode_images, frames_to_images
@@ -84,7 +90,6 @@ from echomotion.diffusion.vae import downsampling, encode_images, frames_to_imag
 Frames = np.ndarray | torch.Tensor
 OutputType = Literal["np", "pt", "pil", "latent"]
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
-TIME_IDS = ("signals", "zeros")
 EFInput = float | Sequence[float] | np.ndarray | torch.Tensor
 LOADER_MODULE = "motion_pipeline"  # stem of the loader module save_pretrained writes
 LOADER_DOC = '''"""Loader of this folder for ``diffusers.DiffusionPipeline.from_pretrained``: the
@@ -167,7 +172,9 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
       UNet's ``cross_attention_dim`` is the condition's width / K + K; 1: one token);
     - ``window_anchor``: where the training windows started, ``"any"`` frame or a
       label-free ED (``"ed"``: give the pipeline a reference frame at ED, as the sample stage
-      and ``echomotion-generate`` do).
+      and ``echomotion-generate`` do);
+    - ``heart_rate``: with ``time_ids="heart_rate"``, the median training heart rate (bpm),
+      the heart-rate id when a call gives none.
 
     To reload a pipeline with a ``mafe`` through this class, import the ``mafe``'s module
     first (diffusers imports no module a folder names);
@@ -196,6 +203,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         cond_dropout: float | None = None,
         motion_tokens: int = 1,
         window_anchor: str = "any",  # "any" | "ed" (diffusers needs a plain type)
+        heart_rate: float | None = None,
     ):
         super().__init__()
         if cond_dropout is not None and not 0 <= cond_dropout <= 1:
@@ -204,10 +212,14 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             raise ValueError(f"residual_scale must be positive or None, got {residual_scale}")
         if reference not in ("window_start", "random"):
             raise ValueError(f"reference must be 'window_start' or 'random', got {reference!r}")
-        if window_anchor not in ("any", "ed"):
-            raise ValueError(f"window_anchor must be 'any' or 'ed', got {window_anchor!r}")
-        if time_ids not in TIME_IDS:
-            raise ValueError(f"time_ids must be one of {TIME_IDS}, got {time_ids!r}")
+        if window_anchor not in get_args(WindowAnchor):
+            raise ValueError(
+                f"window_anchor must be one of {get_args(WindowAnchor)}, got {window_anchor!r}"
+            )
+        if time_ids not in get_args(TimeIds):
+            raise ValueError(f"time_ids must be one of {get_args(TimeIds)}, got {time_ids!r}")
+        if heart_rate is not None and not heart_rate > 0:
+            raise ValueError(f"heart_rate must be positive or None, got {heart_rate}")
         width = unet.config.cross_attention_dim
         if motion_tokens < 1 or (motion_tokens > 1 and width <= motion_tokens):
             raise ValueError(
@@ -230,6 +242,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             cond_dropout=None if cond_dropout is None else float(cond_dropout),
             motion_tokens=int(motion_tokens),
             window_anchor=window_anchor,
+            heart_rate=None if heart_rate is None else float(heart_rate),
         )
 
     @property
@@ -444,6 +457,29 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         values = torch.as_tensor(ef, dtype=torch.float32).reshape(-1).to(motion.device)
         return ef_token(motion, values.expand(motion.shape[0]))
 
+    def heart_rate_ids(
+        self, heart_rate: float | Sequence[float] | None, batch_size: int, device
+    ) -> torch.Tensor | None:
+        """The heart-rate ids ``(B,)`` (bpm) of a pipeline trained with
+        ``time_ids="heart_rate"``: ``heart_rate`` (one or ``batch_size`` positive values),
+        else the config's; ``None`` for other pipelines, which refuse a ``heart_rate``."""
+        if self.config.time_ids != "heart_rate":
+            if heart_rate is not None:
+                raise ValueError(
+                    f"`heart_rate` given, but this pipeline was trained with time_ids "
+                    f"{self.config.time_ids!r}, not 'heart_rate'"
+                )
+            return None
+        heart_rate = self.config.get("heart_rate") if heart_rate is None else heart_rate
+        if heart_rate is None:
+            raise ValueError("this pipeline conditions on the heart rate: pass `heart_rate` (bpm)")
+        values = torch.as_tensor(heart_rate, dtype=torch.float32).reshape(-1)
+        if len(values) not in (1, batch_size) or not (values > 0).all():
+            raise ValueError(
+                f"heart_rate must be 1 or {batch_size} positive values, got {values.tolist()}"
+            )
+        return values.expand(batch_size).to(device)
+
     # ---- denoising ----------------------------------------------------------------------
 
     def prepare_latents(
@@ -632,6 +668,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         guidance_scale: float = 1.0,
         noise_aug_strength: float = 0.0,
         fps: float | None = None,
+        heart_rate: float | Sequence[float] | None = None,
         ef: EFInput | None = None,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
@@ -656,6 +693,11 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             noise_aug_strength: std of noise added to the reference latent (the time id).
             fps: the ``fps`` time id (default: the pipeline's ``fps`` config, else 0; unused
                 with ``time_ids="zeros"``).
+            heart_rate: beats per minute of the motion to draw, one or per reference, the
+                heart-rate id of a pipeline trained with ``time_ids="heart_rate"`` (default:
+                the config's ``heart_rate``, the training median; the sample stage and
+                ``echomotion-generate`` give the driving video's, from its label-free ED
+                frames); refused by other pipelines.
             ef: ejection fraction(s) in percent, one or per reference: required by (and only
                 accepted by) a pipeline trained with ``condition_ef``.
             generator: the source of every random draw (initial noise, the noise of the
@@ -688,6 +730,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             motion, driving_video, ed, es, batch_size, motion_normalized
         )  # (B, D)
         motion = self.condition_token(motion, ef)  # (B, D [+ 1])
+        rates = self.heart_rate_ids(heart_rate, batch_size, ref_latent.device)  # (B,) | None
         if noise_aug_strength < 0:
             raise ValueError(f"noise_aug_strength must be >= 0, got {noise_aug_strength}")
         strength = torch.full((batch_size,), float(noise_aug_strength), device=ref_latent.device)
@@ -698,7 +741,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         def conditions_for(reference_latent: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return self._conditions(
                 reference_latent, motion, strength, fps or 0.0, guidance_scale,
-                self.config.time_ids,
+                self.config.time_ids, rates,
             )  # fmt: skip
 
         # 3. denoise window by window, one progress bar over every step
@@ -734,15 +777,19 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         fps: float,
         guidance_scale: float,
         time_ids: str = "signals",
+        heart_rate: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(reference latent, motion, time ids), batched [uncond, cond] when guiding; the
-        unconditional branch zeroes the whole token (EF included), as training's dropout."""
+        unconditional branch zeroes the whole token (EF included), as training's dropout,
+        and keeps the heart rate (``(B,)``, with ``time_ids="heart_rate"``), as training
+        keeps it when the motion is dropped."""
         fps_ids = torch.full_like(strength, fps)
         kept, dropped = torch.zeros_like(strength), torch.ones_like(strength)
-        cond = (ref_latent, motion, condition_time_ids(time_ids, fps_ids, strength, kept))
+        ids = condition_time_ids(time_ids, fps_ids, strength, kept, heart_rate)
+        cond = (ref_latent, motion, ids)
         if guidance_scale == 1.0:
             return cond
-        uncond_ids = condition_time_ids(time_ids, fps_ids, strength, dropped)
+        uncond_ids = condition_time_ids(time_ids, fps_ids, strength, dropped, heart_rate)
         return (
             torch.cat([ref_latent, ref_latent]),
             torch.cat([torch.zeros_like(motion), motion]),

@@ -5,7 +5,8 @@ reference repeated over time), so ``in_channels = 8``. The motion vector ``(B, D
 cross-attention context: a single token (``cross_attention_dim = D``; ``D + 1`` with EF/100
 first when ``condition_ef``, the official EF+motion variant), or ``motion_tokens`` chunks of
 it with their one-hot indices (:func:`~echomotion.diffusion.conditioning.motion_context`).
-The three ``added_time_ids`` are described in :mod:`echomotion.diffusion.conditioning`.
+The ``added_time_ids`` (three, or four with the heart rate) are described in
+:mod:`echomotion.diffusion.conditioning`.
 
 Latents are 28x28 (or 14x14); the UNet halves the size ``len(block_out_channels) - 1``
 times, so :func:`unet_predict` reflect-pads H and W up to a multiple of
@@ -22,7 +23,7 @@ from accelerate.utils import extract_model_from_parallel
 from diffusers import UNetSpatioTemporalConditionModel
 from einops import repeat
 
-from echomotion.diffusion.conditioning import NUM_ADDED_TIME_IDS, motion_context
+from echomotion.diffusion.conditioning import motion_context, time_id_names
 from echomotion.diffusion.params import MCDMModelParams
 
 
@@ -39,7 +40,8 @@ def build_unet(params: MCDMModelParams) -> UNetSpatioTemporalConditionModel:
         up_block_types=up,
         block_out_channels=params.block_out_channels,
         addition_time_embed_dim=params.addition_time_embed_dim,
-        projection_class_embeddings_input_dim=NUM_ADDED_TIME_IDS * params.addition_time_embed_dim,
+        projection_class_embeddings_input_dim=len(time_id_names(params.time_ids))
+        * params.addition_time_embed_dim,
         layers_per_block=params.layers_per_block,
         cross_attention_dim=params.token_width,
         num_attention_heads=tuple(

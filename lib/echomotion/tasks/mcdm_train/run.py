@@ -24,7 +24,7 @@ from echomotion.diffusion.params import ReferenceFrame, ShortVideos, WindowAncho
 from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
 from echomotion.diffusion.unet import build_unet
 from echomotion.diffusion.vae import load_vae
-from echomotion.edes import window_anchors
+from echomotion.edes import detect_ed_es, heart_rate_bpm, window_anchors
 from echomotion.params import Params
 from echomotion.stage import finish_training
 from echomotion.stores import features as features_store
@@ -47,7 +47,8 @@ class LatentClipDataset(Dataset):
     Item: ``latents`` ``(T, C, h, w)`` float32 (a random window), ``ref_latent``
     ``(C, h, w)`` (the window's first frame when ``reference`` is ``"window_start"``, else a
     random frame of the same video), ``motion`` ``(D,)`` (the video's conditioning token) and
-    ``fps`` ``()`` (the window's frame rate: the video's fps / ``stride``). With
+    ``fps`` ``()`` (the window's frame rate: the video's fps / ``stride``), and with
+    ``heart_rate`` (per item, beats per minute) ``heart_rate`` ``()``. With
     ``short_videos="pad"`` also ``frame_mask`` ``(T,)``: 1 for real frames, 0 for the zero
     latents that pad a window past the video's end.
 
@@ -73,6 +74,7 @@ class LatentClipDataset(Dataset):
         short_videos: ShortVideos = "drop",
         random_phase: bool = False,
         anchors: list[np.ndarray] | None = None,
+        heart_rate: np.ndarray | None = None,
     ):
         span = window_span(n_frames, stride)
         lengths = offsets[videos + 1] - offsets[videos]
@@ -94,7 +96,11 @@ class LatentClipDataset(Dataset):
                 if len(frames) and (frames.min() < 0 or frames.max() > length - span):
                     raise ValueError(f"video {video}: anchors {frames.tolist()} leave no full "
                                      f"{span}-frame window in its {length} frames")  # fmt: skip
-        self.anchors = anchors
+        if heart_rate is not None and (
+            len(heart_rate) != len(videos) or not np.all(np.asarray(heart_rate) > 0)
+        ):
+            raise ValueError(f"{len(videos)} videos need as many positive heart rates")
+        self.anchors, self.heart_rate = anchors, heart_rate
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -152,6 +158,8 @@ class LatentClipDataset(Dataset):
             "motion": self.motion[index],
             "fps": torch.tensor(float(self.fps[index]) / self.stride),
         }
+        if self.heart_rate is not None:
+            item["heart_rate"] = torch.tensor(float(self.heart_rate[index]))
         if self.short_videos == "pad":
             item["latents"], item["frame_mask"] = pad_window(item["latents"], self.n_frames)
         return item
@@ -179,7 +187,13 @@ class ClipData:
     normalizer: MotionNormalizer
     fps: float  # median frame rate of the training videos (the pipeline's default fps id)
     residual_scale: float | None = None  # 1 / RMS of the window residuals, when diffused
-    anchored_videos: int = 0  # videos whose windows start at a detected ED (window_anchor)
+    heart_rate: float | None = None  # median training heart rate (the pipeline's default id)
+
+    @property
+    def anchored_videos(self) -> int:
+        """Videos whose windows start at a detected ED (``window_anchor: ed``)."""
+        anchors = self.dataset.anchors
+        return 0 if anchors is None else sum(len(a) > 0 for a in anchors)
 
 
 def _feature_rows(features: RaggedStore, latents: RaggedStore, splits: tuple[str, ...]):
@@ -211,29 +225,58 @@ def _with_ef(features: RaggedStore, rows: np.ndarray, path: str | Path) -> np.nd
     return rows[~missing]
 
 
-def ed_anchors(
+@dataclass(frozen=True)
+class Beats:
+    """Label-free beats of the training videos, one entry per video."""
+
+    anchors: list[np.ndarray]  # ED frames a full window may start at (empty: none)
+    heart_rate: np.ndarray  # beats per minute from the ED-to-ED intervals (NaN: < 2 EDs)
+
+
+def label_free_beats(
     videos_path: str | Path, latents: RaggedStore, videos: np.ndarray, span: int
-) -> list[np.ndarray]:
-    """Per latents video in ``videos``, the label-free ED frames a ``span``-frame window may
-    start at (:func:`echomotion.edes.window_anchors` on the prepared video; empty: none)."""
+) -> Beats:
+    """ED detection (:func:`echomotion.edes.detect_ed_es`, once per video) on the prepared
+    videos at ``videos_path`` of latents videos ``videos``: the window starts
+    (:func:`echomotion.edes.window_anchors`, for ``span``-frame windows) and heart rates
+    (:func:`echomotion.edes.heart_rate_bpm`); videos without either are named in a warning."""
     store = RaggedStore(videos_path)
-    anchors = []
+    anchors, rates = [], []
     for video in videos:
         name = latents.table["file_name"][video]
         if store.table["file_name"][video] != name:
             raise ValueError(f"{videos_path}: video {video} is not {name} of the latents store")
-        frames = store.video(int(video))
-        anchors.append(window_anchors(frames, float(store.table["fps"][video]), span))
-    missing = [
-        str(latents.table["file_name"][v])
-        for v, a in zip(videos, anchors, strict=True)
-        if not len(a)
-    ]
-    if missing:
+        frames, fps = store.video(int(video)), float(store.table["fps"][video])
+        eds = detect_ed_es(frames, fps).ed_all
+        anchors.append(window_anchors(frames, fps, span, eds))
+        rates.append(heart_rate_bpm(eds, fps))
+    names = latents.table["file_name"][videos].astype(str)
+    if missing := [n for n, a in zip(names, anchors, strict=True) if not len(a)]:
         logger.warning(
             "%d videos without a detected ED: any window start %s", len(missing), missing
         )
-    return anchors
+    if unknown := names[np.isnan(rates)].tolist():
+        logger.warning("%d videos with fewer than two detected EDs: no heart rate %s",
+                       len(unknown), unknown)  # fmt: skip
+    return Beats(anchors, np.asarray(rates, np.float64))
+
+
+FALLBACK_HEART_RATE_BPM = 75.0  # a resting adult's; only when no training video has a rate
+
+
+def known_heart_rates(rates: np.ndarray) -> np.ndarray:
+    """``rates`` with the unknown (NaN) ones set to the median of the known ones, or all to
+    :data:`FALLBACK_HEART_RATE_BPM` (with a warning: the id then carries nothing) when no
+    video has two detected EDs."""
+    known = rates[np.isfinite(rates)]
+    if known.size == 0:
+        logger.warning(
+            "time_ids 'heart_rate': no training video has two detected EDs (clips shorter "
+            "than two beats?); every window gets %g bpm, so the id carries nothing",
+            FALLBACK_HEART_RATE_BPM,
+        )
+        return np.full(len(rates), FALLBACK_HEART_RATE_BPM)
+    return np.where(np.isfinite(rates), rates, np.median(known))
 
 
 def _normalizer(features: RaggedStore, frame_size, normalize: bool) -> MotionNormalizer:
@@ -258,6 +301,7 @@ def load_clip_data(
     residual: bool = False,
     window_anchor: WindowAnchor = "any",
     videos_path: str | Path | None = None,
+    heart_rate: bool = False,
 ) -> ClipData:
     """Latent windows (``n_frames`` every ``stride`` frames) of the videos of ``splits``
     that have a motion vector and are long enough (all, with ``short_videos="pad"``), and
@@ -266,7 +310,9 @@ def load_clip_data(
     ``condition_ef``. ``ClipData.fps`` is the windows' median frame rate; with ``residual``,
     ``ClipData.residual_scale`` is the dataset's :meth:`LatentClipDataset.residual_scale`.
     With ``window_anchor="ed"`` windows start at label-free ED frames of the prepared videos
-    at ``videos_path`` (:func:`ed_anchors`)."""
+    at ``videos_path``, and with ``heart_rate`` each item carries its video's label-free
+    heart rate (:func:`label_free_beats`; unknown: the median), and ``ClipData.heart_rate``
+    is their median."""
     latents = RaggedStore(latents_path).load("latents")
     features = RaggedStore(features_path).load("motion")
     rows, videos = _feature_rows(features, latents, splits)
@@ -287,11 +333,13 @@ def load_clip_data(
         ef = torch.from_numpy(features.table["ef"][rows].astype(np.float32))
         motion = ef_token(motion, ef)  # (n, 1 + D)
     fps = latents.table["fps"][videos]
-    anchors = None
-    if window_anchor == "ed":
+    anchors = rates = None
+    if window_anchor == "ed" or heart_rate:
         if videos_path is None:
-            raise ValueError("window_anchor 'ed' needs the prepared videos (videos_path)")
-        anchors = ed_anchors(videos_path, latents, videos, span)
+            raise ValueError("window_anchor 'ed' and heart rates need the prepared videos")
+        beats = label_free_beats(videos_path, latents, videos, span)
+        anchors = beats.anchors if window_anchor == "ed" else None
+        rates = known_heart_rates(beats.heart_rate) if heart_rate else None
     dataset = LatentClipDataset(
         all_latents(latents),
         latents.offsets,
@@ -304,10 +352,11 @@ def load_clip_data(
         short_videos,
         random_phase,
         anchors,
+        rates,
     )
     scale = dataset.residual_scale() if residual else None
-    anchored = 0 if anchors is None else sum(len(a) > 0 for a in anchors)
-    return ClipData(dataset, normalizer, float(np.median(fps)) / stride, scale, anchored)
+    rate = None if rates is None else float(np.median(rates))
+    return ClipData(dataset, normalizer, float(np.median(fps)) / stride, scale, rate)
 
 
 def save_pipeline(pipe: MotionConditionedVideoPipeline, path: Path):
@@ -331,7 +380,9 @@ def train_mcdm(
 
     Returns the metrics: ``steps``, ``resumed_from`` (-1: fresh start), last curve
     ``loss`` (NaN when no step was run), ``train_videos``, ``motion_dim``, ``fps``,
-    ``residual_scale`` (0 when the latents themselves are diffused).
+    ``residual_scale`` (0 when the latents themselves are diffused), ``ed_anchored_videos``,
+    ``heart_rate_bpm`` (the median training heart rate, the pipeline's default heart-rate
+    id; 0 without ``time_ids: heart_rate``).
     """
     # 1. data and a check of the conditioning width
     data = load_clip_data(
@@ -347,6 +398,7 @@ def train_mcdm(
         residual=params.model.residual,
         window_anchor=params.window_anchor,
         videos_path=videos_path,
+        heart_rate=params.model.time_ids == "heart_rate",
     )
     if data.normalizer.dim != params.model.motion_dim:
         raise ValueError(
@@ -391,6 +443,7 @@ def train_mcdm(
             cond_dropout=params.loss.cond_dropout,
             motion_tokens=params.model.motion_tokens,
             window_anchor=params.window_anchor,
+            heart_rate=data.heart_rate,
         )
         save_pipeline(pipe, Path(out_dir) / "pipeline")
     process_state().wait_for_everyone()
@@ -404,6 +457,7 @@ def train_mcdm(
         "fps": data.fps,
         "residual_scale": data.residual_scale or 0.0,
         "ed_anchored_videos": data.anchored_videos,
+        "heart_rate_bpm": data.heart_rate or 0.0,
     }
 
 

@@ -32,7 +32,7 @@ from echomotion.device import resolve_device
 from echomotion.diffusion.loading import load_pipeline
 from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
 from echomotion.echonet import FILE_LIST, FILE_LIST_COLUMNS, TRACING_COLUMNS, TRACINGS, VIDEOS
-from echomotion.edes import window_anchors
+from echomotion.edes import video_heart_rate, window_anchors
 from echomotion.media import PreviewRow, labelled_grid, labelled_video, save_gif, save_png
 from echomotion.params import Params, write_used_params
 from echomotion.stage import write_json
@@ -152,14 +152,18 @@ def generate_videos(
     params: SampleParams,
     seed: int,
     ef: float | None = None,
+    heart_rate: float | None = None,
 ) -> np.ndarray:
     """uint8 videos ``(B, T, H, W)``, one per reference frame ``(B, H, W)``, all driven by
     the raw ``motion`` ``(1, D)`` (the pipeline normalises it) and, for a pipeline trained
-    with EF, by the driver's ``ef`` (percent); deterministic given ``seed``."""
+    with EF, by the driver's ``ef`` (percent), for one trained with the heart rate, by the
+    driver's ``heart_rate`` (bpm; None: the pipeline's default); deterministic given
+    ``seed``."""
     return pipe(
         reference=references,
         motion=motion,
         ef=ef,
+        heart_rate=heart_rate,
         num_frames=params.num_frames,
         window_overlap=params.window_overlap,
         num_inference_steps=params.num_inference_steps,
@@ -167,6 +171,24 @@ def generate_videos(
         noise_aug_strength=params.noise_aug_strength,
         generator=torch.Generator().manual_seed(seed),
     ).frames
+
+
+def driver_heart_rate(
+    pipe: MotionConditionedVideoPipeline, videos: RaggedStore, video: int
+) -> float | None:
+    """The label-free heart rate (bpm) of the driving ``video`` when the pipeline conditions
+    on it (``time_ids: heart_rate``), else None; None also (the pipeline's training median
+    is used, and the video named) when fewer than two EDs are detected in it."""
+    if pipe.config.get("time_ids") != "heart_rate":
+        return None
+    rate = video_heart_rate(videos.video(video), float(videos.table["fps"][video]))
+    if math.isnan(rate):
+        logger.warning(
+            "%s: fewer than two EDs detected, the training median heart rate used",
+            videos.table["file_name"][video],
+        )
+        return None
+    return rate
 
 
 def driver_ef(pipe: MotionConditionedVideoPipeline, features: RaggedStore, row: int):
@@ -295,7 +317,8 @@ def sample_dataset(
         )  # (k, H, W)
         motion = motions[source.feature_row][None]  # (1, D)
         ef = driver_ef(pipe, features, source.feature_row)  # None: a label-free model
-        synthetic = generate_videos(pipe, refs, motion, params, seed + source.video, ef)
+        rate = driver_heart_rate(pipe, videos, source.video)  # None: no heart-rate id
+        synthetic = generate_videos(pipe, refs, motion, params, seed + source.video, ef, rate)
         for mode, video in zip(modes, synthetic, strict=True):
             name = f"{info['file_name']}_{mode}"
             write_video(tmp / VIDEOS / f"{name}.avi", video, fps or info["fps"], params.codec)
