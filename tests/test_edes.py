@@ -5,8 +5,10 @@ import pytest
 
 from conftest import section
 from echomotion.edes import (
+    Beats,
     detect_ed_es,
     heart_rate_bpm,
+    heart_rate_or_default,
     nearest_error,
     video_heart_rate,
     window_anchors,
@@ -108,3 +110,19 @@ def test_window_anchors_take_already_detected_eds():
     eds = detect_ed_es(video, 25.0).ed_all
     assert window_anchors(video, 25.0, 31, eds).tolist() == window_anchors(video, 25.0, 31).tolist()
     assert window_anchors(video, 25.0, 31, np.array([2, 40])).tolist() == [2]  # 40 does not fit
+
+
+def test_one_detection_gives_a_videos_window_anchors_and_heart_rate(monkeypatch, caplog):
+    video = beating(n=90, period=20, phase0=3)
+    calls = []
+    monkeypatch.setattr(
+        "echomotion.edes.detect_ed_es", lambda *a: calls.append(a) or detect_ed_es(*a)
+    )
+    beats = Beats.detect(video, 25.0)
+    assert beats.window_anchors(31).tolist() == window_anchors(video, 25.0, 31, beats.eds).tolist()
+    assert beats.heart_rate == pytest.approx(75.0, rel=0.06)
+    assert len(calls) == 1  # the anchors and the rate come from the one detection
+    assert Beats(np.array([3]), 90, 25.0).window_anchors(100).size == 0  # no window fits
+    assert heart_rate_or_default(72.0, "a.avi") == 72.0
+    assert heart_rate_or_default(float("nan"), "still.avi") is None
+    assert "still.avi: fewer than two EDs" in caplog.text

@@ -22,6 +22,7 @@ from echomotion.cli.generate import (
     build_parser,
     heart_rate,
     main,
+    pipeline_config,
     read_frames,
 )
 from echomotion.diffusion.losses import build_scheduler
@@ -219,7 +220,8 @@ def test_an_ed_anchored_pipeline_takes_the_appearance_at_its_first_label_free_ed
 
     def frame(*extra: str) -> int:
         argv = ["--motion", "m.avi", "--appearance", "beat.avi", "--out", "o.avi", *extra]
-        return appearance_frame(build_parser().parse_args(argv), video)
+        args = build_parser().parse_args(argv)
+        return appearance_frame(args, pipeline_config(args.pipeline), video)
 
     first_ed = int(detect_ed_es(video.frames, 25.0).ed_all.min())
     assert abs(first_ed - 7) <= 1 and frame("--pipeline", str(pipeline)) == first_ed
@@ -244,7 +246,8 @@ def test_a_heart_rate_pipeline_takes_the_drivers_label_free_heart_rate(cli, tmp_
 
     def rate(*extra: str) -> float | None:
         argv = ["--motion", "beat.avi", "--appearance", "b.avi", "--out", "o.avi", *extra]
-        return heart_rate(build_parser().parse_args(argv), video)
+        args = build_parser().parse_args(argv)
+        return heart_rate(args, pipeline_config(args.pipeline), video)
 
     assert rate("--pipeline", str(tmp_path / "hr")) == pytest.approx(75.0, rel=0.06)
     assert rate("--pipeline", str(tmp_path / "hr"), "--heart-rate", "60") == 60.0

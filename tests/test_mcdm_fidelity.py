@@ -496,12 +496,14 @@ def test_the_generate_command_takes_ef_exactly_for_an_ef_pipeline(tmp_path):
 
     for name, ef in (("plain", False), ("ef", True)):
         tiny_pipeline(condition_ef=ef).save_pretrained(tmp_path / name)
-    check_ef(tmp_path / "plain", None)
-    check_ef(tmp_path / "ef", 55.0)
+    plain, with_ef = tmp_path / "plain", tmp_path / "ef"
+    config = MotionConditionedVideoPipeline.load_config  # what pipeline_config returns
+    check_ef(plain, config(plain), None)
+    check_ef(with_ef, config(with_ef), 55.0)
     with pytest.raises(InputError, match="give the driver's --ef"):
-        check_ef(tmp_path / "ef", None)
+        check_ef(with_ef, config(with_ef), None)
     with pytest.raises(InputError, match=r"--ef 55: .* trained without EF"):
-        check_ef(tmp_path / "plain", 55.0)
+        check_ef(plain, config(plain), 55.0)
     args = ["--motion", "a.avi", "--appearance", "b.avi", "--out", "c.gif"]
     assert build_parser().parse_args([*args, "--ef", "62.5"]).ef == 62.5
     with pytest.raises(SystemExit):

@@ -347,6 +347,11 @@ def test_lv_ef_estimator_metrics_and_plots(run):
         assert 0 <= lv[f"{key}_mae_ci_low"] <= lv[f"{key}_mae_ci_high"], key
     # both transfer videos share one driver: no mismatched pair
     assert lv["self_n"] == 3 and lv["transfer_n"] == 2 and np.isnan(lv["transfer_mismatched_mae"])
+    # self_* are lossless copies of their drivers (read back through the synthetic reader):
+    # the estimator sees the same frames twice, so its own error on them cancels
+    assert lv["self_vs_estimated_driver_n"] == 3 and lv["self_vs_estimated_driver_mae"] < 0.2
+    assert lv["self_vs_estimated_driver_mae"] < lv["self_mae"]
+    assert lv["transfer_vs_estimated_driver_mae"] > 0  # copies of other videos than their driver
     scatter = read_csv(paths.plots / "ef_lv_scatter.csv")
     assert {"real_train", "real_test", "self"} <= {r["set"] for r in scatter}
     areas = read_csv(paths.plots / "lv_area.csv")

@@ -66,10 +66,17 @@ def run_train(tiny_dataset, out: Path, steps: int, **train):
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory) -> dict:
-    """A 2-step run into models/flow, then a second call continuing it to 4 steps."""
+    """A 2-step run into models/flow, a second call continuing it to 4 steps, and a third
+    (``dvc repro -f``: the checkpoints persist) resumed at its last step."""
     out = tmp_path_factory.mktemp("flow") / "models" / "flow"
     first = run_train(tiny_dataset, out, steps=2)
-    return {"out": out, "first": first, "second": run_train(tiny_dataset, out, steps=4)}
+    second = run_train(tiny_dataset, out, steps=4)
+    return {
+        "out": out,
+        "first": first,
+        "second": second,
+        "third": run_train(tiny_dataset, out, steps=4),
+    }
 
 
 def test_pairs_are_seeded_and_within_the_gap(tiny_dataset):
@@ -109,6 +116,14 @@ def test_flow_train_writes_model_curve_and_resumes(trained):
     metrics = second.as_dict()
     assert metrics["steps"] == 4 and metrics["resumed_from"] == 2
     assert metrics["val_epe_sector"] > 0 and np.isfinite(metrics["final_loss"])
+
+
+def test_a_run_resumed_at_its_last_step_keeps_the_last_curve_and_eval_rows(trained):
+    third = trained["third"]
+    assert third.result.resumed_from == 4 and third.result.history == []  # no step taken
+    again, before = third.as_dict(), trained["second"].as_dict()
+    assert again.pop("resumed_from") == 4 and before.pop("resumed_from") == 2
+    assert again == before  # every final_* and val_* value, exactly
 
 
 def test_a_short_run_with_the_default_params_lowers_the_phantom_epe(tiny_dataset, tmp_path):

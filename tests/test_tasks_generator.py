@@ -252,6 +252,7 @@ def test_sample_writes_a_valid_echonet_dataset(work, sampled):
         source = videos.row(sources[row["MotionSource"]])
         assert row["Synthetic"] == "1" and record.split == source["split"]
         assert row["ReferenceFrame"] == row["MotionStart"] == "0"  # windows start anywhere
+        assert row["HeartRate"] == ""  # time_ids "signals": no heart-rate id
         assert record.ef == pytest.approx(source["ef"], abs=1e-4)
         same = row["AppearanceSource"] == row["MotionSource"]
         assert same == (row["Mode"] == "self")
@@ -322,10 +323,13 @@ def test_heart_rate_training_and_sampling_use_label_free_heart_rates(work, tmp_p
     sample_dataset(tmp_path / "mcdm/pipeline", work["videos"], tmp / "features.zarr",
                    tmp_path / "syn", tmp_path / "plots", SAMPLE, seed=SEED)  # fmt: skip
     with (tmp_path / "syn/FileList.csv").open(newline="") as f:
-        drivers = list(dict.fromkeys(r["MotionSource"] for r in csv.DictReader(f)))
+        rows = list(csv.DictReader(f))
+    drivers = list(dict.fromkeys(r["MotionSource"] for r in rows))
     index = {n: i for i, n in enumerate(videos.table["file_name"].astype(str))}
     expected = [video_heart_rate(videos.video(index[n]), 25.0) for n in drivers]
     assert given == pytest.approx(expected) and len(set(given)) > 1
+    recorded = {r["MotionSource"]: float(r["HeartRate"]) for r in rows}  # the rate each used
+    assert [recorded[n] for n in drivers] == pytest.approx(expected, abs=0.005)
 
 
 def test_unknown_heart_rates_take_the_median_or_a_fallback(caplog):

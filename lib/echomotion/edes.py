@@ -9,11 +9,15 @@ ES. It needs no weights and no labels.
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 from scipy.signal import find_peaks
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,22 +91,47 @@ def mean_error(errors: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+@dataclass(frozen=True)
+class Beats:
+    """Label-free beats of one video: its detected ED frames (:func:`detect_ed_es`), its
+    length and frame rate; the window starts and heart rate are derived from them, so a
+    video is searched once for both."""
+
+    eds: np.ndarray  # detected ED frames (empty: none)
+    n_frames: int
+    fps: float
+
+    @classmethod
+    def detect(cls, frames: np.ndarray, fps: float) -> Beats:
+        """The beats of a grayscale ``(T, H, W)`` video at ``fps``."""
+        return cls(np.asarray(detect_ed_es(frames, fps).ed_all, np.int64), len(frames), fps)
+
+    @property
+    def heart_rate(self) -> float:
+        """Beats per minute (:func:`heart_rate_bpm`); NaN with fewer than two EDs."""
+        return heart_rate_bpm(self.eds, self.fps)
+
+    def window_anchors(self, span: int) -> np.ndarray:
+        """The ED frames from which a window of ``span`` stored frames fits in the video.
+        When every ED is too late for one, the last full window (starting before the first
+        ED); empty when no ED was found or the video is shorter than ``span``."""
+        last = self.n_frames - span
+        if last < 0 or self.eds.size == 0:
+            return np.zeros(0, np.int64)
+        fits = self.eds[self.eds <= last]
+        return fits if fits.size else np.array([min(int(self.eds.min()), last)], np.int64)
+
+
 def window_anchors(
     frames: np.ndarray, fps: float, span: int, eds: np.ndarray | None = None
 ) -> np.ndarray:
-    """Label-free window starts of a grayscale ``(T, H, W)`` video: its detected ED frames
-    (``eds`` when already detected) from which a window of ``span`` stored frames fits in
-    the video. When every detected ED is too late for one, the last full window (starting
-    before the first ED); empty when no ED is found or the video is shorter than ``span``."""
-    last = len(frames) - span
-    if last < 0:
-        return np.zeros(0, np.int64)
-    eds = detect_ed_es(frames, fps).ed_all if eds is None else eds
-    eds = np.asarray(eds, np.int64)
-    if eds.size == 0:
-        return eds
-    fits = eds[eds <= last]
-    return fits if fits.size else np.array([min(int(eds.min()), last)], np.int64)
+    """Label-free window starts of a grayscale ``(T, H, W)`` video
+    (:meth:`Beats.window_anchors`; ``eds``: its ED frames when already detected)."""
+    if eds is None:
+        if len(frames) < span:  # no window fits: nothing to detect
+            return np.zeros(0, np.int64)
+        return Beats.detect(frames, fps).window_anchors(span)
+    return Beats(np.asarray(eds, np.int64), len(frames), fps).window_anchors(span)
 
 
 def heart_rate_bpm(eds: np.ndarray, fps: float) -> float:
@@ -116,5 +145,15 @@ def heart_rate_bpm(eds: np.ndarray, fps: float) -> float:
 
 def video_heart_rate(frames: np.ndarray, fps: float) -> float:
     """Label-free beats per minute of a grayscale ``(T, H, W)`` video at ``fps``
-    (:func:`heart_rate_bpm` of its detected ED frames); NaN when fewer than two are found."""
-    return heart_rate_bpm(detect_ed_es(frames, fps).ed_all, fps)
+    (:attr:`Beats.heart_rate`); NaN when fewer than two EDs are found."""
+    return Beats.detect(frames, fps).heart_rate
+
+
+def heart_rate_or_default(rate: float, video: str) -> float | None:
+    """``rate`` when known; None (the pipeline's training median heart rate is then used)
+    with a warning naming ``video`` when it is NaN (fewer than two EDs detected)."""
+    if math.isnan(rate):
+        logger.warning("%s: fewer than two EDs detected; the training median heart rate is used",
+                       video)  # fmt: skip
+        return None
+    return rate

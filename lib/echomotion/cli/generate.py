@@ -42,7 +42,7 @@ from echomotion.diffusion.pipeline import (
     default_overlap,
     window_starts,
 )
-from echomotion.edes import detect_ed_es, video_heart_rate
+from echomotion.edes import detect_ed_es, heart_rate_or_default, video_heart_rate
 from echomotion.mafe.model import MAFE
 from echomotion.media import save_gif
 from echomotion.video import VideoReadError, read_video, resample_indices, write_video
@@ -192,9 +192,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--device {args.device}: CUDA is not available on this machine")
 
 
-def pipeline_spec(path: Path) -> tuple[tuple[int, int], float | None]:
-    """(frame size (H, W), training fps) of a saved pipeline, read from its
-    ``model_index.json`` so the inputs are checked before the weights load."""
+def pipeline_config(path: Path) -> dict:
+    """The ``model_index.json`` of a saved pipeline (its frame size, training fps, and what
+    it conditions on), read once so the inputs are checked before the weights load."""
     if not (path / "model_index.json").is_file():  # else diffusers asks the Hub for it
         raise InputError(f"--pipeline {path}: not a saved pipeline (model_index.json not found)")
     try:
@@ -207,17 +207,15 @@ def pipeline_spec(path: Path) -> tuple[tuple[int, int], float | None]:
             f"--pipeline {path}: model_index.json has no frame_size or motion statistics (a "
             "pipeline saved by an older mcdm_train, with conditioning.json); run mcdm_train again"
         )
-    height, width = config["frame_size"]
-    return (height, width), config.get("fps")
+    return dict(config)
 
 
-def appearance_frame(args: argparse.Namespace, appearance) -> int:
+def appearance_frame(args: argparse.Namespace, config: dict, appearance) -> int:
     """``--appearance-frame``, or by default the first frame, or for a pipeline trained on
     windows that start at end-diastole (``window_anchor`` "ed") the appearance video's first
     label-free ED (the first frame when none is found, with a warning)."""
     if args.appearance_frame is not None:
         return args.appearance_frame
-    config = MotionConditionedVideoPipeline.load_config(args.pipeline)
     if config.get("window_anchor", "any") != "ed":
         return 0
     found = detect_ed_es(appearance.frames, appearance.fps or 25.0).ed_all
@@ -227,12 +225,11 @@ def appearance_frame(args: argparse.Namespace, appearance) -> int:
     return int(found.min())
 
 
-def heart_rate(args: argparse.Namespace, video) -> float | None:
+def heart_rate(args: argparse.Namespace, config: dict, video) -> float | None:
     """The heart-rate id: ``--heart-rate``, or for a pipeline trained with it the driver's
     label-free heart rate (None, the pipeline's training median, when fewer than two EDs
     are found); ``--heart-rate`` for another pipeline is refused."""
-    takes_rate = MotionConditionedVideoPipeline.load_config(args.pipeline).get("time_ids")
-    if takes_rate != "heart_rate":
+    if config.get("time_ids") != "heart_rate":
         if args.heart_rate is not None:
             raise InputError(
                 f"--heart-rate {args.heart_rate:g}: the pipeline {args.pipeline} was trained "
@@ -241,17 +238,13 @@ def heart_rate(args: argparse.Namespace, video) -> float | None:
         return None
     if args.heart_rate is not None:
         return args.heart_rate
-    rate = video_heart_rate(video.frames, video.fps or 25.0)
-    if math.isnan(rate):
-        logger.warning("%s: fewer than two EDs found; the training median heart rate is used",
-                       args.motion)  # fmt: skip
-        return None
-    return rate
+    return heart_rate_or_default(video_heart_rate(video.frames, video.fps or 25.0), args.motion)
 
 
-def check_ef(path: Path, ef: float | None) -> None:
-    """``--ef`` is given exactly when the pipeline was trained with EF conditioning."""
-    takes_ef = bool(MotionConditionedVideoPipeline.load_config(path).get("condition_ef"))
+def check_ef(path: Path, config: dict, ef: float | None) -> None:
+    """``--ef`` is given exactly when the pipeline at ``path`` (``config``: its
+    :func:`pipeline_config`) was trained with EF conditioning."""
+    takes_ef = bool(config.get("condition_ef"))
     if takes_ef and ef is None:
         raise InputError(
             f"--pipeline {path}: trained with EF conditioning; give the driver's --ef (percent)"
@@ -409,18 +402,19 @@ def generate(args: argparse.Namespace) -> None:
     """Check, read, encode the motion, sample, write ``args.out``."""
     # 1. arguments and inputs: every check before the weights load
     check_args(args)
-    frame_size, pipeline_fps = pipeline_spec(args.pipeline)
-    check_ef(args.pipeline, args.ef)
+    config = pipeline_config(args.pipeline)
+    frame_size, pipeline_fps = tuple(config["frame_size"]), config.get("fps")
+    check_ef(args.pipeline, config, args.ef)
     video = read_frames(args.motion, frame_size, "--motion")
     appearance = read_frames(args.appearance, frame_size, "--appearance")
-    frame = appearance_frame(args, appearance)
+    frame = appearance_frame(args, config, appearance)
     if not 0 <= frame < len(appearance.frames):
         raise InputError(
             f"--appearance-frame {frame}: not a frame of {args.appearance} "
             f"(0..{len(appearance.frames) - 1})"
         )
     driver = driver_at(args, video, pipeline_fps)
-    rate = heart_rate(args, video)
+    rate = heart_rate(args, config, video)
     # 2. models; raw motion vector of the driving ED/ES pair (the pipeline normalises it)
     pipe, mafe = load_models(args)
     raw = motion_from_driving_video(mafe, torch.from_numpy(driver.frames), driver.ed, driver.es)

@@ -129,6 +129,18 @@ def default_overlap(window: int) -> int:
     return min(max(window // 4, 1), window - 1)
 
 
+def per_reference(
+    value: float | Sequence[float], batch_size: int, name: str, kind: str, valid
+) -> torch.Tensor:
+    """A per-reference scalar (EF, heart rate) as ``(batch_size,)`` float32: ``value`` is
+    one number or ``batch_size`` numbers, each ``valid`` (a tensor predicate, ``kind``
+    describing it); else a ValueError naming ``name``."""
+    values = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
+    if len(values) not in (1, batch_size) or not valid(values).all():
+        raise ValueError(f"{name} must be 1 or {batch_size} {kind} values, got {values.tolist()}")
+    return values.expand(batch_size)
+
+
 def _motion_dim(width: int, tokens: int, condition_ef: bool) -> int:
     """D of the motion vectors of a UNet whose cross-attention tokens are ``width`` wide."""
     return context_dim_of(width, tokens) - int(condition_ef)
@@ -349,9 +361,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             return
         if ef is None:
             raise ValueError("this pipeline was trained with EF conditioning: pass `ef` (percent)")
-        values = torch.as_tensor(ef, dtype=torch.float32).reshape(-1)
-        if len(values) not in (1, batch_size) or not torch.isfinite(values).all():
-            raise ValueError(f"ef must be 1 or {batch_size} finite values, got {values.tolist()}")
+        per_reference(ef, batch_size, "ef", "finite", torch.isfinite)
 
     def check_inputs(
         self,
@@ -473,12 +483,8 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         heart_rate = self.config.get("heart_rate") if heart_rate is None else heart_rate
         if heart_rate is None:
             raise ValueError("this pipeline conditions on the heart rate: pass `heart_rate` (bpm)")
-        values = torch.as_tensor(heart_rate, dtype=torch.float32).reshape(-1)
-        if len(values) not in (1, batch_size) or not (values > 0).all():
-            raise ValueError(
-                f"heart_rate must be 1 or {batch_size} positive values, got {values.tolist()}"
-            )
-        return values.expand(batch_size).to(device)
+        rates = per_reference(heart_rate, batch_size, "heart_rate", "positive", lambda v: v > 0)
+        return rates.to(device)
 
     # ---- denoising ----------------------------------------------------------------------
 

@@ -53,6 +53,10 @@ class TrainResult:
     resumed_from: int | None  # step of the checkpoint this call continued, if any
     history: list[dict[str, float]] = field(default_factory=list)  # curve rows of this call
     evals: list[dict[str, float]] = field(default_factory=list)  # eval_fn rows (rank 0)
+    # the run's last curve and eval rows, also when they were written before a resume
+    # (a run resumed at its last step adds no rows, but its metrics still have them)
+    last_row: dict[str, float] = field(default_factory=dict)
+    last_eval: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] | None = None  # {"step", "value"} of best_metric's choice
 
 
@@ -147,6 +151,8 @@ class _Trainer:
         self.resumed_dir: Path | None = None
         self.last_lr = params.lr
         self.best: dict[str, float] | None = None  # {"step", "value"}: best_metric's choice
+        self.last_row: dict[str, float] = {}  # the newest curve row (kept in checkpoints)
+        self.last_eval: dict[str, float] = {}  # the newest eval row (rank 0)
 
     # -- resume -------------------------------------------------------------------------
 
@@ -199,6 +205,8 @@ class _Trainer:
             self.ema.load_state_dict(load_file(path / ckpt.EMA_FILE, device=device))
         self.step, self.position = state["step"], state["data_position"]
         self.best = state["best"]
+        self.last_row = state.get("last_row") or {}  # older checkpoints: none recorded
+        self.last_eval = state.get("last_eval") or {}
         rngs = state["rng"]
         if len(rngs) == self.acc.num_processes:
             ckpt.set_rng_state(rngs[self.acc.process_index])
@@ -292,6 +300,8 @@ class _Trainer:
             "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
             "rng": rngs,
             "best": self.best,
+            "last_row": self.last_row,
+            "last_eval": self.last_eval,
         }
         ckpt.save_state(directory / ckpt.STATE_FILE, state)
 
@@ -458,6 +468,8 @@ def train(
         resumed_from=resumed,
         history=history,
         evals=evals,
+        last_row=trainer.last_row,
+        last_eval=trainer.last_eval,
         best=trainer.best,
     )
 
@@ -492,6 +504,7 @@ def _run(
         last = trainer.step == p.steps
         if trainer.step % p.log_every == 0 or last:
             history.append(row := trainer.log_row(meter))
+            trainer.last_row = row
             curve.append(row)
             bar.set_postfix(loss=f"{row['loss']:.4g}")
             if trainer.main:
@@ -503,6 +516,7 @@ def _run(
                 if (row := trainer.evaluate(eval_fn)) is not None:
                     evals.append(row)
                     eval_table.append(row)
+                    trainer.last_eval = row
                 trainer.keep_if_best(row)
             trainer.save_checkpoint(curves=(curve.path, eval_table.path))
     bar.close()

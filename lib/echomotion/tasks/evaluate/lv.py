@@ -228,8 +228,13 @@ def lv_scores(
         out |= scored(key, ef[rows], pred)
         out[f"{key}_train_mean_mae"] = float(np.abs(ef[rows] - train_mean).mean())
         scatter += scatter_rows(key, names[rows], ef[rows], pred)
-    # 3. synthetic videos of each mode against their driver's EF
+    # 3. synthetic videos of each mode against their driver's EF, and against the
+    # estimator's EF of their driving video
     labels = data.source_ef()
+
+    def estimate(row: int) -> float:
+        return a + b * raw_ef(areas.of_real(row), power)
+
     for mode in MODES:
         keep = [i for i, r in enumerate(data.records) if r.mode == mode and np.isfinite(labels[i])]
         why = too_few_labels(len(keep), f"the {mode}-mode synthetic videos (driver EF)", minimum)
@@ -244,8 +249,24 @@ def lv_scores(
         mismatched = regression_metrics(other[finite], pred[finite])
         out |= {f"{mode}_mismatched_{k}": mismatched[k] for k in ("mae", "r2")}
         out[f"{mode}_train_mean_mae"] = float(np.abs(truth - train_mean).mean())
+        out |= _against_estimated_drivers(mode, data, keep, pred, estimate)
         scatter += scatter_rows(mode, [data.records[i].file_name for i in keep], truth, pred)
     return out, scatter, area_rows
+
+
+def _against_estimated_drivers(
+    mode: str, data: EvalData, keep: list[int], pred: np.ndarray, estimate
+) -> dict:
+    """``<mode>_vs_estimated_driver_{r2,mae,bias,n}``: the generated videos' EF ``pred``
+    against the same estimator's EF of their real driving videos (``estimate(row)``), so
+    the estimator's own error on a driver (real VAL / TEST MAE) is not counted as the
+    generator's; drivers not in the store are left out."""
+    drivers = [data.records[i].motion_source for i in keep]
+    rows = source_index(data.store.table["file_name"], drivers)
+    found = rows >= 0
+    driver = np.array([estimate(int(r)) for r in rows[found]])
+    metrics = regression_metrics(driver, pred[found])
+    return {f"{mode}_vs_estimated_driver_{k}": metrics[k] for k in ("r2", "mae", "bias", "n")}
 
 
 def lv_area_rows(data: EvalData, areas: _Areas) -> list[dict]:

@@ -36,8 +36,7 @@ class FlowTrainReport:
 
     def as_dict(self) -> dict[str, float | int | None]:
         """Metrics of the stage: steps, last curve row, last eval row."""
-        last = self.result.history[-1] if self.result.history else {}
-        evals = self.result.evals[-1] if self.result.evals else {}
+        last, evals = self.result.last_row, self.result.last_eval
         return {
             "steps": self.result.step,
             "resumed_from": self.result.resumed_from,

@@ -24,7 +24,7 @@ from echomotion.diffusion.params import ReferenceFrame, ShortVideos, WindowAncho
 from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
 from echomotion.diffusion.unet import build_unet
 from echomotion.diffusion.vae import load_vae
-from echomotion.edes import detect_ed_es, heart_rate_bpm, window_anchors
+from echomotion.edes import Beats
 from echomotion.params import Params
 from echomotion.stage import finish_training
 from echomotion.stores import features as features_store
@@ -225,40 +225,40 @@ def _with_ef(features: RaggedStore, rows: np.ndarray, path: str | Path) -> np.nd
     return rows[~missing]
 
 
-@dataclass(frozen=True)
-class Beats:
-    """Label-free beats of the training videos, one entry per video."""
-
-    anchors: list[np.ndarray]  # ED frames a full window may start at (empty: none)
-    heart_rate: np.ndarray  # beats per minute from the ED-to-ED intervals (NaN: < 2 EDs)
-
-
 def label_free_beats(
-    videos_path: str | Path, latents: RaggedStore, videos: np.ndarray, span: int
-) -> Beats:
-    """ED detection (:func:`echomotion.edes.detect_ed_es`, once per video) on the prepared
-    videos at ``videos_path`` of latents videos ``videos``: the window starts
-    (:func:`echomotion.edes.window_anchors`, for ``span``-frame windows) and heart rates
-    (:func:`echomotion.edes.heart_rate_bpm`); videos without either are named in a warning."""
+    videos_path: str | Path, latents: RaggedStore, videos: np.ndarray
+) -> list[Beats]:
+    """The label-free beats (:class:`echomotion.edes.Beats`: ED detection once per video)
+    of the prepared videos at ``videos_path`` that are latents videos ``videos``."""
     store = RaggedStore(videos_path)
-    anchors, rates = [], []
+    beats = []
     for video in videos:
         name = latents.table["file_name"][video]
         if store.table["file_name"][video] != name:
             raise ValueError(f"{videos_path}: video {video} is not {name} of the latents store")
-        frames, fps = store.video(int(video)), float(store.table["fps"][video])
-        eds = detect_ed_es(frames, fps).ed_all
-        anchors.append(window_anchors(frames, fps, span, eds))
-        rates.append(heart_rate_bpm(eds, fps))
-    names = latents.table["file_name"][videos].astype(str)
-    if missing := [n for n, a in zip(names, anchors, strict=True) if not len(a)]:
+        beats.append(Beats.detect(store.video(int(video)), float(store.table["fps"][video])))
+    return beats
+
+
+def ed_anchors(beats: list[Beats], names: np.ndarray, span: int) -> list[np.ndarray]:
+    """Each video's ED window starts for ``span``-frame windows; the videos without one
+    (any start is then drawn) named in a warning."""
+    anchors = [b.window_anchors(span) for b in beats]
+    if missing := [str(n) for n, a in zip(names, anchors, strict=True) if not len(a)]:
         logger.warning(
             "%d videos without a detected ED: any window start %s", len(missing), missing
         )
-    if unknown := names[np.isnan(rates)].tolist():
+    return anchors
+
+
+def heart_rates(beats: list[Beats], names: np.ndarray) -> np.ndarray:
+    """Each video's label-free heart rate (bpm), the unknown ones (named in a warning) set
+    by :func:`known_heart_rates`."""
+    rates = np.asarray([b.heart_rate for b in beats], np.float64)
+    if unknown := [str(n) for n, r in zip(names, rates, strict=True) if np.isnan(r)]:
         logger.warning("%d videos with fewer than two detected EDs: no heart rate %s",
                        len(unknown), unknown)  # fmt: skip
-    return Beats(anchors, np.asarray(rates, np.float64))
+    return known_heart_rates(rates)
 
 
 FALLBACK_HEART_RATE_BPM = 75.0  # a resting adult's; only when no training video has a rate
@@ -337,9 +337,10 @@ def load_clip_data(
     if window_anchor == "ed" or heart_rate:
         if videos_path is None:
             raise ValueError("window_anchor 'ed' and heart rates need the prepared videos")
-        beats = label_free_beats(videos_path, latents, videos, span)
-        anchors = beats.anchors if window_anchor == "ed" else None
-        rates = known_heart_rates(beats.heart_rate) if heart_rate else None
+        beats = label_free_beats(videos_path, latents, videos)
+        names = latents.table["file_name"][videos].astype(str)
+        anchors = ed_anchors(beats, names, span) if window_anchor == "ed" else None
+        rates = heart_rates(beats, names) if heart_rate else None
     dataset = LatentClipDataset(
         all_latents(latents),
         latents.offsets,
@@ -447,7 +448,7 @@ def train_mcdm(
         )
         save_pipeline(pipe, Path(out_dir) / "pipeline")
     process_state().wait_for_everyone()
-    last = result.history[-1]["loss"] if result.history else math.nan
+    last = result.last_row.get("loss", math.nan)
     return {
         "steps": result.step,
         "resumed_from": -1 if result.resumed_from is None else result.resumed_from,

@@ -94,7 +94,7 @@ class ReIDTrainReport:
     n_frames: int
 
     def as_dict(self) -> dict[str, Any]:
-        last = self.result.history[-1] if self.result.history else {}
+        last = self.result.last_row
         return {
             "steps": self.result.step,
             "resumed_from": self.result.resumed_from,

@@ -32,7 +32,7 @@ from echomotion.device import resolve_device
 from echomotion.diffusion.loading import load_pipeline
 from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
 from echomotion.echonet import FILE_LIST, FILE_LIST_COLUMNS, TRACING_COLUMNS, TRACINGS, VIDEOS
-from echomotion.edes import video_heart_rate, window_anchors
+from echomotion.edes import Beats, heart_rate_or_default
 from echomotion.media import PreviewRow, labelled_grid, labelled_video, save_gif, save_png
 from echomotion.params import Params, write_used_params
 from echomotion.stage import write_json
@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 
 EXTRA_COLUMNS = (
-    "Synthetic", "MotionSource", "AppearanceSource", "Mode", "ReferenceFrame", "MotionStart"
+    "Synthetic", "MotionSource", "AppearanceSource", "Mode", "ReferenceFrame", "MotionStart",
+    "HeartRate",
 )  # fmt: skip
 
 
@@ -102,19 +103,32 @@ def plan_official(
     return sources
 
 
-def at_end_diastole(sources: list[Source], videos: RaggedStore, span_seconds: float):
+class VideoBeats:
+    """The label-free beats (:class:`echomotion.edes.Beats`) of the videos of a store,
+    detected on first use and kept: a driver's ED anchor and heart rate come from one
+    detection."""
+
+    def __init__(self, videos: RaggedStore):
+        self.videos, self._beats = videos, {}
+
+    def __call__(self, video: int) -> Beats:
+        if video not in self._beats:
+            fps = float(self.videos.table["fps"][video])
+            self._beats[video] = Beats.detect(self.videos.video(video), fps)
+        return self._beats[video]
+
+
+def at_end_diastole(sources: list[Source], beats: VideoBeats, span_seconds: float):
     """``sources`` with every reference frame at the first label-free ED of its video from
-    which ``span_seconds`` fit (:func:`echomotion.edes.window_anchors`; none detected: the
-    first frame), and each motion source compared from its own such ED."""
-    first: dict[int, int] = {}
+    which ``span_seconds`` fit (:meth:`echomotion.edes.Beats.window_anchors`; none
+    detected: the first frame), and each motion source compared from its own such ED."""
 
     def anchor(video: int) -> int:
-        if video not in first:
-            fps = float(videos.table["fps"][video])
-            span = math.floor(span_seconds * fps) + 1 if fps > 0 else 1
-            found = window_anchors(videos.video(video), fps, span)
-            first[video] = int(found[0]) if len(found) else 0
-        return first[video]
+        video_beats = beats(video)
+        fps = video_beats.fps
+        span = math.floor(span_seconds * fps) + 1 if fps > 0 else 1
+        found = video_beats.window_anchors(span)
+        return int(found[0]) if len(found) else 0
 
     return [
         replace(s, reference_frame={m: anchor(v) for m, v in s.appearance.items()},
@@ -130,10 +144,12 @@ def plan(
     seed: int,
     window_anchor: str = "any",
     fps: float = 0.0,
+    beats: VideoBeats | None = None,
 ):
     """The motion sources of ``params.protocol``, the first ``params.max_sources`` of them;
     for a pipeline trained on ED-anchored windows (``window_anchor`` "ed", the pipeline's
-    frame rate ``fps``) with their reference frames at ED (:func:`at_end_diastole`)."""
+    frame rate ``fps``) with their reference frames at ED (:func:`at_end_diastole`, from
+    ``beats``, the videos' detected beats)."""
     if params.protocol == "official":
         sources = plan_official(videos, features, params.splits, seed)
     else:
@@ -141,7 +157,7 @@ def plan(
     sources = sources[: params.max_sources]
     if window_anchor == "ed" and params.protocol != "official":
         span = (params.num_frames - 1) / fps if fps > 0 else 0.0
-        sources = at_end_diastole(sources, videos, span)
+        sources = at_end_diastole(sources, beats or VideoBeats(videos), span)
     return sources
 
 
@@ -174,21 +190,15 @@ def generate_videos(
 
 
 def driver_heart_rate(
-    pipe: MotionConditionedVideoPipeline, videos: RaggedStore, video: int
+    pipe: MotionConditionedVideoPipeline, beats: VideoBeats, video: int
 ) -> float | None:
     """The label-free heart rate (bpm) of the driving ``video`` when the pipeline conditions
     on it (``time_ids: heart_rate``), else None; None also (the pipeline's training median
     is used, and the video named) when fewer than two EDs are detected in it."""
     if pipe.config.get("time_ids") != "heart_rate":
         return None
-    rate = video_heart_rate(videos.video(video), float(videos.table["fps"][video]))
-    if math.isnan(rate):
-        logger.warning(
-            "%s: fewer than two EDs detected, the training median heart rate used",
-            videos.table["file_name"][video],
-        )
-        return None
-    return rate
+    name = str(beats.videos.table["file_name"][video])
+    return heart_rate_or_default(beats(video).heart_rate, name)
 
 
 def driver_ef(pipe: MotionConditionedVideoPipeline, features: RaggedStore, row: int):
@@ -215,10 +225,12 @@ def file_list_row(
     appearance: str,
     mode: str,
     frames: tuple[int, int] = (0, 0),
+    heart_rate: float | None = None,
 ) -> dict:
     """The FileList.csv row of a synthetic video (labels carried from the motion ``source``;
     ``frames``: the appearance video's reference frame and the motion source's frame the
-    video is compared from)."""
+    video is compared from; ``heart_rate``: the heart-rate id (bpm) it was drawn with, empty
+    for a pipeline without one)."""
     return {
         "FileName": name,
         "EF": _label(source["ef"]),
@@ -235,6 +247,7 @@ def file_list_row(
         "Mode": mode,
         "ReferenceFrame": frames[0],
         "MotionStart": frames[1],
+        "HeartRate": "" if heart_rate is None else f"{heart_rate:.2f}",
     }
 
 
@@ -301,7 +314,8 @@ def sample_dataset(
     _check_frame_size(videos, pipe.config.frame_size)
     fps = float(pipe.config.fps or 0.0)
     anchor = pipe.config.get("window_anchor", "any")
-    sources = plan(videos, features, params, seed, anchor, fps)
+    beats = VideoBeats(videos)  # each driver's EDs detected once: anchor and heart rate
+    sources = plan(videos, features, params, seed, anchor, fps, beats)
     motions = torch.as_tensor(video_motion(features))  # (n_videos, D), raw
     out_root, plots_dir = Path(out_root), Path(plots_dir)
     tmp = out_root.with_name(f".{out_root.name}.tmp")
@@ -317,7 +331,8 @@ def sample_dataset(
         )  # (k, H, W)
         motion = motions[source.feature_row][None]  # (1, D)
         ef = driver_ef(pipe, features, source.feature_row)  # None: a label-free model
-        rate = driver_heart_rate(pipe, videos, source.video)  # None: no heart-rate id
+        rate = driver_heart_rate(pipe, beats, source.video)  # None: no id, or not detected
+        drawn_at = pipe.config.get("heart_rate") if rate is None else rate  # what was used
         synthetic = generate_videos(pipe, refs, motion, params, seed + source.video, ef, rate)
         for mode, video in zip(modes, synthetic, strict=True):
             name = f"{info['file_name']}_{mode}"
@@ -325,7 +340,9 @@ def sample_dataset(
             appearance = str(videos.table["file_name"][source.appearance[mode]])
             frames = (source.reference_frame.get(mode, 0), source.motion_start)
             rows.append(
-                file_list_row(name, video, fps or info["fps"], info, appearance, mode, frames)
+                file_list_row(
+                    name, video, fps or info["fps"], info, appearance, mode, frames, drawn_at
+                )
             )
         if len(previews) < params.preview_sources:
             driving = videos.video(source.video)[source.motion_start :]
