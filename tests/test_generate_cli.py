@@ -20,6 +20,7 @@ from conftest import REPO, moving_blob_video
 from echomotion.cli.generate import (
     appearance_frame,
     build_parser,
+    driver_detection,
     heart_rate,
     main,
     pipeline_config,
@@ -247,7 +248,7 @@ def test_a_heart_rate_pipeline_takes_the_drivers_label_free_heart_rate(cli, tmp_
     def rate(*extra: str) -> float | None:
         argv = ["--motion", "beat.avi", "--appearance", "b.avi", "--out", "o.avi", *extra]
         args = build_parser().parse_args(argv)
-        return heart_rate(args, pipeline_config(args.pipeline), video)
+        return heart_rate(args, pipeline_config(args.pipeline), video, driver_detection(video))
 
     assert rate("--pipeline", str(tmp_path / "hr")) == pytest.approx(75.0, rel=0.06)
     assert rate("--pipeline", str(tmp_path / "hr"), "--heart-rate", "60") == 60.0

@@ -23,9 +23,11 @@ import argparse
 import logging
 import math
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cache, partial
 from pathlib import Path
 from typing import get_args
 
@@ -42,7 +44,7 @@ from echomotion.diffusion.pipeline import (
     default_overlap,
     window_starts,
 )
-from echomotion.edes import detect_ed_es, heart_rate_or_default, video_heart_rate
+from echomotion.edes import EdEs, detect_ed_es, heart_rate_bpm, heart_rate_or_default
 from echomotion.mafe.model import MAFE
 from echomotion.media import save_gif
 from echomotion.video import VideoReadError, read_video, resample_indices, write_video
@@ -225,10 +227,20 @@ def appearance_frame(args: argparse.Namespace, config: dict, appearance) -> int:
     return int(found.min())
 
 
-def heart_rate(args: argparse.Namespace, config: dict, video) -> float | None:
+def driver_detection(video) -> Callable[[], EdEs]:
+    """The driving video's label-free ED/ES detection (:func:`detect_ed_es` at its frame
+    rate, 25 fps when unknown), run on the first call and kept: its ED/ES and its heart
+    rate come from the one detection."""
+    return cache(partial(detect_ed_es, video.frames, video.fps or 25.0))
+
+
+def heart_rate(
+    args: argparse.Namespace, config: dict, video, detected: Callable[[], EdEs]
+) -> float | None:
     """The heart-rate id: ``--heart-rate``, or for a pipeline trained with it the driver's
-    label-free heart rate (None, the pipeline's training median, when fewer than two EDs
-    are found); ``--heart-rate`` for another pipeline is refused."""
+    label-free heart rate from ``detected`` (:func:`driver_detection`; None, the pipeline's
+    training median, when fewer than two EDs are found); ``--heart-rate`` for another
+    pipeline is refused."""
     if config.get("time_ids") != "heart_rate":
         if args.heart_rate is not None:
             raise InputError(
@@ -238,7 +250,8 @@ def heart_rate(args: argparse.Namespace, config: dict, video) -> float | None:
         return None
     if args.heart_rate is not None:
         return args.heart_rate
-    return heart_rate_or_default(video_heart_rate(video.frames, video.fps or 25.0), args.motion)
+    rate = heart_rate_bpm(detected().ed_all, video.fps or 25.0)
+    return heart_rate_or_default(rate, args.motion)
 
 
 def check_ef(path: Path, config: dict, ef: float | None) -> None:
@@ -320,13 +333,16 @@ class Driver:
     length: int
 
 
-def driver_at(args: argparse.Namespace, video, pipeline_fps: float | None) -> Driver:
-    """The driver resampled to ``pipeline_fps`` (its own rate if None), ED/ES mapped to it."""
+def driver_at(
+    args: argparse.Namespace, video, pipeline_fps: float | None, detected: Callable[[], EdEs]
+) -> Driver:
+    """The driver resampled to ``pipeline_fps`` (its own rate if None), ED/ES mapped to it
+    (``detected``: its :func:`driver_detection`, used unless ``--ed``/``--es`` are given)."""
     if pipeline_fps and not video.fps:
         raise InputError(f"--motion {args.motion}: frame rate unknown, cannot resample it")
     source_fps = video.fps or 25.0  # neither rate known: keep the frames, write 25 fps
     fps, n = pipeline_fps or source_fps, len(video.frames)
-    ed, es = ed_es(args, video.frames, source_fps)
+    ed, es = ed_es(args, video.frames, detected)
     kept = resample_indices(n, source_fps, fps)  # (T',) source frame of each kept frame
     ed_at, es_at = (int(np.abs(kept - i).argmin()) for i in (ed, es))
     if ed_at == es_at:
@@ -338,10 +354,13 @@ def driver_at(args: argparse.Namespace, video, pipeline_fps: float | None) -> Dr
     return Driver(video.frames[kept], fps, ed_at, es_at, length)
 
 
-def ed_es(args: argparse.Namespace, frames: np.ndarray, fps: float) -> tuple[int, int]:
-    """ED/ES of the driving video in its own frames: given, or found by the detector."""
+def ed_es(
+    args: argparse.Namespace, frames: np.ndarray, detected: Callable[[], EdEs]
+) -> tuple[int, int]:
+    """ED/ES of the driving video in its own frames: given, or found by the detector
+    (``detected``: the video's :func:`driver_detection`)."""
     if args.ed is None:
-        found = detect_ed_es(frames, fps)
+        found = detected()
         if found.ed < 0 or found.es < 0:
             raise InputError(f"--motion {args.motion}: no cardiac cycle found; pass --ed and --es")
         return found.ed, found.es
@@ -413,8 +432,9 @@ def generate(args: argparse.Namespace) -> None:
             f"--appearance-frame {frame}: not a frame of {args.appearance} "
             f"(0..{len(appearance.frames) - 1})"
         )
-    driver = driver_at(args, video, pipeline_fps)
-    rate = heart_rate(args, config, video)
+    detected = driver_detection(video)  # ED/ES and heart rate from one detection
+    driver = driver_at(args, video, pipeline_fps, detected)
+    rate = heart_rate(args, config, video, detected)
     # 2. models; raw motion vector of the driving ED/ES pair (the pipeline normalises it)
     pipe, mafe = load_models(args)
     raw = motion_from_driving_video(mafe, torch.from_numpy(driver.frames), driver.ed, driver.es)
