@@ -11,7 +11,6 @@ from echomotion.edes import (
     heart_rate_or_default,
     nearest_error,
     video_heart_rate,
-    window_anchors,
 )
 from echomotion.stores.ragged import RaggedStore
 from echomotion.tasks.prepare.run import prepare_dataset
@@ -75,6 +74,10 @@ def test_edes_eval_on_the_phantom(tiny_dataset):
     assert metrics["videos_without_detection"] == 0
 
 
+def window_anchors(video, fps, span):
+    return Beats.detect(video, fps).window_anchors(span)
+
+
 def test_window_anchors_are_the_detected_eds_a_full_window_fits_after():
     video = beating(n=60, period=20, phase0=3)  # ED at 3, 23, 43
     anchors = window_anchors(video, fps=25.0, span=31)  # starts up to frame 29
@@ -107,9 +110,10 @@ def test_video_heart_rate_is_label_free_and_nan_for_a_still_video():
 
 def test_window_anchors_take_already_detected_eds():
     video = beating(n=60, period=20, phase0=3)
-    eds = detect_ed_es(video, 25.0).ed_all
-    assert window_anchors(video, 25.0, 31, eds).tolist() == window_anchors(video, 25.0, 31).tolist()
-    assert window_anchors(video, 25.0, 31, np.array([2, 40])).tolist() == [2]  # 40 does not fit
+    eds = np.asarray(detect_ed_es(video, 25.0).ed_all)
+    given = Beats(eds, len(video), 25.0).window_anchors(31)
+    assert given.tolist() == window_anchors(video, 25.0, 31).tolist()
+    assert Beats(np.array([2, 40]), len(video), 25.0).window_anchors(31).tolist() == [2]  # 40 late
 
 
 def test_one_detection_gives_a_videos_window_anchors_and_heart_rate(monkeypatch, caplog):
@@ -119,7 +123,7 @@ def test_one_detection_gives_a_videos_window_anchors_and_heart_rate(monkeypatch,
         "echomotion.edes.detect_ed_es", lambda *a: calls.append(a) or detect_ed_es(*a)
     )
     beats = Beats.detect(video, 25.0)
-    assert beats.window_anchors(31).tolist() == window_anchors(video, 25.0, 31, beats.eds).tolist()
+    assert beats.window_anchors(31).tolist() == [3, 23, 43]  # the true EDs
     assert beats.heart_rate == pytest.approx(75.0, rel=0.06)
     assert len(calls) == 1  # the anchors and the rate come from the one detection
     assert Beats(np.array([3]), 90, 25.0).window_anchors(100).size == 0  # no window fits

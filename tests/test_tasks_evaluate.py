@@ -46,7 +46,12 @@ from echomotion.tasks.evaluate.params import (
     RealismParams,
 )
 from echomotion.tasks.evaluate.run import evaluate, extractors_for, flow_provider
-from echomotion.tasks.evaluate.scores import motion_scores, privacy_scores, realism_scores
+from echomotion.tasks.evaluate.scores import (
+    _motion_summary,
+    motion_scores,
+    privacy_scores,
+    realism_scores,
+)
 from echomotion.tasks.evaluate.transfer import appearance_scores
 from echomotion.training.params import TrainParams
 from echomotion.video import write_video
@@ -267,6 +272,8 @@ def test_motion_metrics_per_mode(run):
     motion = metrics["motion"]
     assert motion["self_n_videos"] == 3 and motion["transfer_n_videos"] >= 1
     assert motion["self_retrieval_top1"] == 1.0  # perfect copies find their own driver
+    assert motion["self_flow_retrieval_top1"] == 1.0  # by their flow too
+    assert 0 <= motion["transfer_flow_retrieval_top1"] <= 1
     assert motion["self_cosine_matched"] == pytest.approx(1.0, abs=1e-4)
     assert motion["self_flow_epe_matched"] < motion["self_flow_epe_mismatched"]
     rows = read_csv(run[0].plots / "motion.csv")
@@ -288,6 +295,27 @@ def test_identity_free_motion_scores_beside_the_conditioning_ones(run):
     assert motion["still_cosine_mismatched"] != pytest.approx(motion["cosine_mismatched"])
     selves = [r for r in read_csv(paths.plots / "motion.csv") if r["mode"] == "self"]
     assert all(float(r["still_cosine"]) == pytest.approx(1.0, abs=1e-4) for r in selves)
+
+
+def test_flow_retrieval_finds_the_driver_where_identity_finds_the_appearance_source():
+    """Transfer rows 0 and 1 carry their appearance source's identity (the vectors point at
+    columns c and a) and move like their driver (the smallest flow EPE is in their own
+    column): retrieval by the vectors misses, retrieval by the flow field finds them."""
+    sources, appearance = ["a", "b", "c"], ["c", "a", "c"]
+    cos = np.array([[0.2, 0.1, 0.9], [0.9, 0.5, 0.1], [0.1, 0.2, 0.8]])
+    epe = np.array([[0.5, 1.9, 1.2], [1.4, 0.7, 2.0], [1.8, 1.1, 0.6]])
+    summary = _motion_summary(cos, cos, epe, sources, appearance)
+    assert summary["retrieval_top1"] == pytest.approx(1 / 3)
+    assert summary["still_retrieval_top1"] == pytest.approx(1 / 3)
+    assert summary["flow_retrieval_top1"] == 1.0
+    assert summary["flow_retrieval_top1_without_appearance"] == 1.0
+    assert summary["flow_retrieval_top1_chance"] == pytest.approx(1 / 3)
+    assert summary["flow_epe_matched"] == pytest.approx(0.6)
+    # a row nearer by flow to another driver is a miss
+    epe[0] = [1.0, 0.4, 1.2]
+    assert _motion_summary(cos, cos, epe, sources, appearance)[
+        "flow_retrieval_top1"
+    ] == pytest.approx(2 / 3)
 
 
 def test_each_driver_is_scored_once(run, monkeypatch):

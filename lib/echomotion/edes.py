@@ -122,18 +122,6 @@ class Beats:
         return fits if fits.size else np.array([min(int(self.eds.min()), last)], np.int64)
 
 
-def window_anchors(
-    frames: np.ndarray, fps: float, span: int, eds: np.ndarray | None = None
-) -> np.ndarray:
-    """Label-free window starts of a grayscale ``(T, H, W)`` video
-    (:meth:`Beats.window_anchors`; ``eds``: its ED frames when already detected)."""
-    if eds is None:
-        if len(frames) < span:  # no window fits: nothing to detect
-            return np.zeros(0, np.int64)
-        return Beats.detect(frames, fps).window_anchors(span)
-    return Beats(np.asarray(eds, np.int64), len(frames), fps).window_anchors(span)
-
-
 def heart_rate_bpm(eds: np.ndarray, fps: float) -> float:
     """Beats per minute from detected ED frames ``eds`` of a video at ``fps``: 60 fps over
     the median ED-to-ED interval; NaN with fewer than two EDs or no frame rate."""

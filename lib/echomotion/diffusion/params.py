@@ -17,7 +17,7 @@ ReferenceFrame = Literal["window_start", "random"]
 ShortVideos = Literal["drop", "pad"]
 
 # where training windows (and so the videos generated from their reference) start: any frame,
-# or a label-free ED (echomotion.edes.window_anchors)
+# or a label-free ED (echomotion.edes.Beats.window_anchors)
 WindowAnchor = Literal["any", "ed"]
 
 

@@ -255,23 +255,31 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if len(finite) else float("nan")
 
 
-def _vector_summary(cos: np.ndarray, sources: list[str], appearance: list[str]) -> dict[str, float]:
-    """Matched and mismatched cosine, and driver retrieval (also with each row's appearance
-    source left out of the gallery, and its chance level), of a square (generated x
-    driver) cosine matrix."""
-    cos_matched, cos_other = matched_and_mismatched(cos, sources)
+def _retrieval_summary(
+    similarity: np.ndarray, sources: list[str], appearance: list[str]
+) -> dict[str, float]:
+    """Driver retrieval top-1 of a square (generated x driver) similarity matrix, also with
+    each row's appearance source left out of the gallery, each beside its chance level."""
     drivers = len(set(sources))
     left_out = np.array([a != s and a in sources for s, a in zip(sources, appearance, strict=True)])
     return {
-        "cosine_matched": float(cos_matched.mean()),
-        "cosine_mismatched": _nanmean(cos_other),
-        "retrieval_top1": retrieval_top1(cos, sources),
+        "retrieval_top1": retrieval_top1(similarity, sources),
         "retrieval_top1_chance": 1.0 / drivers,
-        "retrieval_top1_without_appearance": retrieval_top1(cos, sources, appearance),
+        "retrieval_top1_without_appearance": retrieval_top1(similarity, sources, appearance),
         "retrieval_top1_without_appearance_chance": float(
             np.mean(1.0 / (drivers - left_out)) if drivers > 1 else 1.0
         ),
     }
+
+
+def _vector_summary(cos: np.ndarray, sources: list[str], appearance: list[str]) -> dict[str, float]:
+    """Matched and mismatched cosine, and :func:`_retrieval_summary`, of a square
+    (generated x driver) cosine matrix."""
+    cos_matched, cos_other = matched_and_mismatched(cos, sources)
+    return {
+        "cosine_matched": float(cos_matched.mean()),
+        "cosine_mismatched": _nanmean(cos_other),
+    } | _retrieval_summary(cos, sources, appearance)
 
 
 def _motion_summary(
@@ -279,10 +287,16 @@ def _motion_summary(
     appearance: list[str],
 ) -> dict[str, float]:  # fmt: skip
     """:func:`_vector_summary` of the conditioning vectors, that of the identity-free
-    vectors (keys prefixed ``still_``), and matched and mismatched flow EPE, of square
-    (generated x driver) matrices."""
+    vectors (keys prefixed ``still_``), matched and mismatched flow EPE, and driver
+    retrieval by the re-extracted ED->ES flow field (the driver whose flow is nearest,
+    keys prefixed ``flow_``), of square (generated x driver) matrices.
+
+    The flow field is motion only: a transfer-mode video has its appearance source's
+    identity, which MAFE's vectors carry and its flow does not, so the flow finds the
+    driver where the vectors find the appearance source."""
     epe_matched, epe_other = matched_and_mismatched(epe, sources)
     still = _vector_summary(cos_still, sources, appearance)
+    flow = _retrieval_summary(-epe, sources, appearance)
     return (
         _vector_summary(cos, sources, appearance)
         | {f"still_{k}": v for k, v in still.items()}
@@ -290,6 +304,7 @@ def _motion_summary(
             "flow_epe_matched": float(epe_matched.mean()),
             "flow_epe_mismatched": _nanmean(epe_other),
         }
+        | {f"flow_{k}": v for k, v in flow.items()}
     )
 
 

@@ -56,7 +56,7 @@ class LatentClipDataset(Dataset):
     phase (start modulo ``stride``) is drawn first and then the start on that frame grid,
     as the official loader does (LabelfreeMCDM ``common/datasets.py`` l.232-242). With
     ``anchors`` (per item, the frames a full window may start at: label-free ED frames,
-    :func:`echomotion.edes.window_anchors`) the start is drawn from the item's anchors; an
+    :meth:`echomotion.edes.Beats.window_anchors`) the start is drawn from the item's anchors; an
     item without any falls back to the uniform draw.
     Randomness comes from the global torch generator, which the training loop seeds per item.
     """

@@ -10,7 +10,7 @@ frame (seeded) of the same video; ``params.max_sources`` keeps the first N sourc
 
 A pipeline trained on windows that start at end-diastole (``mcdm_train.window_anchor``
 "ed") gets its reference frames at a label-free ED of the appearance video
-(:func:`echomotion.edes.window_anchors`), and the driving video is compared from its own
+(:meth:`echomotion.edes.Beats.window_anchors`), and the driving video is compared from its own
 first such ED. ``FileList.csv`` records both frames (``ReferenceFrame``, ``MotionStart``).
 """
 
