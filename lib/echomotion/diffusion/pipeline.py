@@ -464,8 +464,8 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         ``EF / 100`` first when the model was trained with EF (``ef`` in percent)."""
         if not self.config.condition_ef:
             return motion
-        values = torch.as_tensor(ef, dtype=torch.float32).reshape(-1).to(motion.device)
-        return ef_token(motion, values.expand(motion.shape[0]))
+        values = per_reference(ef, motion.shape[0], "ef", "finite", torch.isfinite)
+        return ef_token(motion, values.to(motion.device))
 
     def heart_rate_ids(
         self, heart_rate: float | Sequence[float] | None, batch_size: int, device
