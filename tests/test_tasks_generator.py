@@ -24,7 +24,7 @@ from echomotion.diffusion.loading import load_pipeline, sampling_scheduler
 from echomotion.diffusion.params import MCDMModelParams, VAEModelParams
 from echomotion.diffusion.vae import encode_frames
 from echomotion.echonet import read_file_list
-from echomotion.edes import video_heart_rate, window_anchors
+from echomotion.edes import Beats, video_heart_rate
 from echomotion.mafe.model import MAFE
 from echomotion.mafe.params import MAFEModelParams
 from echomotion.media import HEADER_HEIGHT, LABEL_WIDTH
@@ -291,7 +291,7 @@ def test_ed_anchored_training_and_sampling_start_at_a_label_free_ed(work, tmp_pa
     span = int((SAMPLE.num_frames - 1) / 12.5 * 25) + 1  # the window, in 25-fps frames
 
     def first_ed(name: str) -> int:
-        found = window_anchors(videos.video(index[name]), 25.0, span)
+        found = Beats.detect(videos.video(index[name]), 25.0).window_anchors(span)
         return int(found[0]) if len(found) else 0
 
     assert any(first_ed(r["AppearanceSource"]) > 0 for r in rows)  # not the first frame
