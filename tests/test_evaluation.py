@@ -39,6 +39,7 @@ from echomotion.evaluation.motion_fidelity import (
     retrieval_top1,
     standardise,
 )
+from echomotion.evaluation.motion_scores import area_curve_distance
 from echomotion.evaluation.params import TorchScriptExtractorParams
 from echomotion.evaluation.privacy import (
     flag,
@@ -486,3 +487,17 @@ def test_self_mode_ssim_compares_from_the_frame_the_video_started_at():
     assert ssim_scores(data)["self_matched"] == pytest.approx(1.0)
     data.records = [replace(record, motion_start=0)]
     assert ssim_scores(data)["self_matched"] < 0.5
+
+
+def test_the_lv_area_curve_distance_sees_contraction_and_timing_not_size():
+    t = np.arange(40) / 25.0
+    beat = 1.0 - 0.4 * np.sin(np.pi * t / 0.8).clip(0)  # relative area, ED = 1
+    assert area_curve_distance(900 * beat, 25.0, 1500 * beat, 25.0) == pytest.approx(0.0)
+    # the same curve sampled at half the rate, against the full one: still the same motion
+    assert area_curve_distance(900 * beat[::2], 12.5, 1500 * beat, 25.0) == pytest.approx(0.0)
+    weaker = 1.0 - 0.2 * np.sin(np.pi * t / 0.8).clip(0)  # half the contraction
+    slower = 1.0 - 0.4 * np.sin(np.pi * t / 1.2).clip(0)
+    assert area_curve_distance(weaker, 25.0, beat, 25.0) > 0.05
+    assert area_curve_distance(slower, 25.0, beat, 25.0) > 0.05
+    # only the generated curve's span within the driver's is compared
+    assert area_curve_distance(beat, 25.0, beat[:20], 25.0) == pytest.approx(0.0)

@@ -56,7 +56,7 @@ if os.environ.get("RANK", "0") != "0":
     atexit.register(lambda: record.write_text(json.dumps({"argv": sys.argv, "writes": writes})))
 """
 UPSTREAM_OF_MCDM = ("phantom", "prepare", "flow_train", "reid_train", "mafe_train", "vae_train")
-MCDM_AND_AFTER = ("mcdm_train", "sample", "evaluate")
+MCDM_AND_AFTER = ("mcdm_train", "sample", "evaluate", "transfer_oracle")
 
 
 def sh(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:

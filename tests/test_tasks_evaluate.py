@@ -22,6 +22,7 @@ from device_check import assert_runs_on, assert_runs_on_meta
 from echomotion.evaluation.ef_regressor import EFRegressor
 from echomotion.evaluation.lv import LVSegmenter
 from echomotion.evaluation.motion_fidelity import pair_flows
+from echomotion.evaluation.motion_scores import motion_summary
 from echomotion.evaluation.params import (
     EFRegressorParams,
     LVSegmenterParams,
@@ -47,7 +48,6 @@ from echomotion.tasks.evaluate.params import (
 )
 from echomotion.tasks.evaluate.run import evaluate, extractors_for, flow_provider
 from echomotion.tasks.evaluate.scores import (
-    _motion_summary,
     motion_scores,
     privacy_scores,
     realism_scores,
@@ -304,7 +304,7 @@ def test_flow_retrieval_finds_the_driver_where_identity_finds_the_appearance_sou
     sources, appearance = ["a", "b", "c"], ["c", "a", "c"]
     cos = np.array([[0.2, 0.1, 0.9], [0.9, 0.5, 0.1], [0.1, 0.2, 0.8]])
     epe = np.array([[0.5, 1.9, 1.2], [1.4, 0.7, 2.0], [1.8, 1.1, 0.6]])
-    summary = _motion_summary(cos, cos, epe, sources, appearance)
+    summary = motion_summary(cos, cos, epe, sources, appearance)
     assert summary["retrieval_top1"] == pytest.approx(1 / 3)
     assert summary["still_retrieval_top1"] == pytest.approx(1 / 3)
     assert summary["flow_retrieval_top1"] == 1.0
@@ -313,7 +313,7 @@ def test_flow_retrieval_finds_the_driver_where_identity_finds_the_appearance_sou
     assert summary["flow_epe_matched"] == pytest.approx(0.6)
     # a row nearer by flow to another driver is a miss
     epe[0] = [1.0, 0.4, 1.2]
-    assert _motion_summary(cos, cos, epe, sources, appearance)[
+    assert motion_summary(cos, cos, epe, sources, appearance)[
         "flow_retrieval_top1"
     ] == pytest.approx(2 / 3)
 
@@ -380,6 +380,13 @@ def test_lv_ef_estimator_metrics_and_plots(run):
     assert lv["self_vs_estimated_driver_n"] == 3 and lv["self_vs_estimated_driver_mae"] < 0.2
     assert lv["self_vs_estimated_driver_mae"] < lv["self_mae"]
     assert lv["transfer_vs_estimated_driver_mae"] > 0  # copies of other videos than their driver
+    # label-free: the copies' relative LV-area curves are their drivers' (distance 0, each
+    # finds its driver); the transfer copies are other videos' curves
+    assert lv["self_curve_distance_matched"] == pytest.approx(0.0, abs=1e-3)
+    assert lv["self_curve_distance_mismatched"] > 10 * lv["self_curve_distance_matched"]
+    assert lv["self_curve_retrieval_top1"] == 1.0
+    assert lv["self_curve_retrieval_top1_chance"] == pytest.approx(1 / 3)
+    assert lv["transfer_curve_distance_matched"] > 0
     scatter = read_csv(paths.plots / "ef_lv_scatter.csv")
     assert {"real_train", "real_test", "self"} <= {r["set"] for r in scatter}
     areas = read_csv(paths.plots / "lv_area.csv")

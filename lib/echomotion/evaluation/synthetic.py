@@ -31,8 +31,8 @@ _FALSE = {"0", "false", "no", "n"}
 
 @dataclass(frozen=True)
 class SyntheticRecord:
-    """One synthetic video; ``ed``/``es`` are -1, ``fps`` NaN and ``motion_start`` 0 when not
-    given."""
+    """One synthetic video; ``ed``/``es`` and ``n_frames`` are -1, ``fps`` NaN and
+    ``motion_start`` 0 when not given."""
 
     file_name: str
     motion_source: str
@@ -42,6 +42,7 @@ class SyntheticRecord:
     ed: int
     es: int
     motion_start: int = 0
+    n_frames: int = -1
 
 
 def _int(text: str | None) -> int:
@@ -80,6 +81,7 @@ def read_synthetic_table(root: Path) -> list[SyntheticRecord]:
             ed=_int(r.get("ED")),
             es=_int(r.get("ES")),
             motion_start=max(_int(r.get("MotionStart")), 0),
+            n_frames=_int(r.get("NumberOfFrames")),
         )
         for r in rows
     ]

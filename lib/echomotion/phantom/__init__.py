@@ -9,5 +9,6 @@ the ground-truth optical flow between those frames.
 Modules: identity (per-video random choices), anatomy (chambers in the reference, ED,
 configuration), motion (contraction, displacement fields, flow), render (B-mode
 image), tracings (EchoNet tracings, method of disks), simulate (one video), writer
-(files on disk).
+(files on disk), transfer (one video's anatomy moving as another's does: an exact
+motion transfer).
 """

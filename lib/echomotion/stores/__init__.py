@@ -13,7 +13,7 @@ module                    written by       read by
 :mod:`.videos`            prepare          every later stage
 :mod:`.pseudo_flow`       flow_export      mafe_train
 :mod:`.pseudo_reid`       reid_export      mafe_train
-:mod:`.features`          features         mcdm_train, sample, evaluate
+:mod:`.features`          features         mcdm_train, sample, evaluate, transfer_oracle
 :mod:`.latents`           latents          mcdm_train
 ========================  ===============  ==========================================
 """

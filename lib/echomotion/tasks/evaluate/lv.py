@@ -9,6 +9,8 @@
 3. Scores, each beside its baseline: real VAL / TEST against their EF (and the TRAIN-mean
    predictor); each synthetic mode (transfer, self) against its driver's EF, against the
    EF of another driver (mismatched) and the TRAIN-mean predictor.
+4. Without labels, per mode: the generated videos' relative LV-area curves against their
+   drivers' (``<mode>_curve_*``: distance matched vs mismatched, driver retrieval).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from echomotion.evaluation.lv import (
     predict_masks,
     raw_ef,
 )
+from echomotion.evaluation.motion_scores import area_curve_distance, curve_summary
 from echomotion.evaluation.synthetic import source_index
 from echomotion.evaluation.tracings import (
     read_source_sizes,
@@ -207,6 +210,7 @@ def lv_scores(
     # 1. calibration on the labelled TRAIN videos
     reason = too_few_labels(data.n_labelled("TRAIN"), "TRAIN", minimum)
     area_rows = lv_area_rows(data, areas)
+    out |= curve_scores(data, areas)
     if reason is not None:
         return out | {p: skipped(reason) for p in ("real_val", "real_test", *MODES)}, [], area_rows
     train_rows = data.split_rows("TRAIN", labelled=True)
@@ -267,6 +271,36 @@ def _against_estimated_drivers(
     driver = np.array([estimate(int(r)) for r in rows[found]])
     metrics = regression_metrics(driver, pred[found])
     return {f"{mode}_vs_estimated_driver_{k}": metrics[k] for k in ("r2", "mae", "bias", "n")}
+
+
+def curve_scores(data: EvalData, areas: _Areas) -> dict:
+    """Per mode, ``<mode>_curve_*``: each generated video's LV-area curve against those of
+    the drivers of that mode (:func:`~echomotion.evaluation.motion_scores.curve_summary`:
+    matched vs mismatched distance, driver retrieval beside chance), each driver's curve
+    from the frame its generated videos start at. No EF label is used."""
+    table, out = data.store.table, {}
+    in_store = source_index(table["file_name"], [r.motion_source for r in data.records])
+    for mode in MODES:
+        keep = [i for i, r in enumerate(data.records) if r.mode == mode and in_store[i] >= 0]
+        if not keep:
+            continue
+        drivers: dict[int, np.ndarray] = {}  # store row -> its curve from its motion start
+        for i in keep:
+            row = int(in_store[i])
+            drivers.setdefault(row, areas.of_real(row)[data.records[i].motion_start :])
+        distance = np.empty((len(keep), len(keep)))
+        for a, i in enumerate(keep):
+            record, curve = data.records[i], areas.of_synthetic(i)
+            for b, j in enumerate(keep):
+                row = int(in_store[j])
+                fps = float(table["fps"][row])
+                gen_fps = record.fps if np.isfinite(record.fps) else fps
+                distance[a, b] = area_curve_distance(curve, gen_fps, drivers[row], fps)
+        sources = [data.records[i].motion_source for i in keep]
+        appearance = [data.records[i].appearance_source for i in keep]
+        summary = curve_summary(distance, sources, appearance)
+        out |= {f"{mode}_{k}": v for k, v in summary.items()}
+    return out
 
 
 def lv_area_rows(data: EvalData, areas: _Areas) -> list[dict]:

@@ -13,14 +13,13 @@ from echomotion.evaluation.extractors import FeatureExtractor, extract, extract_
 from echomotion.evaluation.frechet import frechet_distance
 from echomotion.evaluation.inception_score import inception_score
 from echomotion.evaluation.motion_fidelity import (
-    cosine_matrix,
     ed_es_or_detect,
-    epe_matrix,
-    matched_and_mismatched,
-    motion_vectors,
-    pair_flows,
-    retrieval_top1,
-    standardise,
+)
+from echomotion.evaluation.motion_scores import (
+    MotionInputs,
+    motion_matrices,
+    motion_summary,
+    train_pairs,
 )
 from echomotion.evaluation.privacy import (
     flag,
@@ -249,84 +248,6 @@ def _motion_items(data: EvalData, features: RaggedStore) -> list[dict]:
     return items
 
 
-def _nanmean(values: np.ndarray) -> float:
-    """Mean of the finite values (NaN when there is none: a single motion source)."""
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if len(finite) else float("nan")
-
-
-def _retrieval_summary(
-    similarity: np.ndarray, sources: list[str], appearance: list[str]
-) -> dict[str, float]:
-    """Driver retrieval top-1 of a square (generated x driver) similarity matrix, also with
-    each row's appearance source left out of the gallery, each beside its chance level."""
-    drivers = len(set(sources))
-    left_out = np.array([a != s and a in sources for s, a in zip(sources, appearance, strict=True)])
-    return {
-        "retrieval_top1": retrieval_top1(similarity, sources),
-        "retrieval_top1_chance": 1.0 / drivers,
-        "retrieval_top1_without_appearance": retrieval_top1(similarity, sources, appearance),
-        "retrieval_top1_without_appearance_chance": float(
-            np.mean(1.0 / (drivers - left_out)) if drivers > 1 else 1.0
-        ),
-    }
-
-
-def _vector_summary(cos: np.ndarray, sources: list[str], appearance: list[str]) -> dict[str, float]:
-    """Matched and mismatched cosine, and :func:`_retrieval_summary`, of a square
-    (generated x driver) cosine matrix."""
-    cos_matched, cos_other = matched_and_mismatched(cos, sources)
-    return {
-        "cosine_matched": float(cos_matched.mean()),
-        "cosine_mismatched": _nanmean(cos_other),
-    } | _retrieval_summary(cos, sources, appearance)
-
-
-def _motion_summary(
-    cos: np.ndarray, cos_still: np.ndarray, epe: np.ndarray, sources: list[str],
-    appearance: list[str],
-) -> dict[str, float]:  # fmt: skip
-    """:func:`_vector_summary` of the conditioning vectors, that of the identity-free
-    vectors (keys prefixed ``still_``), matched and mismatched flow EPE, and driver
-    retrieval by the re-extracted ED->ES flow field (the driver whose flow is nearest,
-    keys prefixed ``flow_``), of square (generated x driver) matrices.
-
-    The flow field is motion only: a transfer-mode video has its appearance source's
-    identity, which MAFE's vectors carry and its flow does not, so the flow finds the
-    driver where the vectors find the appearance source."""
-    epe_matched, epe_other = matched_and_mismatched(epe, sources)
-    still = _vector_summary(cos_still, sources, appearance)
-    flow = _retrieval_summary(-epe, sources, appearance)
-    return (
-        _vector_summary(cos, sources, appearance)
-        | {f"still_{k}": v for k, v in still.items()}
-        | {
-            "flow_epe_matched": float(epe_matched.mean()),
-            "flow_epe_mismatched": _nanmean(epe_other),
-        }
-        | {f"flow_{k}": v for k, v in flow.items()}
-    )
-
-
-def _train_pairs(data: EvalData) -> tuple[np.ndarray, np.ndarray]:
-    """ED and ES frames (N, H, W) of the real TRAIN videos with an ED/ES pair (traced, else
-    detected); empty arrays when there is none."""
-    table, pairs = data.store.table, []
-    try:
-        rows = data.split_rows("TRAIN")
-    except ValueError:
-        rows = np.array([], int)
-    for s in rows:
-        video = data.store.video(int(s))
-        ed, es, fps = int(table["ed"][s]), int(table["es"][s]), float(table["fps"][s])
-        pair = ed_es_or_detect(video, ed, es, fps)
-        if pair is not None:
-            pairs.append((video[pair[0]], video[pair[1]]))
-    if not pairs:
-        return np.empty((0, 0, 0), np.uint8), np.empty((0, 0, 0), np.uint8)
-    return np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])
-
-
 def _distinct_drivers(items: list[dict]) -> tuple[list[dict], np.ndarray]:
     """One item per distinct driving video (the first that has it), and per item the
     position of its driver among them: each driver is scored once, not once per mode."""
@@ -334,35 +255,6 @@ def _distinct_drivers(items: list[dict]) -> tuple[list[dict], np.ndarray]:
         [it["source"] for it in items], return_index=True, return_inverse=True
     )
     return [items[k] for k in first], inverse
-
-
-def still_cosine(
-    data: EvalData,
-    mafe: nn.Module,
-    generated: tuple[np.ndarray, np.ndarray],
-    driving: tuple[np.ndarray, np.ndarray],
-    batch: int,
-    device: str | torch.device,
-) -> np.ndarray:
-    """Cosine (N, M) of the N generated ED/ES pairs' identity-free motion vectors against
-    the M driving pairs', standardised with the real TRAIN videos' statistics.
-
-    Identity-free: MAFE's vectors with ``subtract_still``, each pair's vector minus those of
-    its still pairs, which takes out most of the identity (README, "Disentanglement"). The
-    conditioning vectors carry the driver's identity, and a transfer-mode video has its
-    appearance source's, so retrieval by them cannot find the driver even when the motion is
-    transferred; by these it can.
-    """
-    gen = motion_vectors(mafe, *generated, batch, device=device, subtract_still=True)
-    drive = motion_vectors(mafe, *driving, batch, device=device, subtract_still=True)
-    train_ed, train_es = _train_pairs(data)
-    if len(train_ed) > 1:
-        train = motion_vectors(mafe, train_ed, train_es, batch, device=device, subtract_still=True)
-        mean, std = train.mean(axis=0), train.std(axis=0)
-    else:  # no real TRAIN pair: the drivers' own statistics
-        log.warning("no real TRAIN ED/ES pair: identity-free motion standardised by the drivers")
-        mean, std = drive.mean(axis=0), drive.std(axis=0)
-    return cosine_matrix(standardise(gen, mean, std), standardise(drive, mean, std))
 
 
 def motion_scores(
@@ -384,32 +276,28 @@ def motion_scores(
         log.warning("no synthetic video has a motion source in %s and an ED/ES pair", features_path)
         return out, []
     sources = [data.records[it["index"]].motion_source for it in items]
-    # 1. motion vectors: generated ED/ES pair vs the conditioning vector, standardised
-    gen_ed, gen_es = _pairs([it["generated"] for it in items], [it["gen_pair"] for it in items])
-    cond = video_motion(features)[[it["feature"] for it in items]]
-    mean, std = features.attrs["motion_mean"], features.attrs["motion_std"]
-    cos = cosine_matrix(
-        standardise(motion_vectors(mafe, gen_ed, gen_es, batch, device=device), mean, std),
-        standardise(cond, mean, std),
-    )
-    # 2. the same without identity: generated vs driving ED/ES pair, still pairs subtracted
-    #    (each distinct driver once; `driver` maps the items to their driver's column)
+    # 1. generated ED/ES pairs vs their conditioning vectors (MAFE cosine) and vs the
+    #    driving ED/ES pairs (identity-free cosine, flow EPE), each distinct driver once;
+    #    `driver` maps the items to their driver's column
     drivers, driver = _distinct_drivers(items)
-    drive_ed, drive_es = _pairs([d["driving"] for d in drivers], [d["drive_pair"] for d in drivers])
-    driving = (drive_ed, drive_es)
-    cos_still = still_cosine(data, mafe, (gen_ed, gen_es), driving, batch, device)[:, driver]
-    # 3. ED->ES flow of the generated vs the driving video
-    epe = epe_matrix(pair_flows(provider, gen_ed, gen_es), pair_flows(provider, *driving))
-    epe = epe[:, driver]
+    inputs = MotionInputs(
+        generated=_pairs([it["generated"] for it in items], [it["gen_pair"] for it in items]),
+        condition=video_motion(features)[[it["feature"] for it in items]],
+        condition_stats=(features.attrs["motion_mean"], features.attrs["motion_std"]),
+        driving=_pairs([d["driving"] for d in drivers], [d["drive_pair"] for d in drivers]),
+        train=train_pairs(data.store),
+    )
+    cos, cos_still, epe = motion_matrices(inputs, mafe, provider, batch, device)
+    cos_still, epe = cos_still[:, driver], epe[:, driver]
     appearance = [data.records[it["index"]].appearance_source for it in items]
-    out |= _motion_summary(cos, cos_still, epe, sources, appearance)
-    # 4. the same within each mode (rows and columns of that mode's videos only)
+    out |= motion_summary(cos, cos_still, epe, sources, appearance)
+    # 2. the same within each mode (rows and columns of that mode's videos only)
     modes = np.array([data.records[it["index"]].mode for it in items])
     for mode in ("transfer", "self"):
         sub = np.flatnonzero(modes == mode)
         if len(sub):
             block = np.ix_(sub, sub)
-            summary = _motion_summary(
+            summary = motion_summary(
                 cos[block], cos_still[block], epe[block], [sources[k] for k in sub],
                 [appearance[k] for k in sub],
             )  # fmt: skip

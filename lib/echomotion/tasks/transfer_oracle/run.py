@@ -1,0 +1,221 @@
+"""Stage ``transfer_oracle``: what the evaluation's motion measures give a perfect
+transfer-mode generator.
+
+``sample`` drives, in transfer mode, the reference frame of one video with the motion of
+another, and ``evaluate`` asks whether each generated video moves as its driver does:
+MAFE's vectors, identity-free vectors and the re-extracted ED->ES flow field, each as
+driver retrieval among all drivers, and the relative LV-area curve. A heart with another
+anatomy never moves exactly as its driver does, so even a perfect transfer need not find
+its driver by every measure. The phantom can render that perfect transfer
+(:mod:`echomotion.phantom.transfer`): the appearance video's anatomy, speckle and sector
+with the driver's timing and contraction.
+
+For every transfer-mode video of ``sample``'s ``FileList.csv`` this stage renders its exact
+counterpart, stores it as ``prepare`` stores a video (the phantom's codec, decoding,
+resizing, resampling), cuts the generated video's window from it (from ``MotionStart``,
+``NumberOfFrames`` at its ``FPS``), and scores it against the drivers with ``evaluate``'s
+own code (:mod:`echomotion.evaluation.motion_scores`, the LV segmenter ``evaluate``
+trained). ``metrics/transfer_oracle.json`` holds the keys of ``evaluate``'s ``transfer_*``
+motion keys and ``ef_lv.transfer_curve_*`` keys, unprefixed; ``ground_truth: false`` when
+a video is not this phantom's (another dataset, another seed) or there is no transfer
+video; no ``curve_*`` keys without a trained LV segmenter.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from echomotion.device import resolve_device
+from echomotion.evaluation.lv import LVSegmenter, lv_areas
+from echomotion.evaluation.motion_fidelity import ed_es_or_detect
+from echomotion.evaluation.motion_scores import (
+    MotionInputs,
+    area_curve_distance,
+    curve_summary,
+    motion_matrices,
+    motion_summary,
+    train_pairs,
+)
+from echomotion.evaluation.synthetic import SyntheticRecord, read_synthetic_table, source_index
+from echomotion.flow.classical import FlowProvider, make_flow_provider
+from echomotion.flow.pwc import PWCLite
+from echomotion.mafe.model import MAFE
+from echomotion.params import Params
+from echomotion.phantom.params import PhantomParams
+from echomotion.phantom.transfer import simulate_transfer
+from echomotion.phantom.writer import file_name
+from echomotion.stage import write_json
+from echomotion.stores import features as features_store
+from echomotion.stores import videos as videos_store
+from echomotion.stores.features import video_motion
+from echomotion.stores.ragged import RaggedStore
+from echomotion.video import read_video, write_video
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC = Path("data/synthetic/echonet")
+LV_MODEL = Path("models/lv_segmenter/model")
+
+
+@dataclass(frozen=True)
+class Phantom:
+    """The phantom that made the prepared videos (its params and seed) and how
+    ``prepare`` read them: frame ``size``, ``target_fps`` (None: the source rate) and
+    whether a slower video was brought up to it (``upsample``)."""
+
+    params: PhantomParams
+    seed: int
+    size: int
+    target_fps: float | None
+    upsample: bool
+
+    def prepared_transfer(self, appearance: int, motion: int, tmp: Path) -> np.ndarray:
+        """Video ``appearance`` moving as video ``motion`` (:func:`simulate_transfer`), as
+        ``prepare`` stores it: written with the phantom's codec, decoded, resized and
+        resampled as ``prepare`` reads every video."""
+        path = tmp / f"{appearance}-{motion}.avi"
+        frames = simulate_transfer(self.params, self.seed, appearance, motion).frames
+        write_video(path, frames, self.params.fps, self.params.codec)
+        return read_video(
+            path,
+            size=(self.size, self.size),
+            target_fps=self.target_fps,
+            fps=self.params.fps,
+            upsample=self.upsample,
+        ).frames
+
+
+@dataclass(frozen=True)
+class Scorers:
+    """The evaluation's networks: ``mafe``, the flow ``provider``, the LV segmenter
+    (``lv``; None: not trained), their ``batch`` size and ``device``."""
+
+    mafe: nn.Module
+    provider: FlowProvider
+    lv: LVSegmenter | None
+    batch: int
+    device: str | torch.device
+
+
+def generated_window(
+    video: np.ndarray, fps: float, record: SyntheticRecord, n_frames: int
+) -> np.ndarray:
+    """The frames of ``video`` (at ``fps``) a generated video of ``record`` shows: from its
+    ``motion_start``, ``n_frames`` at the record's frame rate (as many as the video has)."""
+    rate = record.fps if np.isfinite(record.fps) else fps
+    index = record.motion_start + np.round(np.arange(n_frames) * fps / rate).astype(int)
+    return video[index[index < len(video)]]
+
+
+def oracle_scores(
+    videos: RaggedStore,
+    features: RaggedStore,
+    records: list[SyntheticRecord],
+    scorers: Scorers,
+    phantom: Phantom,
+) -> dict:
+    """The motion measures of the exact counterparts of the transfer-mode ``records``
+    against their drivers; ``{"ground_truth": False, ...}`` when a video of theirs is not
+    one of the phantom's, or there is none."""
+    index = {file_name(phantom.seed, i): i for i in range(phantom.params.n_videos)}
+    names, table = videos.table["file_name"].astype(str), videos.table
+    records = [r for r in records if r.mode == "transfer"]
+    used = {n for r in records for n in (r.motion_source, r.appearance_source)}
+    unknown = sorted(used - (set(index) & set(names)))
+    if not records or unknown:
+        why = f"{len(unknown)} videos are not the phantom's" if unknown else "no transfer video"
+        log.warning("transfer oracle skipped: %s", why)
+        return {"ground_truth": False, "skipped": why, "n_videos": 0}
+    rows = source_index(names, [r.motion_source for r in records])
+    feature_rows = source_index(features.table["file_name"], [r.motion_source for r in records])
+    generated, driving, kept, areas = ([], []), ([], []), [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for record, row, feature_row in zip(records, rows, feature_rows, strict=True):
+            video, fps = videos.video(int(row)), float(table["fps"][row])
+            full = phantom.prepared_transfer(
+                index[record.appearance_source], index[record.motion_source], Path(tmp)
+            )
+            if full.shape != video.shape:
+                raise ValueError(
+                    f"the exact transfer of {record.file_name} has shape {full.shape}, its "
+                    f"prepared driver {record.motion_source} {video.shape}"
+                )
+            n = record.n_frames if record.n_frames > 0 else len(video)
+            oracle = generated_window(full, fps, record, n)
+            rate = record.fps if np.isfinite(record.fps) else fps
+            gen_pair = ed_es_or_detect(oracle, record.ed, record.es, rate)
+            drive_pair = ed_es_or_detect(video, int(table["ed"][row]), int(table["es"][row]), fps)
+            if gen_pair is None or drive_pair is None or feature_row < 0:
+                continue
+            for frames, pair, out in ((oracle, gen_pair, generated), (video, drive_pair, driving)):
+                out[0].append(frames[pair[0]]), out[1].append(frames[pair[1]])
+            kept.append((record, int(row), int(feature_row)))
+            if scorers.lv is not None:
+                curve = lv_areas(scorers.lv, oracle, scorers.batch, device=scorers.device)
+                real = lv_areas(scorers.lv, video, scorers.batch, device=scorers.device)
+                areas.append((curve, rate, real[record.motion_start :], fps))
+    if not kept:
+        return {"ground_truth": True, "n_videos": 0}
+    inputs = MotionInputs(
+        generated=(np.stack(generated[0]), np.stack(generated[1])),
+        condition=video_motion(features)[[f for _, _, f in kept]],
+        condition_stats=(features.attrs["motion_mean"], features.attrs["motion_std"]),
+        driving=(np.stack(driving[0]), np.stack(driving[1])),
+        train=train_pairs(videos),
+    )
+    cos, cos_still, epe = motion_matrices(
+        inputs, scorers.mafe, scorers.provider, scorers.batch, scorers.device
+    )
+    sources = [r.motion_source for r, _, _ in kept]
+    appearance = [r.appearance_source for r, _, _ in kept]
+    out = {"ground_truth": True, "n_videos": len(kept)}
+    out |= motion_summary(cos, cos_still, epe, sources, appearance)
+    if areas:
+        distance = np.array([[area_curve_distance(g, g_fps, d, d_fps) for _, _, d, d_fps in areas]
+                             for g, g_fps, _, _ in areas])  # fmt: skip
+        out |= curve_summary(distance, sources, appearance)
+    return out
+
+
+def _lv_segmenter(path: Path, device) -> LVSegmenter | None:
+    """``evaluate``'s LV segmenter, or None where it was not trained (``SKIPPED.txt``)."""
+    if (path / "SKIPPED.txt").is_file():
+        log.warning("no LV segmenter (%s): no LV-area curve scores", (path / "SKIPPED.txt"))
+        return None
+    return LVSegmenter.from_pretrained(path).to(device).eval()
+
+
+def run(params: Params) -> None:
+    """The stage as dvc.yaml runs it: its inputs and outputs at their pipeline paths."""
+    device = resolve_device(params.shared.device)
+    flow = params.evaluate.motion.flow
+    model = None
+    if flow.method == "network":
+        model = PWCLite.from_pretrained("models/flow/model").to(device)
+    scorers = Scorers(
+        MAFE.from_pretrained("models/mafe/model").to(device).eval(),
+        make_flow_provider(flow, model),
+        _lv_segmenter(LV_MODEL, device),
+        params.evaluate.batch_size,
+        device,
+    )
+    prepare = params.prepare
+    phantom = Phantom(
+        params.phantom, params.shared.seed, prepare.size, prepare.target_fps,
+        prepare.low_fps == "repeat",
+    )  # fmt: skip
+    metrics = oracle_scores(
+        RaggedStore(videos_store.PATH),
+        RaggedStore(features_store.PATH),
+        read_synthetic_table(SYNTHETIC),
+        scorers,
+        phantom,
+    )
+    write_json("metrics/transfer_oracle.json", metrics)
