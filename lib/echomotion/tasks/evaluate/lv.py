@@ -288,14 +288,15 @@ def curve_scores(data: EvalData, areas: _Areas) -> dict:
         for i in keep:
             row = int(in_store[i])
             drivers.setdefault(row, areas.of_real(row)[data.records[i].motion_start :])
+        fps = {row: float(table["fps"][row]) for row in drivers}
         distance = np.empty((len(keep), len(keep)))
         for a, i in enumerate(keep):
             record, curve = data.records[i], areas.of_synthetic(i)
+            # a record without a frame rate is at its own driver's (as in lv_area_rows)
+            gen_fps = record.fps if np.isfinite(record.fps) else fps[int(in_store[i])]
             for b, j in enumerate(keep):
                 row = int(in_store[j])
-                fps = float(table["fps"][row])
-                gen_fps = record.fps if np.isfinite(record.fps) else fps
-                distance[a, b] = area_curve_distance(curve, gen_fps, drivers[row], fps)
+                distance[a, b] = area_curve_distance(curve, gen_fps, drivers[row], fps[row])
         sources = [data.records[i].motion_source for i in keep]
         appearance = [data.records[i].appearance_source for i in keep]
         summary = curve_summary(distance, sources, appearance)

@@ -12,9 +12,7 @@ from torch import nn
 from echomotion.evaluation.extractors import FeatureExtractor, extract, extract_probabilities
 from echomotion.evaluation.frechet import frechet_distance
 from echomotion.evaluation.inception_score import inception_score
-from echomotion.evaluation.motion_fidelity import (
-    ed_es_or_detect,
-)
+from echomotion.evaluation.motion_fidelity import ed_es_or_detect
 from echomotion.evaluation.motion_scores import (
     MotionInputs,
     motion_matrices,
