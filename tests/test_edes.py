@@ -40,6 +40,17 @@ def test_detector_finds_every_ed_and_es():
     assert abs(result.es - result.ed) in (9, 10, 11)
 
 
+def test_a_clip_edge_counts_as_ed_or_es_only_near_the_interior_extremes():
+    # 60 frames, period 20: ED at 15, 35, 55 and ES at 5, 25, 45; frame 0 lies mid-systole
+    mid_systole = detect_ed_es(beating(phase0=-5), fps=25.0)
+    assert 0 not in mid_systole.ed_all and 0 not in mid_systole.es_all
+    assert nearest_error(mid_systole.ed_all, np.array([15, 35, 55])).max() <= 1
+    assert Beats(mid_systole.ed_all, 60, 25.0).window_anchors(31).min() >= 14  # not frame 0
+    assert heart_rate_bpm(mid_systole.ed_all, 25.0) == pytest.approx(75.0, rel=0.06)
+    at_ed = detect_ed_es(beating(phase0=0), fps=25.0)  # EchoNet clips often start at ED
+    assert at_ed.ed_all.min() <= 1 and nearest_error(at_ed.ed_all, np.array([0, 20, 40, 60])).max() <= 1
+
+
 def test_detector_on_a_still_video_finds_nothing():
     still = np.repeat(beating(1), 30, axis=0)
     assert detect_ed_es(still, fps=25.0).ed == -1
@@ -72,6 +83,7 @@ def test_edes_eval_on_the_phantom(tiny_dataset):
     assert metrics["ground_truth"] and metrics["videos"] == 8
     assert metrics["ed_error_frames"] <= 1.5 and metrics["es_error_frames"] <= 1.5
     assert metrics["videos_without_detection"] == 0
+    assert metrics["first_ed_mid_cycle"] == 0.0 and metrics["heart_rate_error_bpm"] < 5.0
 
 
 def window_anchors(video, fps, span):

@@ -54,15 +54,38 @@ def detect_ed_es(frames: np.ndarray, fps: float, max_heart_rate_bpm: float = 150
     """ED and ES frames of a grayscale (T, H, W) uint8 video without labels."""
     signal = gaussian_filter1d(blood_area(frames), sigma=max(fps / 25.0, 0.5))
     min_gap = max(int(fps * 60.0 / max_heart_rate_bpm * 0.5), 1)
+    ed_all = _extremes(signal, min_gap)
+    es_all = _extremes(-signal, min_gap)
+    ed, es = _best_pair(signal, ed_all, es_all)
+    return EdEs(ed, es, ed_all, es_all, signal)
+
+
+# An extreme at the first or last frame counts only when the signal there lies at least this
+# far from the typical trough towards the typical peak of the clip's interior cycles. Measured
+# on the 64 default phantom videos against their true phase (metrics/edes.json, README
+# "Label-free ED/ES"): with no such rule 7 videos' first window started mid-cycle (true phase
+# 0.26-0.74: a clip starting in systole counted as an ED), the heart rate was off by 3.9 bpm
+# and the detected EDs by 2.1 frames on average; at 0.75 none started mid-cycle, 2.5 bpm and
+# 0.7 frames (0.5: 2 videos, 2.9 bpm, 1.3 frames; 0.8: 0 videos, 3.2 bpm, 0.7 frames).
+EDGE_LEVEL = 0.75
+
+
+def _extremes(signal: np.ndarray, min_gap: int) -> np.ndarray:
+    """The maxima of ``signal`` ``(T,)``, the first and last frame included when they are
+    near the height of the interior maxima (:data:`EDGE_LEVEL`)."""
     prominence = 0.1 * (np.ptp(signal) + 1e-9)
     # padding with the minimum lets a clip that starts or ends at an extreme count it
     # (EchoNet clips often start at ED); undo the one-frame shift afterwards
-    ed_all = find_peaks(np.pad(signal, 1, mode="minimum"), distance=min_gap,
-                        prominence=prominence)[0] - 1  # fmt: skip
-    es_all = find_peaks(np.pad(-signal, 1, mode="minimum"), distance=min_gap,
-                        prominence=prominence)[0] - 1  # fmt: skip
-    ed, es = _best_pair(signal, ed_all, es_all)
-    return EdEs(ed, es, ed_all, es_all, signal)
+    found = find_peaks(np.pad(signal, 1, mode="minimum"), distance=min_gap,
+                       prominence=prominence)[0] - 1  # fmt: skip
+    interior = found[(found > 0) & (found < len(signal) - 1)]
+    troughs = find_peaks(-signal, distance=min_gap, prominence=prominence)[0]
+    if interior.size == 0 or troughs.size == 0:  # no full cycle inside: edges as found
+        return found
+    peak, trough = np.median(signal[interior]), np.median(signal[troughs])
+    edge_floor = trough + EDGE_LEVEL * (peak - trough)
+    inside = (found > 0) & (found < len(signal) - 1)
+    return found[inside | (signal[found] >= edge_floor)]
 
 
 def _best_pair(signal: np.ndarray, eds: np.ndarray, ess: np.ndarray) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echomotion.edes import detect_ed_es, mean_error, nearest_error
+from echomotion.edes import detect_ed_es, heart_rate_bpm, mean_error, nearest_error
 from echomotion.params import Params
 from echomotion.stage import write_json
 from echomotion.stores import phantom_truth as phantom_truth_store
@@ -34,10 +34,13 @@ def true_ed_es(phase: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate_ed_es(videos_path: str | Path, truth_path: str | Path) -> dict:
-    """Mean frame error of the detector's chosen ED/ES and of all it found, per split."""
+    """Mean frame error of the detector's chosen ED/ES and of all it found; the error of the
+    heart rate taken from the detected EDs; and the share of videos whose first detected ED
+    is not one (true phase above 0.25: the generator's first window would start mid-cycle)."""
     videos, truth = RaggedStore(videos_path), RaggedStore(truth_path)
     index = {name: i for i, name in enumerate(truth.table["file_name"])}
     chosen, found = {"ed": [], "es": []}, {"ed": [], "es": []}
+    rate_errors, mid_cycle = [], []
     for i in range(len(videos)):
         row = videos.row(i)
         if row["file_name"] not in index:
@@ -52,6 +55,10 @@ def evaluate_ed_es(videos_path: str | Path, truth_path: str | Path) -> dict:
             if picked >= 0:
                 chosen[key].append(nearest_error(np.array([picked]), true)[0])
             found[key].extend(nearest_error(every, true))
+        true_rate = float(truth.table["heart_rate_bpm"][index[row["file_name"]]])
+        rate_errors.append(abs(heart_rate_bpm(detected.ed_all, row["fps"]) - true_rate))
+        if len(detected.ed_all):
+            mid_cycle.append(float(stored[int(detected.ed_all.min())] > 0.25))
     matched = sum(1 for n in videos.table["file_name"] if n in index)
     if not matched:
         log.warning("no video of %s has ground truth in %s", videos_path, truth_path)
@@ -63,6 +70,8 @@ def evaluate_ed_es(videos_path: str | Path, truth_path: str | Path) -> dict:
         "all_ed_error_frames": mean_error(found["ed"]),
         "all_es_error_frames": mean_error(found["es"]),
         "videos_without_detection": matched - len(chosen["ed"]),
+        "heart_rate_error_bpm": mean_error(rate_errors),
+        "first_ed_mid_cycle": mean_error(mid_cycle),
     }
 
 
