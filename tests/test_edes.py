@@ -6,6 +6,7 @@ import pytest
 from conftest import section
 from echomotion.edes import (
     Beats,
+    contraction_curve,
     detect_ed_es,
     heart_rate_bpm,
     heart_rate_or_default,
@@ -48,7 +49,8 @@ def test_a_clip_edge_counts_as_ed_or_es_only_near_the_interior_extremes():
     assert Beats(mid_systole.ed_all, 60, 25.0).window_anchors(31).min() >= 14  # not frame 0
     assert heart_rate_bpm(mid_systole.ed_all, 25.0) == pytest.approx(75.0, rel=0.06)
     at_ed = detect_ed_es(beating(phase0=0), fps=25.0)  # EchoNet clips often start at ED
-    assert at_ed.ed_all.min() <= 1 and nearest_error(at_ed.ed_all, np.array([0, 20, 40, 60])).max() <= 1
+    assert at_ed.ed_all.min() <= 1
+    assert nearest_error(at_ed.ed_all, np.array([0, 20, 40, 60])).max() <= 1
 
 
 def test_detector_on_a_still_video_finds_nothing():
@@ -142,3 +144,29 @@ def test_one_detection_gives_a_videos_window_anchors_and_heart_rate(monkeypatch,
     assert heart_rate_or_default(72.0, "a.avi") == 72.0
     assert heart_rate_or_default(float("nan"), "still.avi") is None
     assert "still.avi: fewer than two EDs" in caplog.text
+
+
+def test_the_contraction_curve_is_zero_at_ed_one_at_es_and_label_free():
+    video = beating(n=60, period=20, phase0=3)  # ED at 3, 23, 43; ES at 13, 33, 53
+    curve = contraction_curve(detect_ed_es(video, 25.0).signal)
+    assert curve.shape == (60,) and curve.dtype == np.float32
+    assert curve.min() == 0.0 and curve.max() == 1.0
+    assert curve[[3, 23, 43]].max() < 0.1 and curve[[13, 33, 53]].min() > 0.9
+    assert np.corrcoef(curve, -np.cos(2 * np.pi * (np.arange(60) - 3) / 20))[0, 1] > 0.95
+    still = np.repeat(beating(1), 30, axis=0)
+    assert not contraction_curve(detect_ed_es(still, 25.0).signal).any()  # no beat: all 0
+    assert contraction_curve(np.array([])).shape == (0,)
+
+
+def test_beats_give_the_contraction_of_the_frames_to_draw():
+    video = beating(n=60, period=20, phase0=3)
+    beats = Beats.detect(video, 25.0)
+    curve = contraction_curve(detect_ed_es(video, 25.0).signal)
+    assert np.array_equal(beats.contraction, curve)  # the one detection
+    assert np.array_equal(beats.contraction_from(3, 5, 12.5), curve[[3, 5, 7, 9, 11]])
+    assert np.array_equal(beats.contraction_from(57, 3), curve[[57, 58, 59]])  # own rate
+    assert np.array_equal(
+        beats.contraction_from(56, 4, 12.5), curve[[56, 58, 59, 59]]
+    )  # past the end
+    with pytest.raises(ValueError, match="no contraction curve"):
+        Beats(beats.eds, 60, 25.0).contraction_from(0, 4)

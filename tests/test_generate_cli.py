@@ -20,6 +20,7 @@ from conftest import REPO, moving_blob_video
 from echomotion.cli.generate import (
     appearance_frame,
     build_parser,
+    driver_contraction,
     driver_detection,
     heart_rate,
     main,
@@ -31,7 +32,7 @@ from echomotion.diffusion.params import MCDMModelParams, NoiseScheduleParams, VA
 from echomotion.diffusion.pipeline import MotionConditionedVideoPipeline
 from echomotion.diffusion.unet import build_unet
 from echomotion.diffusion.vae import build_vae
-from echomotion.edes import detect_ed_es
+from echomotion.edes import contraction_curve, detect_ed_es
 from echomotion.mafe.model import MAFE
 from echomotion.mafe.params import MAFEModelParams
 from echomotion.video import read_video, write_video
@@ -255,3 +256,25 @@ def test_a_heart_rate_pipeline_takes_the_drivers_label_free_heart_rate(cli, tmp_
     assert rate("--pipeline", str(tmp / "pipeline")) is None  # no heart-rate id
     assert run(cli, "hr.avi", motion=str(tmp_path / "beat.avi"),
                extra=["--pipeline", str(tmp_path / "hr")]) == 0  # fmt: skip
+
+
+def test_a_contraction_pipeline_takes_the_drivers_label_free_curve(cli, tmp_path):
+    tmp, dim = cli["tmp"], MAFE.from_pretrained(cli["tmp"] / "mafe").motion_vector_dim
+    model = MCDMModelParams(block_out_channels=(32, 32), motion_dim=dim, num_frames=4,
+                            contraction=True)  # fmt: skip
+    vae = build_vae(VAEModelParams(block_out_channels=(8, 8, 16, 16), norm_num_groups=8))
+    MotionConditionedVideoPipeline(
+        vae, build_unet(model).eval(), build_scheduler(NoiseScheduleParams()), fps=PIPELINE_FPS,
+        motion_mean=[0.0] * dim, motion_std=[1.0] * dim, frame_size=[SIZE, SIZE],
+        contraction=True,
+    ).save_pretrained(tmp_path / "c")  # fmt: skip
+    write_video(tmp_path / "beat.avi", beating(n=60, period=20, phase0=3), 25.0)
+    video = read_frames(tmp_path / "beat.avi", (SIZE, SIZE), "--motion")
+    detected = driver_detection(video)
+    config = pipeline_config(tmp_path / "c")
+    curve = driver_contraction(config, video, detected, 6, PIPELINE_FPS)
+    full = contraction_curve(detected().signal)
+    assert np.array_equal(curve, full[None, 0:12:2])  # from the first frame, at 12.5 fps
+    assert driver_contraction(pipeline_config(tmp / "pipeline"), video, detected, 6, 12.5) is None
+    assert run(cli, "c.avi", motion=str(tmp_path / "beat.avi"),
+               extra=["--pipeline", str(tmp_path / "c")]) == 0  # fmt: skip

@@ -24,7 +24,7 @@ from echomotion.diffusion.loading import load_pipeline, sampling_scheduler
 from echomotion.diffusion.params import MCDMModelParams, VAEModelParams
 from echomotion.diffusion.vae import encode_frames
 from echomotion.echonet import read_file_list
-from echomotion.edes import Beats, video_heart_rate
+from echomotion.edes import Beats, contraction_curve, detect_ed_es, video_heart_rate
 from echomotion.mafe.model import MAFE
 from echomotion.mafe.params import MAFEModelParams
 from echomotion.media import HEADER_HEIGHT, LABEL_WIDTH
@@ -58,12 +58,16 @@ SAMPLE = section("sample",
 
 
 def mcdm_params(
-    motion_dim: int, steps: int = 2, window_anchor: str = "any", time_ids: str = "signals"
+    motion_dim: int,
+    steps: int = 2,
+    window_anchor: str = "any",
+    time_ids: str = "signals",
+    contraction: bool = False,
 ) -> MCDMTrainParams:
     return section("mcdm_train",
         model=MCDMModelParams(
             block_out_channels=(32, 32), motion_dim=motion_dim, num_frames=4,
-            addition_time_embed_dim=8, time_ids=time_ids,
+            addition_time_embed_dim=8, time_ids=time_ids, contraction=contraction,
         ),
         train=TrainParams(
             steps=steps, batch_size=2, lr=1e-3, ema_decay=0.9, checkpoint_every=2, log_every=1
@@ -315,9 +319,9 @@ def test_heart_rate_training_and_sampling_use_label_free_heart_rates(work, tmp_p
     assert pipe.config.heart_rate == pytest.approx(metrics["heart_rate_bpm"])
     given = []
 
-    def recording(pipe, references, motion, params, seed, ef=None, heart_rate=None):
+    def recording(pipe, references, motion, params, seed, ef=None, heart_rate=None, curve=None):
         given.append(heart_rate)
-        return generate_videos(pipe, references, motion, params, seed, ef, heart_rate)
+        return generate_videos(pipe, references, motion, params, seed, ef, heart_rate, curve)
 
     monkeypatch.setattr("echomotion.tasks.sample.run.generate_videos", recording)
     sample_dataset(tmp_path / "mcdm/pipeline", work["videos"], tmp / "features.zarr",
@@ -330,6 +334,34 @@ def test_heart_rate_training_and_sampling_use_label_free_heart_rates(work, tmp_p
     assert given == pytest.approx(expected) and len(set(given)) > 1
     recorded = {r["MotionSource"]: float(r["HeartRate"]) for r in rows}  # the rate each used
     assert [recorded[n] for n in drivers] == pytest.approx(expected, abs=0.005)
+
+
+def test_contraction_training_and_sampling_use_the_label_free_curves(work, tmp_path, monkeypatch):
+    """contraction: the pipeline says so, and the sample stage drives every video with its
+    driver's contraction curve from the driver's start frame, at the pipeline's rate."""
+    tmp, videos = work["tmp"], RaggedStore(work["videos"])
+    train_with_prepared_videos(work, tmp_path, contraction=True)
+    pipe = load_pipeline(tmp_path / "mcdm/pipeline", "ddim")
+    assert pipe.config.contraction and pipe.unet.config.in_channels == 9
+    given = []
+
+    def recording(pipe, references, motion, params, seed, ef=None, heart_rate=None, curve=None):
+        given.append(curve)
+        return generate_videos(pipe, references, motion, params, seed, ef, heart_rate, curve)
+
+    monkeypatch.setattr("echomotion.tasks.sample.run.generate_videos", recording)
+    sample_dataset(tmp_path / "mcdm/pipeline", work["videos"], tmp / "features.zarr",
+                   tmp_path / "syn", tmp_path / "plots", SAMPLE, seed=SEED)  # fmt: skip
+    with (tmp_path / "syn/FileList.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    drivers = list(dict.fromkeys(r["MotionSource"] for r in rows))
+    index = {n: i for i, n in enumerate(videos.table["file_name"].astype(str))}
+    assert len(given) == len(drivers) > 1
+    for name, curve in zip(drivers, given, strict=True):
+        full = contraction_curve(detect_ed_es(videos.video(index[name]), 25.0).signal)
+        assert curve.shape == (1, SAMPLE.num_frames)
+        assert np.array_equal(curve[0], full[: 2 * SAMPLE.num_frames : 2])  # MotionStart 0
+    assert any(curve.any() for curve in given)
 
 
 def test_unknown_heart_rates_take_the_median_or_a_fallback(caplog):

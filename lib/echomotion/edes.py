@@ -101,6 +101,20 @@ def _best_pair(signal: np.ndarray, eds: np.ndarray, ess: np.ndarray) -> tuple[in
     return pair
 
 
+def contraction_curve(signal: np.ndarray) -> np.ndarray:
+    """The contraction ``(T,)`` of a video from its :attr:`EdEs.signal`: 0 where the blood
+    area is largest in the clip (ED), 1 where it is smallest (ES), linear in between; all 0
+    for a still video. It says when the heart contracts, not by how much (the motion vector
+    says that), and is label-free."""
+    signal = np.asarray(signal, np.float64)
+    if signal.size == 0:
+        return np.zeros(0, np.float32)
+    top, span = signal.max(), np.ptp(signal)
+    if not span > 1e-6 * max(abs(top), 1.0):
+        return np.zeros(len(signal), np.float32)
+    return ((top - signal) / span).astype(np.float32)
+
+
 def nearest_error(detected: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """For each detected frame, the distance in frames to the nearest true one."""
     if len(detected) == 0 or len(truth) == 0:
@@ -117,17 +131,30 @@ def mean_error(errors: list[float]) -> float:
 @dataclass(frozen=True)
 class Beats:
     """Label-free beats of one video: its detected ED frames (:func:`detect_ed_es`), its
-    length and frame rate; the window starts and heart rate are derived from them, so a
-    video is searched once for both."""
+    length and frame rate, and its contraction curve; the window starts, heart rate and
+    per-frame contraction come from them, so a video is searched once for all three."""
 
     eds: np.ndarray  # detected ED frames (empty: none)
     n_frames: int
     fps: float
+    contraction: np.ndarray | None = None  # (n_frames,) :func:`contraction_curve`; None: unknown
 
     @classmethod
     def detect(cls, frames: np.ndarray, fps: float) -> Beats:
         """The beats of a grayscale ``(T, H, W)`` video at ``fps``."""
-        return cls(np.asarray(detect_ed_es(frames, fps).ed_all, np.int64), len(frames), fps)
+        found = detect_ed_es(frames, fps)
+        eds = np.asarray(found.ed_all, np.int64)
+        return cls(eds, len(frames), fps, contraction_curve(found.signal))
+
+    def contraction_from(self, start: int, n: int, fps: float | None = None) -> np.ndarray:
+        """The contraction ``(n,)`` float32 of ``n`` frames at ``fps`` (the video's when
+        None or 0) from frame ``start``, each at its nearest video frame, a frame past the
+        video's end at its last; ValueError without a curve."""
+        if self.contraction is None or len(self.contraction) == 0:
+            raise ValueError("these beats have no contraction curve (Beats.detect makes one)")
+        step = self.fps / fps if fps and self.fps > 0 else 1.0
+        index = start + np.round(np.arange(n) * step).astype(np.int64)
+        return self.contraction[np.clip(index, 0, len(self.contraction) - 1)].astype(np.float32)
 
     @property
     def heart_rate(self) -> float:

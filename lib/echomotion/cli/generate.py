@@ -3,18 +3,20 @@
     python -m echomotion.cli.generate --motion a.avi --appearance b.avi --out out.mp4
     echomotion-generate --motion a.avi --appearance b.avi --out out.gif --steps 10
 
-The driving video is resampled to the frame rate the pipeline was trained at, so the
-output lasts as long as the driver (unless ``--frames`` is given). Its ED and ES frames
-come from the label-free detector (:func:`echomotion.edes.detect_ed_es`) unless
-``--ed``/``--es`` give them in the driver's own frame numbering; MAFE turns that pair into
-the motion vector, normalised as in training. A pipeline trained with EF conditioning
-(``mcdm_train.model.condition_ef``) also needs the driver's ``--ef`` in percent; one
-trained with the heart rate (``time_ids: heart_rate``) takes the driver's label-free heart
-rate (``--heart-rate`` overrides it). The appearance is one frame of the second video.
-Both videos are scaled to the pipeline's frame size. The suffix of ``--out`` picks the
-container: ``.avi`` (MJPEG), ``.mp4`` (H.264), ``.mkv`` (lossless FFV1) or ``.gif``.
-Any unusable input stops the command, before sampling, with exit status 2 and one line
-on stderr naming the value and the reason.
+The driving video is resampled to the frame rate the pipeline was trained at, so the output
+lasts as long as the driver (unless ``--frames`` is given). Its ED and ES frames come from
+the label-free detector (:func:`echomotion.edes.detect_ed_es`) unless ``--ed``/``--es`` give
+them in the driver's own frame numbering; MAFE turns that pair into the motion vector,
+normalised as in training. A pipeline trained with EF conditioning
+(``mcdm_train.model.condition_ef``) also needs the driver's ``--ef`` in percent; one trained
+with the heart rate (``time_ids: heart_rate``) takes the driver's label-free heart rate
+(``--heart-rate`` overrides it); one trained with the contraction
+(``mcdm_train.model.contraction``) takes the driver's label-free contraction curve
+(:func:`echomotion.edes.contraction_curve`) from its first frame. The appearance is one
+frame of the second video. Both videos are scaled to the pipeline's frame size. The suffix
+of ``--out`` picks the container: ``.avi`` (MJPEG), ``.mp4`` (H.264), ``.mkv`` (lossless
+FFV1) or ``.gif``. Any unusable input stops the command, before sampling, with exit status 2
+and one line on stderr naming the value and the reason.
 """
 
 from __future__ import annotations
@@ -44,7 +46,14 @@ from echomotion.diffusion.pipeline import (
     default_overlap,
     window_starts,
 )
-from echomotion.edes import EdEs, detect_ed_es, heart_rate_bpm, heart_rate_or_default
+from echomotion.edes import (
+    Beats,
+    EdEs,
+    contraction_curve,
+    detect_ed_es,
+    heart_rate_bpm,
+    heart_rate_or_default,
+)
 from echomotion.mafe.model import MAFE
 from echomotion.media import save_gif
 from echomotion.video import VideoReadError, read_video, resample_indices, write_video
@@ -254,6 +263,20 @@ def heart_rate(
     return heart_rate_or_default(rate, args.motion)
 
 
+def driver_contraction(
+    config: dict, video, detected: Callable[[], EdEs], n: int, fps: float
+) -> np.ndarray | None:
+    """For a pipeline trained with the contraction, the driver's ``(1, n)`` from its first
+    frame at ``fps`` (``detected``: its :func:`driver_detection`); else None."""
+    if not config.get("contraction", False):
+        return None
+    found = detected()
+    beats = Beats(
+        found.ed_all, len(video.frames), video.fps or 25.0, contraction_curve(found.signal)
+    )
+    return beats.contraction_from(0, n, fps)[None]
+
+
 def check_ef(path: Path, config: dict, ef: float | None) -> None:
     """``--ef`` is given exactly when the pipeline at ``path`` (``config``: its
     :func:`pipeline_config`) was trained with EF conditioning."""
@@ -439,6 +462,7 @@ def generate(args: argparse.Namespace) -> None:
     pipe, mafe = load_models(args)
     raw = motion_from_driving_video(mafe, torch.from_numpy(driver.frames), driver.ed, driver.es)
     num_frames = args.frames or driver.length
+    curve = driver_contraction(config, video, detected, num_frames, driver.fps)
     window = pipe.unet.config.num_frames
     windows = len(window_starts(num_frames, window, default_overlap(window)))
     logger.info("driver: %d frames at %g fps (%.2f s), ED %d, ES %d at %g fps", len(video.frames),
@@ -452,6 +476,7 @@ def generate(args: argparse.Namespace) -> None:
         motion=raw,  # (1, D)
         ef=args.ef,
         heart_rate=rate,
+        contraction=curve,
         num_frames=num_frames,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,

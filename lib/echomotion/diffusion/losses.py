@@ -174,8 +174,9 @@ def mcdm_loss(
 
     ``batch``: ``latents`` ``(B, T, C, h, w)`` and ``ref_latent`` ``(B, C, h, w)``, both scaled;
     ``motion`` ``(B, D)`` (the whole cross-attention token); optional ``fps`` ``(B,)`` (else
-    the fps id is 0), ``heart_rate`` ``(B,)`` (bpm; needed by ``time_ids="heart_rate"``) and
-    ``frame_mask`` ``(B, T)`` (zero-padded frames of short windows are 0
+    the fps id is 0), ``heart_rate`` ``(B,)`` (bpm; needed by ``time_ids="heart_rate"``),
+    ``contraction`` ``(B, T)`` (each frame's, for a UNet with the contraction channel; zeroed
+    with the motion) and ``frame_mask`` ``(B, T)`` (zero-padded frames of short windows are 0
     and left out of the loss). ``time_ids``: ``"signals"``, ``"zeros"`` or ``"heart_rate"``
     (:func:`~echomotion.diffusion.conditioning.condition_time_ids`). ``residual_scale``:
     diffuse ``(latents - ref_latent) * residual_scale`` (the clean reference) instead of the
@@ -207,7 +208,10 @@ def mcdm_loss(
     heart_rate = batch.get("heart_rate")
     heart_rate = None if heart_rate is None else heart_rate.to(device)
     ids = condition_time_ids(time_ids, fps, strength, dropped, heart_rate).to(device)
-    pred = unet_predict(unet, noisy, ref, motion, ids, t, motion_tokens)
+    contraction = batch.get("contraction")
+    if contraction is not None:  # dropped with the motion: the whole motion condition
+        contraction = contraction.to(device).float() * (1.0 - dropped.to(device))[:, None]
+    pred = unet_predict(unet, noisy, ref, motion, ids, t, motion_tokens, contraction)
     target = _diffusion_target(scheduler, latents, noise, t).float()
     per_sample = per_sample_mse(pred, target, batch.get("frame_mask"))  # (B,)
     weights = snr_weights(scheduler, t, params.snr_gamma)

@@ -134,6 +134,14 @@ class MCDMModelParams(Section):
         "and an EF at sampling time. False: label-free.",
     )
 
+    contraction: bool = Field(
+        False,
+        description="Also condition each frame on the driver's label-free contraction at that "
+        "frame (echomotion.edes.contraction_curve: the smoothed blood area of the detector, 0 "
+        "at the clip's ED level, 1 at its ES level), one more UNet input channel: when the "
+        "heart contracts, where the motion vector says how far. Dropped with the motion "
+        "(classifier-free guidance). False: the paper's conditioning.",
+    )
     motion_tokens: int = Field(
         1,
         ge=1,

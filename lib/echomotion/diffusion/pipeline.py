@@ -37,6 +37,9 @@ side file):
 - ``motion_tokens``: the number of cross-attention tokens the condition is cut into
   (:func:`~echomotion.diffusion.conditioning.motion_context`); pipelines saved before it
   existed load with 1, their single token.
+- ``contraction``: the UNet also reads each frame's contraction (the driver's label-free
+  curve, :func:`echomotion.edes.contraction_curve`, 0 at ED and 1 at ES); each call then
+  needs ``contraction`` ``(B or 1, num_frames)``, and every window gets its frames' values.
 
 **Loading.** ``save_pretrained`` also writes a loader module (:data:`LOADER_MODULE` ``.py``,
 which only imports this class from the installed ``echomotion``) and records it as
@@ -83,7 +86,7 @@ from echomotion.diffusion.params import (
     context_dim_of,
     guidance_refusal,
 )
-from echomotion.diffusion.unet import unet_predict
+from echomotion.diffusion.unet import takes_contraction, unet_predict
 from echomotion.diffusion.vae import decode_latents as decode_latent_frames
 from echomotion.diffusion.vae import downsampling, encode_images, frames_to_images
 
@@ -186,7 +189,8 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
       label-free ED (``"ed"``: give the pipeline a reference frame at ED, as the sample stage
       and ``echomotion-generate`` do);
     - ``heart_rate``: with ``time_ids="heart_rate"``, the median training heart rate (bpm),
-      the heart-rate id when a call gives none.
+      the heart-rate id when a call gives none;
+    - ``contraction``: the UNet has the per-frame contraction channel (module docstring).
 
     To reload a pipeline with a ``mafe`` through this class, import the ``mafe``'s module
     first (diffusers imports no module a folder names);
@@ -216,6 +220,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         motion_tokens: int = 1,
         window_anchor: str = "any",  # "any" | "ed" (diffusers needs a plain type)
         heart_rate: float | None = None,
+        contraction: bool = False,
     ):
         super().__init__()
         if cond_dropout is not None and not 0 <= cond_dropout <= 1:
@@ -232,6 +237,11 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             raise ValueError(f"time_ids must be one of {get_args(TimeIds)}, got {time_ids!r}")
         if heart_rate is not None and not heart_rate > 0:
             raise ValueError(f"heart_rate must be positive or None, got {heart_rate}")
+        if bool(contraction) != takes_contraction(unet):
+            raise ValueError(
+                f"contraction={bool(contraction)}, but the UNet's in_channels "
+                f"({unet.config.in_channels}) say {not contraction}"
+            )
         width = unet.config.cross_attention_dim
         if motion_tokens < 1 or (motion_tokens > 1 and width <= motion_tokens):
             raise ValueError(
@@ -255,6 +265,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             motion_tokens=int(motion_tokens),
             window_anchor=window_anchor,
             heart_rate=None if heart_rate is None else float(heart_rate),
+            contraction=bool(contraction),
         )
 
     @property
@@ -488,6 +499,34 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
 
     # ---- denoising ----------------------------------------------------------------------
 
+    def contraction_ids(
+        self,
+        contraction: np.ndarray | torch.Tensor | None,
+        batch_size: int,
+        num_frames: int,
+        device,
+    ) -> torch.Tensor | None:
+        """The per-frame contraction ``(B, num_frames)`` float32 on ``device`` for a pipeline
+        with the contraction channel (``contraction`` ``(B or 1, num_frames)``, finite), else
+        None; a missing or a refused ``contraction`` raises, naming the config."""
+        if not self.config.get("contraction", False):
+            if contraction is not None:
+                raise ValueError("`contraction` given, but this pipeline was trained without it")
+            return None
+        if contraction is None:
+            raise ValueError(
+                "this pipeline conditions each frame on the driver's contraction: pass "
+                "`contraction` (B or 1, num_frames), e.g. echomotion.edes.Beats.contraction_from"
+            )
+        curve = torch.as_tensor(contraction, dtype=torch.float32)
+        if curve.ndim != 2 or curve.shape[0] not in (1, batch_size) or curve.shape[1] != num_frames:
+            raise ValueError(
+                f"contraction must be ({batch_size} or 1, {num_frames}), got {tuple(curve.shape)}"
+            )
+        if not torch.isfinite(curve).all():
+            raise ValueError("contraction must be finite")
+        return curve.to(device).expand(batch_size, -1)
+
     def prepare_latents(
         self,
         batch_size: int,
@@ -511,7 +550,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         self,
         latents: torch.Tensor,
         t: torch.Tensor,
-        conditions: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        conditions: tuple[torch.Tensor | None, ...],
         guidance_scale: float,
     ) -> torch.Tensor:
         """Guided model output ``(B, T, C, h, w)``.
@@ -522,10 +561,11 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         """
         model_input = self.scheduler.scale_model_input(latents, t)
         tokens = self.config.motion_tokens
+        ref, motion, ids, contraction = conditions
         if guidance_scale == 1.0:
-            return unet_predict(self.unet, model_input, *conditions, t, tokens)
+            return unet_predict(self.unet, model_input, ref, motion, ids, t, tokens, contraction)
         doubled = torch.cat([model_input, model_input])
-        out = unet_predict(self.unet, doubled, *conditions, t, tokens)
+        out = unet_predict(self.unet, doubled, ref, motion, ids, t, tokens, contraction)
         uncond, cond = out.chunk(2)
         return uncond + guidance_scale * (cond - uncond)
 
@@ -540,7 +580,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
     def denoise(
         self,
         latents: torch.Tensor,
-        conditions: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        conditions: tuple[torch.Tensor | None, ...],
         num_inference_steps: int,
         guidance_scale: float,
         generator,
@@ -566,14 +606,15 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         ref_latent: torch.Tensor,
         num_frames: int,
         window_overlap: int,
-        conditions_for: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
+        conditions_for: Callable[[torch.Tensor, int, int], tuple[torch.Tensor, ...]],
         denoise_kwargs: dict,
         latents: torch.Tensor | None = None,
         base: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Latent video ``(B, num_frames, C, h, w)`` stitched from overlapping windows.
 
-        ``conditions_for(reference latent)`` gives a window's conditions (see :meth:`predict`);
+        ``conditions_for(reference latent, start, end)`` gives the conditions (see
+        :meth:`predict`) of the window of frames ``start:end``;
         ``latents`` ``(B, num_frames, C, h, w)``, if given, the initial noise (each window
         starts from its frames of it); ``base`` the clean reference latent the first
         window's residual is taken from (default ``ref_latent``; only used with
@@ -592,14 +633,14 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
             )
             if video is None:  # first window: starts at the reference when trained so
                 known = base[:, None] if from_start else None
-                conditions = conditions_for(ref_latent)
+                conditions = conditions_for(ref_latent, start, end)
                 video = self._denoise_window(noise, conditions, known, base, denoise_kwargs)
                 continue
             known = video[:, start:]  # (B, k, C, h, w): frames already generated
             window_ref = known[:, 0] if from_start else ref_latent
             window_base = known[:, 0] if from_start else base
             window_latents = self._denoise_window(
-                noise, conditions_for(window_ref), known, window_base, denoise_kwargs
+                noise, conditions_for(window_ref, start, end), known, window_base, denoise_kwargs
             )
             video = torch.cat([video, window_latents[:, known.shape[1] :]], dim=1)
         return video
@@ -675,6 +716,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         noise_aug_strength: float = 0.0,
         fps: float | None = None,
         heart_rate: float | Sequence[float] | None = None,
+        contraction: np.ndarray | torch.Tensor | None = None,
         ef: EFInput | None = None,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
@@ -704,6 +746,10 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
                 the config's ``heart_rate``, the training median; the sample stage and
                 ``echomotion-generate`` give the driving video's, from its label-free ED
                 frames); refused by other pipelines.
+            contraction: each frame's contraction ``(B or 1, num_frames)`` (0 at ED, 1 at
+                ES: the driver's :func:`echomotion.edes.contraction_curve` at the frames to
+                draw), required by (and only accepted by) a pipeline whose config has
+                ``contraction``.
             ef: ejection fraction(s) in percent, one or per reference: required by (and only
                 accepted by) a pipeline trained with ``condition_ef``.
             generator: the source of every random draw (initial noise, the noise of the
@@ -737,6 +783,7 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         )  # (B, D)
         motion = self.condition_token(motion, ef)  # (B, D [+ 1])
         rates = self.heart_rate_ids(heart_rate, batch_size, ref_latent.device)  # (B,) | None
+        curves = self.contraction_ids(contraction, batch_size, num_frames, ref_latent.device)
         if noise_aug_strength < 0:
             raise ValueError(f"noise_aug_strength must be >= 0, got {noise_aug_strength}")
         strength = torch.full((batch_size,), float(noise_aug_strength), device=ref_latent.device)
@@ -744,10 +791,10 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         if noise_aug_strength > 0:
             ref_latent = augment_reference(ref_latent, strength, generator)
 
-        def conditions_for(reference_latent: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def conditions_for(reference_latent: torch.Tensor, start: int, end: int):
             return self._conditions(
                 reference_latent, motion, strength, fps or 0.0, guidance_scale,
-                self.config.time_ids, rates,
+                self.config.time_ids, rates, None if curves is None else curves[:, start:end],
             )  # fmt: skip
 
         # 3. denoise window by window, one progress bar over every step
@@ -784,20 +831,24 @@ class MotionConditionedVideoPipeline(DiffusionPipeline):
         guidance_scale: float,
         time_ids: str = "signals",
         heart_rate: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(reference latent, motion, time ids), batched [uncond, cond] when guiding; the
-        unconditional branch zeroes the whole token (EF included), as training's dropout,
-        and keeps the heart rate (``(B,)``, with ``time_ids="heart_rate"``), as training
-        keeps it when the motion is dropped."""
+        contraction: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(reference latent, motion, time ids, contraction or None), batched [uncond, cond]
+        when guiding; the unconditional branch zeroes the whole token (EF included) and the
+        contraction ``(B, T)``, as training's dropout, and keeps the heart rate (``(B,)``,
+        with ``time_ids="heart_rate"``), as training keeps it when the motion is dropped."""
         fps_ids = torch.full_like(strength, fps)
         kept, dropped = torch.zeros_like(strength), torch.ones_like(strength)
         ids = condition_time_ids(time_ids, fps_ids, strength, kept, heart_rate)
-        cond = (ref_latent, motion, ids)
+        cond = (ref_latent, motion, ids, contraction)
         if guidance_scale == 1.0:
             return cond
         uncond_ids = condition_time_ids(time_ids, fps_ids, strength, dropped, heart_rate)
         return (
             torch.cat([ref_latent, ref_latent]),
             torch.cat([torch.zeros_like(motion), motion]),
-            torch.cat([uncond_ids, cond[2]]),
+            torch.cat([uncond_ids, ids]),
+            None
+            if contraction is None
+            else torch.cat([torch.zeros_like(contraction), contraction]),
         )

@@ -47,8 +47,10 @@ class LatentClipDataset(Dataset):
     Item: ``latents`` ``(T, C, h, w)`` float32 (a random window), ``ref_latent``
     ``(C, h, w)`` (the window's first frame when ``reference`` is ``"window_start"``, else a
     random frame of the same video), ``motion`` ``(D,)`` (the video's conditioning token) and
-    ``fps`` ``()`` (the window's frame rate: the video's fps / ``stride``), and with
-    ``heart_rate`` (per item, beats per minute) ``heart_rate`` ``()``. With
+    ``fps`` ``()`` (the window's frame rate: the video's fps / ``stride``), with
+    ``heart_rate`` (per item, beats per minute) ``heart_rate`` ``()``, and with ``contraction``
+    (per item, the label-free curve over the video's frames,
+    :func:`echomotion.edes.contraction_curve`) ``contraction`` ``(T,)``, the window's. With
     ``short_videos="pad"`` also ``frame_mask`` ``(T,)``: 1 for real frames, 0 for the zero
     latents that pad a window past the video's end.
 
@@ -75,6 +77,7 @@ class LatentClipDataset(Dataset):
         random_phase: bool = False,
         anchors: list[np.ndarray] | None = None,
         heart_rate: np.ndarray | None = None,
+        contraction: list[np.ndarray] | None = None,
     ):
         span = window_span(n_frames, stride)
         lengths = offsets[videos + 1] - offsets[videos]
@@ -100,7 +103,11 @@ class LatentClipDataset(Dataset):
             len(heart_rate) != len(videos) or not np.all(np.asarray(heart_rate) > 0)
         ):
             raise ValueError(f"{len(videos)} videos need as many positive heart rates")
-        self.anchors, self.heart_rate = anchors, heart_rate
+        if contraction is not None:
+            lengths = [offsets[v + 1] - offsets[v] for v in videos]
+            if [len(c) for c in contraction] != lengths:
+                raise ValueError(f"contraction curves must have the videos' lengths {lengths}")
+        self.anchors, self.heart_rate, self.contraction = anchors, heart_rate, contraction
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -160,6 +167,10 @@ class LatentClipDataset(Dataset):
         }
         if self.heart_rate is not None:
             item["heart_rate"] = torch.tensor(float(self.heart_rate[index]))
+        if self.contraction is not None:
+            curve = self.contraction[index][offset : offset + end - start : self.stride]
+            item["contraction"] = torch.zeros(self.n_frames)
+            item["contraction"][: len(curve)] = torch.from_numpy(np.asarray(curve, np.float32))
         if self.short_videos == "pad":
             item["latents"], item["frame_mask"] = pad_window(item["latents"], self.n_frames)
         return item
@@ -302,6 +313,7 @@ def load_clip_data(
     window_anchor: WindowAnchor = "any",
     videos_path: str | Path | None = None,
     heart_rate: bool = False,
+    contraction: bool = False,
 ) -> ClipData:
     """Latent windows (``n_frames`` every ``stride`` frames) of the videos of ``splits``
     that have a motion vector and are long enough (all, with ``short_videos="pad"``), and
@@ -312,7 +324,8 @@ def load_clip_data(
     With ``window_anchor="ed"`` windows start at label-free ED frames of the prepared videos
     at ``videos_path``, and with ``heart_rate`` each item carries its video's label-free
     heart rate (:func:`label_free_beats`; unknown: the median), and ``ClipData.heart_rate``
-    is their median."""
+    is their median; with ``contraction`` each item carries its window's label-free
+    contraction curve (:attr:`echomotion.edes.Beats.contraction`)."""
     latents = RaggedStore(latents_path).load("latents")
     features = RaggedStore(features_path).load("motion")
     rows, videos = _feature_rows(features, latents, splits)
@@ -333,14 +346,17 @@ def load_clip_data(
         ef = torch.from_numpy(features.table["ef"][rows].astype(np.float32))
         motion = ef_token(motion, ef)  # (n, 1 + D)
     fps = latents.table["fps"][videos]
-    anchors = rates = None
-    if window_anchor == "ed" or heart_rate:
+    anchors = rates = curves = None
+    if window_anchor == "ed" or heart_rate or contraction:
         if videos_path is None:
-            raise ValueError("window_anchor 'ed' and heart rates need the prepared videos")
+            raise ValueError(
+                "window_anchor 'ed', heart rates and contraction need the prepared videos"
+            )
         beats = label_free_beats(videos_path, latents, videos)
         names = latents.table["file_name"][videos].astype(str)
         anchors = ed_anchors(beats, names, span) if window_anchor == "ed" else None
         rates = heart_rates(beats, names) if heart_rate else None
+        curves = [b.contraction for b in beats] if contraction else None
     dataset = LatentClipDataset(
         all_latents(latents),
         latents.offsets,
@@ -354,6 +370,7 @@ def load_clip_data(
         random_phase,
         anchors,
         rates,
+        curves,
     )
     scale = dataset.residual_scale() if residual else None
     rate = None if rates is None else float(np.median(rates))
@@ -400,6 +417,7 @@ def train_mcdm(
         window_anchor=params.window_anchor,
         videos_path=videos_path,
         heart_rate=params.model.time_ids == "heart_rate",
+        contraction=params.model.contraction,
     )
     if data.normalizer.dim != params.model.motion_dim:
         raise ValueError(
@@ -445,6 +463,7 @@ def train_mcdm(
             motion_tokens=params.model.motion_tokens,
             window_anchor=params.window_anchor,
             heart_rate=data.heart_rate,
+            contraction=params.model.contraction,
         )
         save_pipeline(pipe, Path(out_dir) / "pipeline")
     process_state().wait_for_everyone()

@@ -169,17 +169,20 @@ def generate_videos(
     seed: int,
     ef: float | None = None,
     heart_rate: float | None = None,
+    contraction: np.ndarray | None = None,
 ) -> np.ndarray:
     """uint8 videos ``(B, T, H, W)``, one per reference frame ``(B, H, W)``, all driven by
     the raw ``motion`` ``(1, D)`` (the pipeline normalises it) and, for a pipeline trained
     with EF, by the driver's ``ef`` (percent), for one trained with the heart rate, by the
-    driver's ``heart_rate`` (bpm; None: the pipeline's default); deterministic given
+    driver's ``heart_rate`` (bpm; None: the pipeline's default), for one trained with the
+    contraction, by the driver's ``contraction`` ``(1, num_frames)``; deterministic given
     ``seed``."""
     return pipe(
         reference=references,
         motion=motion,
         ef=ef,
         heart_rate=heart_rate,
+        contraction=contraction,
         num_frames=params.num_frames,
         window_overlap=params.window_overlap,
         num_inference_steps=params.num_inference_steps,
@@ -199,6 +202,17 @@ def driver_heart_rate(
         return None
     name = str(beats.videos.table["file_name"][video])
     return heart_rate_or_default(beats(video).heart_rate, name)
+
+
+def driver_contraction(
+    pipe: MotionConditionedVideoPipeline, beats: VideoBeats, source: Source, n: int
+) -> np.ndarray | None:
+    """The label-free contraction ``(1, n)`` of the driving video from its ``motion_start``
+    at the pipeline's frame rate when the pipeline conditions on it, else None."""
+    if not pipe.config.get("contraction", False):
+        return None
+    fps = float(pipe.config.fps or 0.0)
+    return beats(source.video).contraction_from(source.motion_start, n, fps)[None]
 
 
 def driver_ef(pipe: MotionConditionedVideoPipeline, features: RaggedStore, row: int):
@@ -333,7 +347,10 @@ def sample_dataset(
         ef = driver_ef(pipe, features, source.feature_row)  # None: a label-free model
         rate = driver_heart_rate(pipe, beats, source.video)  # None: no id, or not detected
         drawn_at = pipe.config.get("heart_rate") if rate is None else rate  # what was used
-        synthetic = generate_videos(pipe, refs, motion, params, seed + source.video, ef, rate)
+        curve = driver_contraction(pipe, beats, source, params.num_frames)  # (1, T) | None
+        synthetic = generate_videos(
+            pipe, refs, motion, params, seed + source.video, ef, rate, curve
+        )
         for mode, video in zip(modes, synthetic, strict=True):
             name = f"{info['file_name']}_{mode}"
             write_video(tmp / VIDEOS / f"{name}.avi", video, fps or info["fps"], params.codec)
