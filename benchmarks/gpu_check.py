@@ -188,6 +188,8 @@ def mcdm_workload(c: Check) -> Workload:
         "fps": torch.full((b,), 16.0),
         "heart_rate": torch.full((b,), 75.0),  # bpm, used by time_ids heart_rate only
     }
+    if p.model.contraction:  # each frame's contraction, 0 at ED to 1 at ES
+        batch["contraction"] = torch.rand(b, t)
     loss = partial(
         mcdm_loss, scheduler=build_scheduler(p.schedule), params=p.loss, time_ids=p.model.time_ids
     )
@@ -227,10 +229,12 @@ def features_workload(c: Check) -> Workload:
 
 
 def denoiser_inputs(c: Check) -> dict[str, Tensor]:
-    """One video's denoiser inputs: noisy latents (1, T, C, h, w), reference, motion, ids."""
+    """One video's denoiser inputs: noisy latents (1, T, C, h, w), reference, motion, ids,
+    and each frame's contraction (1, T) for a model with that channel."""
     m, h = c.params.mcdm_train.model, c.latent_side
     zero = torch.zeros(1)
-    return {
+    contraction = {"contraction": torch.rand(1, c.frames)} if m.contraction else {}
+    return contraction | {
         "noisy": torch.randn(1, c.frames, m.latent_channels, h, h),
         "ref": torch.randn(1, m.latent_channels, h, h),
         "motion": torch.randn(1, m.motion_dim),
@@ -241,10 +245,17 @@ def denoiser_inputs(c: Check) -> dict[str, Tensor]:
     }
 
 
+def denoise(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    """One denoiser call on :func:`denoiser_inputs` and a timestep ``t``."""
+    b = batch
+    return unet_predict(model, b["noisy"], b["ref"], b["motion"], b["ids"], b["t"],
+                        contraction=b.get("contraction"))  # fmt: skip
+
+
 def sample_workload(c: Check) -> Workload:
     model = build_unet(c.params.mcdm_train.model.model_copy(update={"num_frames": c.frames}))
 
-    call = partial(keyed, unet_predict, ("noisy", "ref", "motion", "ids", "t"))
+    call = denoise
     m, h = c.params.mcdm_train.model, c.latent_side
     shape = f"1 x {c.frames} frames x {m.latent_channels}x{h}x{h}, one denoiser call"
     batch = {**denoiser_inputs(c), "t": torch.tensor(500)}
@@ -358,7 +369,7 @@ def sample_video(unet, vae, scheduler, steps: int, c: Check, deadline: Deadline)
     for t in scheduler.timesteps:
         deadline.check()
         model_input = scheduler.scale_model_input(latents, t)
-        out = unet_predict(unet, model_input, x["ref"], x["motion"], x["ids"], t)
+        out = denoise(unet, {**x, "noisy": model_input, "t": t})
         latents = scheduler.step(out.float(), t, latents).prev_sample
     decode_latents(vae, latents.flatten(0, 1))  # (T, H, W) uint8
 

@@ -47,18 +47,24 @@ class RandomClips(torch.utils.data.Dataset):
             n, model.num_frames, model.latent_channels, size, size, generator=g
         )
         self.motion = torch.randn(n, model.motion_dim, generator=g)
+        self.contraction = (
+            torch.rand(n, model.num_frames, generator=g) if model.contraction else None
+        )
 
     def __len__(self) -> int:
         return len(self.latents)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {
+        item = {
             "latents": self.latents[i],  # (T, C, h, w)
             "ref_latent": self.latents[i, 0],
             "motion": self.motion[i],
             "fps": torch.tensor(25.0),
             "heart_rate": torch.tensor(75.0),  # bpm, used by time_ids heart_rate only
         }
+        if self.contraction is not None:  # each frame's, for a model with the channel
+            item["contraction"] = self.contraction[i]
+        return item
 
 
 def settings(preset: str | None, mixed_precision: str) -> tuple[MCDMTrainParams, int]:

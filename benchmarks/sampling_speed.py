@@ -38,6 +38,9 @@ def random_pipeline(preset: str) -> MotionConditionedVideoPipeline:
         unet=build_unet(model).eval(),
         scheduler=build_scheduler(params.mcdm_train.schedule),
         fps=25.0,
+        time_ids=model.time_ids,
+        heart_rate=75.0 if model.time_ids == "heart_rate" else None,
+        contraction=model.contraction,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -50,9 +53,11 @@ def seconds_per_video(
     pipe.scheduler = sampling_scheduler(pipe.scheduler.config, scheduler)
     reference = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8)
     motion = torch.randn(1, pipe.unet.config.cross_attention_dim)
+    curve = np.random.default_rng(1).random((1, frames)) if pipe.config.contraction else None
     start = time.perf_counter()
     pipe(reference=reference, motion=motion, num_frames=frames, num_inference_steps=steps,
-         guidance_scale=guidance, generator=torch.Generator().manual_seed(0))  # fmt: skip
+         guidance_scale=guidance, contraction=curve,
+         generator=torch.Generator().manual_seed(0))  # fmt: skip
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - start
