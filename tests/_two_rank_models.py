@@ -95,6 +95,8 @@ def mcdm_case(g):
         "motion": torch.randn(m.motion_dim, generator=g),
         "heart_rate": 50 + 60 * torch.rand((), generator=g),  # bpm, used by time_ids heart_rate
     }
+    if m.contraction:  # each frame's contraction, for a UNet with that channel
+        item["contraction"] = torch.rand(4, generator=g)
     loss = partial(
         mcdm_loss, scheduler=build_scheduler(P.mcdm_train.schedule), params=P.mcdm_train.loss,
         time_ids=m.time_ids,
