@@ -304,11 +304,29 @@ def test_ed_anchored_training_and_sampling_start_at_a_label_free_ed(work, tmp_pa
         assert int(row["MotionStart"]) == first_ed(row["MotionSource"])
 
 
+def sample_recording_calls(work, tmp_path, monkeypatch):
+    """Run the sample stage on the pipeline at ``tmp_path / "mcdm/pipeline"``, recording the
+    (heart rate, contraction) each driver's generate call got; returns those calls, the
+    FileList.csv rows and the drivers in order."""
+    calls = []
+
+    def recording(pipe, references, motion, params, seed, ef=None, heart_rate=None, curve=None):
+        calls.append((heart_rate, curve))
+        return generate_videos(pipe, references, motion, params, seed, ef, heart_rate, curve)
+
+    monkeypatch.setattr("echomotion.tasks.sample.run.generate_videos", recording)
+    sample_dataset(tmp_path / "mcdm/pipeline", work["videos"], work["tmp"] / "features.zarr",
+                   tmp_path / "syn", tmp_path / "plots", SAMPLE, seed=SEED)  # fmt: skip
+    with (tmp_path / "syn/FileList.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return calls, rows, list(dict.fromkeys(r["MotionSource"] for r in rows))
+
+
 def test_heart_rate_training_and_sampling_use_label_free_heart_rates(work, tmp_path, monkeypatch):
     """time_ids 'heart_rate': each training window carries its video's heart rate from the
     detected EDs, the pipeline keeps their median, and the sample stage drives every video
     with its driver's own."""
-    tmp, videos = work["tmp"], RaggedStore(work["videos"])
+    videos = RaggedStore(work["videos"])
     metrics = train_with_prepared_videos(work, tmp_path, time_ids="heart_rate")
     assert metrics["ed_anchored_videos"] == 0 and work["mcdm_metrics"]["heart_rate_bpm"] == 0
     train = np.flatnonzero(videos.table["split"].astype(str) == "TRAIN")
@@ -317,18 +335,8 @@ def test_heart_rate_training_and_sampling_use_label_free_heart_rates(work, tmp_p
     assert 40 < metrics["heart_rate_bpm"] < 150  # the tiny phantom's hearts
     pipe = load_pipeline(tmp_path / "mcdm/pipeline", "ddim")
     assert pipe.config.heart_rate == pytest.approx(metrics["heart_rate_bpm"])
-    given = []
-
-    def recording(pipe, references, motion, params, seed, ef=None, heart_rate=None, curve=None):
-        given.append(heart_rate)
-        return generate_videos(pipe, references, motion, params, seed, ef, heart_rate, curve)
-
-    monkeypatch.setattr("echomotion.tasks.sample.run.generate_videos", recording)
-    sample_dataset(tmp_path / "mcdm/pipeline", work["videos"], tmp / "features.zarr",
-                   tmp_path / "syn", tmp_path / "plots", SAMPLE, seed=SEED)  # fmt: skip
-    with (tmp_path / "syn/FileList.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    drivers = list(dict.fromkeys(r["MotionSource"] for r in rows))
+    calls, rows, drivers = sample_recording_calls(work, tmp_path, monkeypatch)
+    given = [rate for rate, _ in calls]
     index = {n: i for i, n in enumerate(videos.table["file_name"].astype(str))}
     expected = [video_heart_rate(videos.video(index[n]), 25.0) for n in drivers]
     assert given == pytest.approx(expected) and len(set(given)) > 1
@@ -339,22 +347,12 @@ def test_heart_rate_training_and_sampling_use_label_free_heart_rates(work, tmp_p
 def test_contraction_training_and_sampling_use_the_label_free_curves(work, tmp_path, monkeypatch):
     """contraction: the pipeline says so, and the sample stage drives every video with its
     driver's contraction curve from the driver's start frame, at the pipeline's rate."""
-    tmp, videos = work["tmp"], RaggedStore(work["videos"])
+    videos = RaggedStore(work["videos"])
     train_with_prepared_videos(work, tmp_path, contraction=True)
     pipe = load_pipeline(tmp_path / "mcdm/pipeline", "ddim")
     assert pipe.config.contraction and pipe.unet.config.in_channels == 9
-    given = []
-
-    def recording(pipe, references, motion, params, seed, ef=None, heart_rate=None, curve=None):
-        given.append(curve)
-        return generate_videos(pipe, references, motion, params, seed, ef, heart_rate, curve)
-
-    monkeypatch.setattr("echomotion.tasks.sample.run.generate_videos", recording)
-    sample_dataset(tmp_path / "mcdm/pipeline", work["videos"], tmp / "features.zarr",
-                   tmp_path / "syn", tmp_path / "plots", SAMPLE, seed=SEED)  # fmt: skip
-    with (tmp_path / "syn/FileList.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    drivers = list(dict.fromkeys(r["MotionSource"] for r in rows))
+    calls, _, drivers = sample_recording_calls(work, tmp_path, monkeypatch)
+    given = [curve for _, curve in calls]
     index = {n: i for i, n in enumerate(videos.table["file_name"].astype(str))}
     assert len(given) == len(drivers) > 1
     for name, curve in zip(drivers, given, strict=True):
