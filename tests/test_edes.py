@@ -11,7 +11,6 @@ from echomotion.edes import (
     heart_rate_bpm,
     heart_rate_or_default,
     nearest_error,
-    video_heart_rate,
 )
 from echomotion.stores.ragged import RaggedStore
 from echomotion.tasks.prepare.run import prepare_dataset
@@ -114,12 +113,12 @@ def test_heart_rate_is_sixty_fps_over_the_median_ed_interval():
     assert np.isnan(heart_rate_bpm(np.array([3, 23]), fps=0.0))  # frame rate unknown
 
 
-def test_video_heart_rate_is_label_free_and_nan_for_a_still_video():
+def test_beats_heart_rate_is_label_free_and_nan_for_a_still_video():
     for period, bpm in ((20, 75.0), (30, 50.0)):  # 25 fps
         video = beating(n=90, period=period, phase0=3)
-        assert video_heart_rate(video, fps=25.0) == pytest.approx(bpm, rel=0.06)
+        assert Beats.detect(video, fps=25.0).heart_rate == pytest.approx(bpm, rel=0.06)
     still = np.repeat(beating(1), 40, axis=0)
-    assert np.isnan(video_heart_rate(still, fps=25.0))
+    assert np.isnan(Beats.detect(still, fps=25.0).heart_rate)
 
 
 def test_window_anchors_take_already_detected_eds():

@@ -24,7 +24,7 @@ from echomotion.diffusion.loading import load_pipeline, sampling_scheduler
 from echomotion.diffusion.params import MCDMModelParams, VAEModelParams
 from echomotion.diffusion.vae import encode_frames
 from echomotion.echonet import read_file_list
-from echomotion.edes import Beats, contraction_curve, detect_ed_es, video_heart_rate
+from echomotion.edes import Beats, contraction_curve, detect_ed_es
 from echomotion.mafe.model import MAFE
 from echomotion.mafe.params import MAFEModelParams
 from echomotion.media import HEADER_HEIGHT, LABEL_WIDTH
@@ -330,7 +330,7 @@ def test_heart_rate_training_and_sampling_use_label_free_heart_rates(work, tmp_p
     metrics = train_with_prepared_videos(work, tmp_path, time_ids="heart_rate")
     assert metrics["ed_anchored_videos"] == 0 and work["mcdm_metrics"]["heart_rate_bpm"] == 0
     train = np.flatnonzero(videos.table["split"].astype(str) == "TRAIN")
-    rates = [video_heart_rate(videos.video(v), 25.0) for v in train]
+    rates = [Beats.detect(videos.video(v), 25.0).heart_rate for v in train]
     assert metrics["heart_rate_bpm"] == pytest.approx(np.nanmedian(rates))
     assert 40 < metrics["heart_rate_bpm"] < 150  # the tiny phantom's hearts
     pipe = load_pipeline(tmp_path / "mcdm/pipeline", "ddim")
@@ -338,7 +338,7 @@ def test_heart_rate_training_and_sampling_use_label_free_heart_rates(work, tmp_p
     calls, rows, drivers = sample_recording_calls(work, tmp_path, monkeypatch)
     given = [rate for rate, _ in calls]
     index = {n: i for i, n in enumerate(videos.table["file_name"].astype(str))}
-    expected = [video_heart_rate(videos.video(index[n]), 25.0) for n in drivers]
+    expected = [Beats.detect(videos.video(index[n]), 25.0).heart_rate for n in drivers]
     assert given == pytest.approx(expected) and len(set(given)) > 1
     recorded = {r["MotionSource"]: float(r["HeartRate"]) for r in rows}  # the rate each used
     assert [recorded[n] for n in drivers] == pytest.approx(expected, abs=0.005)

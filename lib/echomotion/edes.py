@@ -78,13 +78,12 @@ def _extremes(signal: np.ndarray, min_gap: int) -> np.ndarray:
     # (EchoNet clips often start at ED); undo the one-frame shift afterwards
     found = find_peaks(np.pad(signal, 1, mode="minimum"), distance=min_gap,
                        prominence=prominence)[0] - 1  # fmt: skip
-    interior = found[(found > 0) & (found < len(signal) - 1)]
-    troughs = find_peaks(-signal, distance=min_gap, prominence=prominence)[0]
-    if interior.size == 0 or troughs.size == 0:  # no full cycle inside: edges as found
-        return found
-    peak, trough = np.median(signal[interior]), np.median(signal[troughs])
-    edge_floor = trough + EDGE_LEVEL * (peak - trough)
     inside = (found > 0) & (found < len(signal) - 1)
+    troughs = find_peaks(-signal, distance=min_gap, prominence=prominence)[0]
+    if not inside.any() or troughs.size == 0:  # no full cycle inside: edges as found
+        return found
+    peak, trough = np.median(signal[found[inside]]), np.median(signal[troughs])
+    edge_floor = trough + EDGE_LEVEL * (peak - trough)
     return found[inside | (signal[found] >= edge_floor)]
 
 
@@ -142,9 +141,14 @@ class Beats:
     @classmethod
     def detect(cls, frames: np.ndarray, fps: float) -> Beats:
         """The beats of a grayscale ``(T, H, W)`` video at ``fps``."""
-        found = detect_ed_es(frames, fps)
+        return cls.from_detection(detect_ed_es(frames, fps), len(frames), fps)
+
+    @classmethod
+    def from_detection(cls, found: EdEs, n_frames: int, fps: float) -> Beats:
+        """The beats of an ``n_frames`` video at ``fps`` from its :func:`detect_ed_es`
+        result (for a caller that also needs the detection itself)."""
         eds = np.asarray(found.ed_all, np.int64)
-        return cls(eds, len(frames), fps, contraction_curve(found.signal))
+        return cls(eds, n_frames, fps, contraction_curve(found.signal))
 
     def contraction_from(self, start: int, n: int, fps: float | None = None) -> np.ndarray:
         """The contraction ``(n,)`` float32 of ``n`` frames at ``fps`` (the video's when
@@ -179,12 +183,6 @@ def heart_rate_bpm(eds: np.ndarray, fps: float) -> float:
     if gaps.size == 0 or not fps > 0:
         return float("nan")
     return float(60.0 * fps / np.median(gaps))
-
-
-def video_heart_rate(frames: np.ndarray, fps: float) -> float:
-    """Label-free beats per minute of a grayscale ``(T, H, W)`` video at ``fps``
-    (:attr:`Beats.heart_rate`); NaN when fewer than two EDs are found."""
-    return Beats.detect(frames, fps).heart_rate
 
 
 def heart_rate_or_default(rate: float, video: str) -> float | None:

@@ -49,7 +49,6 @@ from echomotion.diffusion.pipeline import (
 from echomotion.edes import (
     Beats,
     EdEs,
-    contraction_curve,
     detect_ed_es,
     heart_rate_bpm,
     heart_rate_or_default,
@@ -270,10 +269,7 @@ def driver_contraction(
     frame at ``fps`` (``detected``: its :func:`driver_detection`); else None."""
     if not config.get("contraction", False):
         return None
-    found = detected()
-    beats = Beats(
-        found.ed_all, len(video.frames), video.fps or 25.0, contraction_curve(found.signal)
-    )
+    beats = Beats.from_detection(detected(), len(video.frames), video.fps or 25.0)
     return beats.contraction_from(0, n, fps)[None]
 
 

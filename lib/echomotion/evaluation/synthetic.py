@@ -44,6 +44,10 @@ class SyntheticRecord:
     motion_start: int = 0
     n_frames: int = -1
 
+    def rate(self, default: float) -> float:
+        """The video's frame rate; ``default`` (its driver's) when the table has none."""
+        return self.fps if math.isfinite(self.fps) else default
+
 
 def _int(text: str | None) -> int:
     try:

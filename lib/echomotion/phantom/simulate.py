@@ -67,7 +67,7 @@ def timeline(ident: VideoIdentity, fps: float) -> tuple[np.ndarray, int, int]:
     return s.astype(np.float32), ed, min(es, ident.n_frames - 1)
 
 
-def _render(anatomy, ident, s, size, decorrelate):
+def render(anatomy, ident, s, size, decorrelate):
     """Displacements, frames and labels of every frame, BLOCK frames at a time."""
     ends = end_scales(anatomy, ident)
     inverse = Inverse(forward_field(anatomy, ends, size))
@@ -91,7 +91,7 @@ def simulate_video(
     anatomy = build_anatomy(ident, params.size)
     # 2. contraction over time; 3. backward displacement and rendering
     s, ed, es = timeline(ident, params.fps)
-    disp, frames, labels = _render(anatomy, ident, s, params.size, decorrelate)
+    disp, frames, labels = render(anatomy, ident, s, params.size, decorrelate)
     # 4. LV tracings and volumes (method of disks) of every frame
     lv, spacing = anatomy.chamber("LV"), pixel_cm(params.size)
     lv_scales = chamber_scales(end_scales(anatomy, ident)["LV"], s)

@@ -21,7 +21,7 @@ import numpy as np
 from echomotion.phantom.anatomy import build_anatomy
 from echomotion.phantom.identity import VideoIdentity, sample_identity
 from echomotion.phantom.params import PhantomParams
-from echomotion.phantom.simulate import _render, timeline, video_rng
+from echomotion.phantom.simulate import render, timeline, video_rng
 
 MOTION_FIELDS = (
     "heart_rate_bpm", "n_frames", "systole_fraction", "start_phase", "target_ef",
@@ -56,5 +56,5 @@ def simulate_transfer(
     )
     s, ed, es = timeline(ident, params.fps)
     anatomy = build_anatomy(ident, params.size)
-    _, frames, labels = _render(anatomy, ident, s, params.size, decorrelate)
+    _, frames, labels = render(anatomy, ident, s, params.size, decorrelate)
     return TransferVideo(frames, labels, ed, es)

@@ -293,7 +293,7 @@ def curve_scores(data: EvalData, areas: _Areas) -> dict:
         for a, i in enumerate(keep):
             record, curve = data.records[i], areas.of_synthetic(i)
             # a record without a frame rate is at its own driver's (as in lv_area_rows)
-            gen_fps = record.fps if np.isfinite(record.fps) else fps[int(in_store[i])]
+            gen_fps = record.rate(fps[int(in_store[i])])
             for b, j in enumerate(keep):
                 row = int(in_store[j])
                 distance[a, b] = area_curve_distance(curve, gen_fps, drivers[row], fps[row])
@@ -321,7 +321,7 @@ def lv_area_rows(data: EvalData, areas: _Areas) -> list[dict]:
         curves = []
         for i in generated:
             record = data.records[i]
-            gen_fps = record.fps if np.isfinite(record.fps) else fps
+            gen_fps = record.rate(fps)
             curve = areas.of_synthetic(i)
             span = max(span, (len(curve) - 1) / gen_fps)
             curves.append((f"{driver}/{record.mode}", np.arange(len(curve)) / gen_fps, curve))

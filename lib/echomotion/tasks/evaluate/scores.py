@@ -227,7 +227,7 @@ def _motion_items(data: EvalData, features: RaggedStore) -> list[dict]:
             ed, es, rate = int(table["ed"][s]), int(table["es"][s]), float(table["fps"][s])
             drivers[s] = video, ed_es_or_detect(video, ed, es, rate)
         driving, drive_pair = drivers[s]
-        fps = record.fps if np.isfinite(record.fps) else float(table["fps"][s])
+        fps = record.rate(float(table["fps"][s]))
         generated = data.synthetic.read(i)
         gen_pair = ed_es_or_detect(generated, record.ed, record.es, fps)
         if gen_pair is None or drive_pair is None:

@@ -74,7 +74,7 @@ def ssim_scores(data: EvalData) -> dict:
         if d < 0 or not others:
             continue
         record, video = data.records[i], data.synthetic.read(i)
-        fps = record.fps if np.isfinite(record.fps) else float(table["fps"][d])
+        fps = record.rate(float(table["fps"][d]))
         driving = real[int(d)][record.motion_start :]  # from the frame the video started at
         matched.append(mean_ssim(video, driving, fps, float(table["fps"][d])))
         mismatched.append(

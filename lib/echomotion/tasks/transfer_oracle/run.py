@@ -109,7 +109,7 @@ def generated_window(
 ) -> np.ndarray:
     """The frames of ``video`` (at ``fps``) a generated video of ``record`` shows: from its
     ``motion_start``, ``n_frames`` at the record's frame rate (as many as the video has)."""
-    rate = record.fps if np.isfinite(record.fps) else fps
+    rate = record.rate(fps)
     index = record.motion_start + np.round(np.arange(n_frames) * fps / rate).astype(int)
     return video[index[index < len(video)]]
 
@@ -149,7 +149,7 @@ def oracle_scores(
                 )
             n = record.n_frames if record.n_frames > 0 else len(video)
             oracle = generated_window(full, fps, record, n)
-            rate = record.fps if np.isfinite(record.fps) else fps
+            rate = record.rate(fps)
             gen_pair = ed_es_or_detect(oracle, record.ed, record.es, rate)
             drive_pair = ed_es_or_detect(video, int(table["ed"][row]), int(table["es"][row]), fps)
             if gen_pair is None or drive_pair is None or feature_row < 0:
