@@ -8,6 +8,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+# pytest-xdist workers of `make test` (auto: one per core); files stay whole on one worker,
+# so a module's fixtures (a tiny `dvc repro`) run once. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= auto
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 
@@ -43,7 +46,7 @@ repro: $(STAMP)
 	PATH="$(BIN):$$PATH" dvc repro
 
 test: $(STAMP)
-	PATH="$(BIN):$$PATH" python -m pytest
+	PATH="$(BIN):$$PATH" python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check lib stages tests benchmarks

@@ -29,12 +29,14 @@ from functools import partial
 import torch
 from mcdm_train_speed import preset_params
 from torch import Tensor, nn
+from torch.utils.data import default_collate
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import parse_device_args
 from echomotion.diffusion.conditioning import condition_time_ids
 from echomotion.diffusion.loading import sampling_scheduler
 from echomotion.diffusion.losses import build_scheduler, mcdm_loss, vae_loss
+from echomotion.diffusion.stand_ins import random_window
 from echomotion.diffusion.unet import build_unet, unet_predict
 from echomotion.diffusion.vae import build_vae, decode_latents, encode_images
 from echomotion.evaluation.ef_regressor import EFRegressor, ef_loss
@@ -181,15 +183,7 @@ def mcdm_workload(c: Check) -> Workload:
     p = c.params.mcdm_train
     model_params = p.model.model_copy(update={"num_frames": c.frames})
     b, t, ch, h = c.batch, c.frames, p.model.latent_channels, c.latent_side
-    batch = {
-        "latents": torch.randn(b, t, ch, h, h),
-        "ref_latent": torch.randn(b, ch, h, h),
-        "motion": torch.randn(b, p.model.motion_dim),
-        "fps": torch.full((b,), 16.0),
-        "heart_rate": torch.full((b,), 75.0),  # bpm, used by time_ids heart_rate only
-    }
-    if p.model.contraction:  # each frame's contraction, 0 at ED to 1 at ES
-        batch["contraction"] = torch.rand(b, t)
+    batch = default_collate([random_window(model_params, h, fps=16.0) for _ in range(b)])
     loss = partial(
         mcdm_loss, scheduler=build_scheduler(p.schedule), params=p.loss, time_ids=p.model.time_ids
     )
@@ -254,12 +248,10 @@ def denoise(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
 
 def sample_workload(c: Check) -> Workload:
     model = build_unet(c.params.mcdm_train.model.model_copy(update={"num_frames": c.frames}))
-
-    call = denoise
     m, h = c.params.mcdm_train.model, c.latent_side
     shape = f"1 x {c.frames} frames x {m.latent_channels}x{h}x{h}, one denoiser call"
     batch = {**denoiser_inputs(c), "t": torch.tensor(500)}
-    return Workload(model, batch, call, shape)
+    return Workload(model, batch, denoise, shape)
 
 
 WORKLOADS: dict[str, Callable[[Check], Workload]] = {

@@ -24,6 +24,7 @@ from common import REPO, device_args, parse_device_args
 from echomotion.cli.preset import load_preset
 from echomotion.diffusion.losses import build_scheduler, mcdm_loss
 from echomotion.diffusion.params import MCDMModelParams
+from echomotion.diffusion.stand_ins import random_window
 from echomotion.diffusion.unet import build_unet
 from echomotion.params import load_params, validate_params
 from echomotion.tasks.mcdm_train.params import MCDMTrainParams
@@ -43,28 +44,13 @@ class RandomClips(torch.utils.data.Dataset):
 
     def __init__(self, model: MCDMModelParams, size: int, n: int = 64):
         g = torch.Generator().manual_seed(0)
-        self.latents = torch.randn(
-            n, model.num_frames, model.latent_channels, size, size, generator=g
-        )
-        self.motion = torch.randn(n, model.motion_dim, generator=g)
-        self.contraction = (
-            torch.rand(n, model.num_frames, generator=g) if model.contraction else None
-        )
+        self.items = [random_window(model, size, g) for _ in range(n)]
 
     def __len__(self) -> int:
-        return len(self.latents)
+        return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        item = {
-            "latents": self.latents[i],  # (T, C, h, w)
-            "ref_latent": self.latents[i, 0],
-            "motion": self.motion[i],
-            "fps": torch.tensor(25.0),
-            "heart_rate": torch.tensor(75.0),  # bpm, used by time_ids heart_rate only
-        }
-        if self.contraction is not None:  # each frame's, for a model with the channel
-            item["contraction"] = self.contraction[i]
-        return item
+        return self.items[i]
 
 
 def settings(preset: str | None, mixed_precision: str) -> tuple[MCDMTrainParams, int]:

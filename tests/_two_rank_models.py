@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from echomotion.diffusion.losses import build_scheduler, mcdm_loss, vae_loss
+from echomotion.diffusion.stand_ins import random_window
 from echomotion.diffusion.unet import build_unet
 from echomotion.diffusion.vae import build_vae
 from echomotion.evaluation.ef_regressor import EFRegressor, ef_loss
@@ -87,21 +88,13 @@ def vae_case(g):
 
 def mcdm_case(g):
     m = P.mcdm_train.model
-    model = build_unet(m)
-    latent = (m.latent_channels, SIZE // 4, SIZE // 4)
-    item = {
-        "latents": torch.randn(4, *latent, generator=g),
-        "ref_latent": torch.randn(*latent, generator=g),
-        "motion": torch.randn(m.motion_dim, generator=g),
-        "heart_rate": 50 + 60 * torch.rand((), generator=g),  # bpm, used by time_ids heart_rate
-    }
-    if m.contraction:  # each frame's contraction, for a UNet with that channel
-        item["contraction"] = torch.rand(4, generator=g)
+    heart_rate = float(50 + 60 * torch.rand((), generator=g))  # bpm, used by time_ids heart_rate
+    item = random_window(m, SIZE // 4, g, num_frames=4, heart_rate=heart_rate)
     loss = partial(
         mcdm_loss, scheduler=build_scheduler(P.mcdm_train.schedule), params=P.mcdm_train.loss,
         time_ids=m.time_ids,
     )  # fmt: skip
-    return model, loss, item
+    return build_unet(m), loss, item
 
 
 def ef_case(g):

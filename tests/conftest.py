@@ -13,9 +13,27 @@ from echomotion.echonet import FILE_LIST_COLUMNS
 from echomotion.params import pipeline_section
 from echomotion.video import write_video
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# `make test` runs the tests on one pytest-xdist worker per core (Makefile): one torch
+# thread each then (and in the processes they start), two threads for a plain `pytest` on
+# the 2-core default machine.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+os.environ.setdefault("OMP_NUM_THREADS", "1" if WORKER else "2")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    if WORKER:  # torch may have read its thread count before the line above
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items):
+    """The end-to-end DVC files (marked ``slow``) first, each file's tests kept in order:
+    pytest-xdist's ``--dist loadfile`` then starts them at once on separate workers and the
+    short files fill in beside them (with them last, one worker ran the longest file alone)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def section(name: str, **updates):

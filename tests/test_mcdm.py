@@ -336,3 +336,31 @@ def test_training_timesteps_shift_towards_high_noise_and_stay_uniform_at_one():
     assert shifted.min() >= 0 and shifted.max() <= 999 and shifted.dtype == torch.long
     with pytest.raises(ValueError, match="timestep_shift"):
         MCDMLossParams(timestep_shift=0.5)  # below 1 would favour low noise
+
+
+def test_stand_in_windows_are_shaped_like_the_training_set_items():
+    """The benchmarks, the GPU check and the two-rank test train on
+    :func:`echomotion.diffusion.stand_ins.random_window`: it must give the keys, shapes and
+    dtypes of a real ``LatentClipDataset`` item, so the loss sees what it sees in training."""
+    import numpy as np
+
+    from echomotion.diffusion.stand_ins import random_window
+    from echomotion.tasks.mcdm_train.run import LatentClipDataset
+
+    model = pipeline_section("mcdm_train").model.model_copy(update={"num_frames": 4})
+    assert model.contraction and model.time_ids == "heart_rate"  # the default's inputs
+    frames = np.random.default_rng(0).normal(size=(20, model.latent_channels, 8, 8))
+    real = LatentClipDataset(
+        frames.astype(np.float32), np.array([0, 20]), np.array([0]),
+        torch.zeros(1, model.motion_dim), np.array([25.0]), n_frames=4, stride=2,
+        heart_rate=np.array([70.0]), contraction=[np.linspace(0, 1, 20)],
+    )[0]  # fmt: skip
+    stand_in = random_window(model, 8, torch.Generator().manual_seed(0))
+    assert stand_in.keys() == real.keys()
+    for key, value in real.items():
+        assert (stand_in[key].shape, stand_in[key].dtype) == (value.shape, value.dtype), key
+    assert torch.equal(stand_in["ref_latent"], stand_in["latents"][0])
+    no_channel = random_window(model.model_copy(update={"contraction": False}), 8)
+    assert "contraction" not in no_channel
+    again = random_window(model, 8, torch.Generator().manual_seed(0))
+    assert all(torch.equal(again[k], v) for k, v in stand_in.items())  # seeded: repeatable

@@ -75,7 +75,7 @@ def test_a_prepared_transfer_onto_itself_is_the_prepared_video(tiny_dataset, tmp
 def test_the_generated_window_is_cut_from_the_motion_start_at_the_records_rate():
     video = np.arange(20)[:, None, None] * np.ones((1, 2, 2), int)
     record = SyntheticRecord("g", "d", "a", "transfer", 12.5, -1, -1, motion_start=3)
-    window = generated_window(video, 25.0, record, 16)
+    window = generated_window(video, 25.0, record.rate(25.0), record.motion_start, 16)
     assert window[:, 0, 0].tolist() == [3, 5, 7, 9, 11, 13, 15, 17, 19]  # as far as it goes
 
 

@@ -105,12 +105,12 @@ class Scorers:
 
 
 def generated_window(
-    video: np.ndarray, fps: float, record: SyntheticRecord, n_frames: int
+    video: np.ndarray, fps: float, rate: float, start: int, n_frames: int
 ) -> np.ndarray:
-    """The frames of ``video`` (at ``fps``) a generated video of ``record`` shows: from its
-    ``motion_start``, ``n_frames`` at the record's frame rate (as many as the video has)."""
-    rate = record.rate(fps)
-    index = record.motion_start + np.round(np.arange(n_frames) * fps / rate).astype(int)
+    """The frames of ``video`` (at ``fps``) a generated video shows that starts at frame
+    ``start`` and runs at ``rate`` (its record's ``motion_start`` and
+    :meth:`SyntheticRecord.rate`): ``n_frames`` of them, as many as the video has."""
+    index = start + np.round(np.arange(n_frames) * fps / rate).astype(int)
     return video[index[index < len(video)]]
 
 
@@ -148,8 +148,8 @@ def oracle_scores(
                     f"prepared driver {record.motion_source} {video.shape}"
                 )
             n = record.n_frames if record.n_frames > 0 else len(video)
-            oracle = generated_window(full, fps, record, n)
             rate = record.rate(fps)
+            oracle = generated_window(full, fps, rate, record.motion_start, n)
             gen_pair = ed_es_or_detect(oracle, record.ed, record.es, rate)
             drive_pair = ed_es_or_detect(video, int(table["ed"][row]), int(table["es"][row]), fps)
             if gen_pair is None or drive_pair is None or feature_row < 0:
