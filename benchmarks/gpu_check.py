@@ -223,20 +223,18 @@ def features_workload(c: Check) -> Workload:
 
 
 def denoiser_inputs(c: Check) -> dict[str, Tensor]:
-    """One video's denoiser inputs: noisy latents (1, T, C, h, w), reference, motion, ids,
-    and each frame's contraction (1, T) for a model with that channel."""
-    m, h = c.params.mcdm_train.model, c.latent_side
-    zero = torch.zeros(1)
-    contraction = {"contraction": torch.rand(1, c.frames)} if m.contraction else {}
-    return contraction | {
-        "noisy": torch.randn(1, c.frames, m.latent_channels, h, h),
-        "ref": torch.randn(1, m.latent_channels, h, h),
-        "motion": torch.randn(1, m.motion_dim),
-        # fps 16, no aug, not dropped, 75 bpm (used by time_ids heart_rate only)
-        "ids": condition_time_ids(
-            m.time_ids, torch.full((1,), 16.0), zero, zero, torch.full((1,), 75.0)
-        ),
-    }
+    """One video's denoiser inputs from a stand-in window (:func:`random_window`): noisy
+    latents (1, T, C, h, w), reference, motion, ids, and each frame's contraction (1, T) for
+    a model with that channel."""
+    m = c.params.mcdm_train.model
+    window = default_collate([random_window(m, c.latent_side, num_frames=c.frames, fps=16.0)])
+    zero = torch.zeros(1)  # no noise augmentation, motion not dropped
+    ids = condition_time_ids(m.time_ids, window["fps"], zero, zero, window["heart_rate"])
+    inputs = {"noisy": window["latents"], "ref": window["ref_latent"],
+              "motion": window["motion"], "ids": ids}  # fmt: skip
+    if "contraction" in window:
+        inputs["contraction"] = window["contraction"]
+    return inputs
 
 
 def denoise(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
