@@ -18,6 +18,7 @@ from echomotion.echonet import read_file_list
 from echomotion.evaluation.lv import (
     LVSegmenter,
     TracedFrameDataset,
+    areas_of,
     dice,
     fit_calibration,
     lv_areas,
@@ -137,6 +138,27 @@ def test_segmenter_shapes_round_trip_and_loss(tmp_path):
     areas = lv_areas(model, (masks * 200).astype(np.uint8), batch_size=2, device="cpu")
     assert areas.shape == (3,) and (areas >= 0).all()
     assert dice(masks, masks).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_lv_area_counts_the_largest_region_only():
+    """``largest`` counts the pixels of the largest region above 0.5 and nothing else: not
+    a stray blob (the left atrium of a frame near ES), not the faint probability spread over
+    the frame, which the former ``soft`` sum adds to every frame alike and so compresses the
+    area ratio (A_min / A_max) towards 1."""
+    lv = np.zeros((2, 32, 32), np.float32)
+    lv[:, 4:14, 4:14] = 0.9  # a 100-pixel LV in both frames
+    lv[1, 20:26, 20:26] = 0.9  # a 36-pixel stray region in the second
+    faint = lv + 0.05  # the faint floor of a segmenter's output
+    assert areas_of(faint, "largest").tolist() == [100.0, 100.0]
+    soft = areas_of(faint, "soft")
+    np.testing.assert_allclose(soft, [90 + 0.05 * 1024, 90 + 32.4 + 0.05 * 1024], rtol=1e-5)
+    shrunk = faint.copy()
+    shrunk[1] = 0.05
+    shrunk[1, 4:11, 4:11] = 0.95  # the LV at 49 of its 100 pixels
+    assert raw_ef(areas_of(shrunk, "largest")) > raw_ef(areas_of(shrunk, "soft")) + 20
+    assert areas_of(np.zeros((1, 8, 8), np.float32)).tolist() == [0.0]  # no region: 0
+    with pytest.raises(ValueError, match="largest"):
+        areas_of(lv, "hard")
 
 
 @pytest.mark.parametrize("check", [partial(assert_runs_on, "cpu"), assert_runs_on_meta])

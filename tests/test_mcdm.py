@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from echomotion.diffusion.conditioning import drop_motion, motion_context
+from echomotion.diffusion.conditioning import drop_motion, jitter_motion, motion_context
 from echomotion.diffusion.losses import (
     MIN_MOTION_ENERGY,
     build_scheduler,
@@ -153,6 +153,35 @@ def test_condition_dropout_is_applied(unet, p, dropped):
     torch.testing.assert_close(context[:, 0], expected)
     assert (time_ids[:, 2] == float(dropped)).all()
     assert logs["motion_dropped"] == float(dropped)
+
+
+def test_motion_noise_jitters_the_token_the_unet_sees(unet):
+    """``motion_noise`` reaches the UNet's context with its std, the EF entry untouched; at 0
+    the context is the motion itself and no random number is drawn (the default's outputs
+    stay those of a loss without the option)."""
+    batch = make_batch(b=4, size=8)
+    scheduler = build_scheduler(NoiseScheduleParams())
+    contexts = {}
+    for std in (0.0, 0.5):
+        recorder = Recorder(unet)
+        torch.manual_seed(3)
+        with torch.no_grad():
+            mcdm_loss(unet, batch, scheduler, MCDMLossParams(cond_dropout=0.0, motion_noise=std),
+                      fixed_columns=1)  # fmt: skip
+        recorder.handle.remove()
+        contexts[std] = recorder.calls[0][2][:, 0]
+        contexts[f"next draw {std}"] = torch.rand(1)
+    torch.testing.assert_close(contexts[0.0], batch["motion"])
+    jitter = contexts[0.5] - batch["motion"]
+    assert (jitter[:, 0] == 0).all() and (jitter[:, 1:] != 0).all()
+    assert not torch.equal(contexts["next draw 0.0"], contexts["next draw 0.5"])
+    big = jitter_motion(
+        torch.zeros(4000, 5), 0.5, keep=2, generator=torch.Generator().manual_seed(0)
+    )
+    assert (big[:, :2] == 0).all() and big[:, 2:].std().item() == pytest.approx(0.5, rel=0.03)
+    state = torch.get_rng_state()
+    assert jitter_motion(batch["motion"], 0.0) is batch["motion"]
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_drop_motion_rate_and_mask():

@@ -132,6 +132,9 @@ def write_synthetic(store: RaggedStore, root):
         writer.writerows(rows)
 
 
+LV_STEPS = 80  # the LV segmenter's steps (evaluate.lv.area: largest needs crisp masks)
+
+
 def tiny_params(tmp_path, steps: int = 4, flow: str = "dis") -> EvaluateParams:
     standin = tmp_path / "standin.pt"
     if not standin.exists():
@@ -154,7 +157,9 @@ def tiny_params(tmp_path, steps: int = 4, flow: str = "dis") -> EvaluateParams:
         ),
         lv=LVParams(
             model=LVSegmenterParams(widths=(4, 8), input_size=32),
-            train=TrainParams(steps=steps, batch_size=4, lr=3e-3, checkpoint_every=2, log_every=1),
+            # trained until its masks are crisp: an LV area counts the pixels above 0.5
+            train=TrainParams(steps=LV_STEPS, batch_size=4, lr=3e-3, checkpoint_every=LV_STEPS // 2,
+                              log_every=1),
         ),
         privacy=PrivacyParams(frames_per_video=4, histogram_bins=10),
     )  # fmt: skip
@@ -375,8 +380,8 @@ def test_lv_ef_estimator_metrics_and_plots(run):
         assert 0 <= lv[f"{key}_mae_ci_low"] <= lv[f"{key}_mae_ci_high"], key
     # both transfer videos share one driver: no mismatched pair
     assert lv["self_n"] == 3 and lv["transfer_n"] == 2 and np.isnan(lv["transfer_mismatched_mae"])
-    # self_* are lossless copies of their drivers (read back through the synthetic reader):
-    # the estimator sees the same frames twice, so its own error on them cancels
+    # self_* are copies of their drivers (through an FFV1 file and the synthetic reader: not
+    # bit-exact): the estimator sees nearly the same frames twice, so its own error cancels
     assert lv["self_vs_estimated_driver_n"] == 3 and lv["self_vs_estimated_driver_mae"] < 0.2
     assert lv["self_vs_estimated_driver_mae"] < lv["self_mae"]
     assert lv["transfer_vs_estimated_driver_mae"] > 0  # copies of other videos than their driver

@@ -113,6 +113,19 @@ def motion_context(motion: torch.Tensor, tokens: int = 1) -> torch.Tensor:
     return torch.cat([chunks, index], dim=2)
 
 
+def jitter_motion(
+    motion: torch.Tensor, std: float, keep: int = 0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``motion`` ``(B, D)`` plus Gaussian noise of std ``std`` on every column but the first
+    ``keep`` (the EF entry of an :func:`ef_token`); unchanged, and no random draw, at 0."""
+    if std == 0:
+        return motion
+    noise = randn_tensor(motion.shape, generator=generator, device=motion.device,
+                         dtype=motion.dtype)  # fmt: skip
+    noise[:, :keep] = 0
+    return motion + std * noise
+
+
 def drop_motion(
     motion: torch.Tensor, p: float, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,7 @@ from echomotion.diffusion.conditioning import (
     augment_reference,
     condition_time_ids,
     drop_motion,
+    jitter_motion,
     to_residual,
 )
 from echomotion.diffusion.metrics import ssim
@@ -169,6 +170,7 @@ def mcdm_loss(
     time_ids: str = "signals",
     residual_scale: float | None = None,
     motion_tokens: int = 1,
+    fixed_columns: int = 0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """MSE between the UNet output and the v (or eps) target at a random timestep.
 
@@ -183,7 +185,8 @@ def mcdm_loss(
     latents (:func:`~echomotion.diffusion.conditioning.to_residual`). ``motion_tokens``: the
     context's token count (:func:`~echomotion.diffusion.conditioning.motion_context`).
     With ``params.motion_balance`` each window's loss is weighted by
-    :func:`motion_balance_weights` (needs ``residual_scale``).
+    :func:`motion_balance_weights` (needs ``residual_scale``). With ``params.motion_noise``
+    the token gets Gaussian noise, all but its first ``fixed_columns`` (1 for an EF token).
     """
     # 1. inputs
     _check_mcdm_batch(unet, batch, motion_tokens)
@@ -192,7 +195,8 @@ def mcdm_loss(
         latents = to_residual(latents, ref, residual_scale)
     b, device = latents.shape[0], latents.device
     fps = batch.get("fps", torch.zeros(b)).to(device)
-    # 2. condition dropout (classifier-free guidance) and reference augmentation
+    # 2. motion jitter, condition dropout (classifier-free guidance), reference augmentation
+    motion = jitter_motion(motion, params.motion_noise, fixed_columns)
     motion, dropped = drop_motion(motion, params.cond_dropout)
     strength = torch.rand(b, device=device) * params.ref_noise_aug
     if params.ref_noise_aug > 0:

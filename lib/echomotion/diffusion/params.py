@@ -260,6 +260,14 @@ class MCDMLossParams(Section):
     ref_noise_aug: float = Field(
         0.0, ge=0, description="Max std of noise on the reference latent (uniform per sample)."
     )
+    motion_noise: float = Field(
+        0.0,
+        ge=0,
+        description="Std of Gaussian noise added to each training sample's motion vector (in "
+        "TRAIN-standardised units; an EF entry of the token is left as is) before the dropout: "
+        "a few dozen TRAIN vectors otherwise let the UNet key on each video's exact vector "
+        "rather than on what it says about the motion; 0: off (the official).",
+    )
     snr_gamma: float | None = Field(
         None, gt=0, description="Min-SNR-gamma loss weighting (Hang et al. 2023); None: uniform."
     )

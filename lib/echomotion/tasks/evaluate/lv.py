@@ -138,23 +138,33 @@ def train_lv(
 
 class _Areas:
     """LV area curves of real (store row) and synthetic (position) videos, computed once
-    on ``device``."""
+    on ``device``, each frame's area read as ``mode`` says (:func:`areas_of`)."""
 
-    def __init__(self, model: LVSegmenter, data: EvalData, batch: int, device: str | torch.device):
+    def __init__(
+        self,
+        model: LVSegmenter,
+        data: EvalData,
+        batch: int,
+        device: str | torch.device,
+        mode: str = "largest",
+    ):
         self.model, self.data, self.batch, self.device = model, data, batch, device
+        self.mode = mode
         self.real: dict[int, np.ndarray] = {}
         self.synthetic: dict[int, np.ndarray] = {}
 
     def of_real(self, row: int) -> np.ndarray:
         if row not in self.real:
             video = self.data.store.video(row)
-            self.real[row] = lv_areas(self.model, video, self.batch, device=self.device)
+            self.real[row] = lv_areas(self.model, video, self.batch, device=self.device,
+                                     mode=self.mode)  # fmt: skip
         return self.real[row]
 
     def of_synthetic(self, i: int) -> np.ndarray:
         if i not in self.synthetic:
             video = self.data.synthetic.read(i)
-            self.synthetic[i] = lv_areas(self.model, video, self.batch, device=self.device)
+            self.synthetic[i] = lv_areas(self.model, video, self.batch, device=self.device,
+                                          mode=self.mode)  # fmt: skip
         return self.synthetic[i]
 
 
@@ -195,7 +205,7 @@ def lv_scores(
     segmenter run on ``device``. Real VAL/TEST and each synthetic mode also get bootstrap
     95 % intervals of R-squared and MAE (``*_ci_low``, ``*_ci_high``; resampled with
     ``seed``)."""
-    areas = _Areas(model, data, params.batch_size, device)
+    areas = _Areas(model, data, params.batch_size, device, params.lv.area)
     rng = np.random.default_rng(seed)
 
     def scored(key: str, truth: np.ndarray, pred: np.ndarray) -> dict:

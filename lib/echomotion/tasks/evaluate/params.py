@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from echomotion.evaluation.params import (
@@ -102,6 +104,12 @@ class LVParams(Section):
     augment: bool = Field(True, description="Shift, blur and gamma/gain jitter of the frames.")
     area_power: float = Field(
         1.5, gt=0, description="EF_raw = 1 - (A_min / A_max)^power (volume ~ area^1.5)."
+    )
+    area: Literal["largest", "soft"] = Field(
+        "largest",
+        description="LV area of a frame: pixels of the largest connected region of LV "
+        "probability > 0.5 (largest), or the sum of every pixel's probability (soft, the "
+        "former measure); echomotion.evaluation.lv.areas_of.",
     )
     min_traced: int = Field(
         2, ge=1, description="Fewest TRAIN videos with tracings to train on; fewer: skipped."

@@ -438,6 +438,7 @@ def train_mcdm(
             time_ids=params.model.time_ids,
             residual_scale=data.residual_scale,
             motion_tokens=params.model.motion_tokens,
+            fixed_columns=int(params.model.condition_ef),
         ),
         params,
         out_dir=out_dir,

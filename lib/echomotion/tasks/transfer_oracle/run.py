@@ -95,13 +95,15 @@ class Phantom:
 @dataclass(frozen=True)
 class Scorers:
     """The evaluation's networks: ``mafe``, the flow ``provider``, the LV segmenter
-    (``lv``; None: not trained), their ``batch`` size and ``device``."""
+    (``lv``; None: not trained), their ``batch`` size and ``device``, and how an LV area is
+    read from the segmenter (``lv_area``: ``evaluate.lv.area``)."""
 
     mafe: nn.Module
     provider: FlowProvider
     lv: LVSegmenter | None
     batch: int
     device: str | torch.device
+    lv_area: str = "largest"
 
 
 def generated_window(
@@ -158,8 +160,10 @@ def oracle_scores(
                 out[0].append(frames[pair[0]]), out[1].append(frames[pair[1]])
             kept.append((record, int(row), int(feature_row)))
             if scorers.lv is not None:
-                curve = lv_areas(scorers.lv, oracle, scorers.batch, device=scorers.device)
-                real = lv_areas(scorers.lv, video, scorers.batch, device=scorers.device)
+                curve = lv_areas(scorers.lv, oracle, scorers.batch, device=scorers.device,
+                                 mode=scorers.lv_area)  # fmt: skip
+                real = lv_areas(scorers.lv, video, scorers.batch, device=scorers.device,
+                                mode=scorers.lv_area)  # fmt: skip
                 areas.append((curve, rate, real[record.motion_start :], fps))
     if not kept:
         return {"ground_truth": True, "n_videos": 0}
@@ -205,6 +209,7 @@ def run(params: Params) -> None:
         _lv_segmenter(LV_MODEL, device),
         params.evaluate.batch_size,
         device,
+        params.evaluate.lv.area,
     )
     prepare = params.prepare
     phantom = Phantom(
