@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from test_tasks_evaluate import TINY_MAFE, write_features, write_store
 
 from conftest import section
-from echomotion.evaluation.lv import LVSegmenter
+from echomotion.evaluation.lv import LVSegmenter, lv_areas, raw_ef
 from echomotion.evaluation.motion_scores import curve_summary, motion_summary
 from echomotion.evaluation.params import LVSegmenterParams
 from echomotion.evaluation.synthetic import SyntheticRecord
@@ -23,7 +24,13 @@ from echomotion.phantom.simulate import simulate_video
 from echomotion.phantom.transfer import simulate_transfer
 from echomotion.phantom.writer import file_name
 from echomotion.stores.ragged import RaggedStore
-from echomotion.tasks.transfer_oracle.run import Phantom, Scorers, generated_window, oracle_scores
+from echomotion.tasks.transfer_oracle.run import (
+    Phantom,
+    Scorers,
+    generated_window,
+    lv_calibration,
+    oracle_scores,
+)
 
 SMALL = section("phantom", n_videos=4, duration_s=(0.9, 1.0), size=64)
 # the tiny_dataset fixture's phantom, and how it was prepared (conftest)
@@ -130,6 +137,38 @@ def test_the_oracle_scores_every_transfer_video(oracle_inputs):
     assert not any(
         k.startswith("curve_") for k in oracle_scores(store, features, records, no_lv, TINY)
     )
+
+
+def test_the_oracle_reads_each_exact_transfers_ef_with_the_evaluations_estimator(
+    oracle_inputs, tmp_path
+):
+    """With the estimator's calibration (read from evaluate's metrics), ``ef_*`` score the
+    EF the LV-area estimator reads from each exact transfer against its driver's EF; a
+    transfer onto itself is the driver's own window, so its EF is the estimator's reading
+    of that window. Without a calibration (or an LV segmenter) there are no ``ef_*`` keys."""
+    store, features, scorers = oracle_inputs
+    metrics = tmp_path / "eval.json"
+    metrics.write_text(json.dumps({"ef_lv": {"calibration_a": 5.0, "calibration_b": 0.8}}))
+    calibrated = replace(scorers, ef_calibration=lv_calibration(metrics, 1.5))
+    assert calibrated.ef_calibration == (5.0, 0.8, 1.5)
+    records = transfer_records(store, lambda d: d)
+    scores = oracle_scores(store, features, records, calibrated, TINY)
+    truth = np.array([store.table["ef"][d] for d in (5, 6, 7)], float)
+    read = np.array([
+        5.0 + 0.8 * raw_ef(lv_areas(scorers.lv, store.video(d), 4, device="cpu"), 1.5)
+        for d in (5, 6, 7)
+    ])  # fmt: skip
+    assert scores["ef_n"] == 3
+    assert scores["ef_mae"] == pytest.approx(np.abs(read - truth).mean())
+    assert scores["ef_bias"] == pytest.approx((read - truth).mean())
+    assert not any(k.startswith("ef_") for k in oracle_scores(store, features, records, scorers,
+                                                              TINY))  # fmt: skip
+    no_lv = replace(calibrated, lv=None)
+    assert not any(k.startswith("ef_") for k in oracle_scores(store, features, records, no_lv,
+                                                              TINY))  # fmt: skip
+    assert lv_calibration(tmp_path / "missing.json", 1.5) is None
+    metrics.write_text(json.dumps({"ef_lv": {"skipped": "no tracings"}}))
+    assert lv_calibration(metrics, 1.5) is None
 
 
 def test_the_oracle_is_skipped_on_videos_that_are_not_the_phantoms(oracle_inputs):

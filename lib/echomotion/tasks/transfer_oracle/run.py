@@ -16,13 +16,17 @@ resizing, resampling), cuts the generated video's window from it (from ``MotionS
 ``NumberOfFrames`` at its ``FPS``), and scores it against the drivers with ``evaluate``'s
 own code (:mod:`echomotion.evaluation.motion_scores`, the LV segmenter ``evaluate``
 trained). ``metrics/transfer_oracle.json`` holds the keys of ``evaluate``'s ``transfer_*``
-motion keys and ``ef_lv.transfer_curve_*`` keys, unprefixed; ``ground_truth: false`` when
-a video is not this phantom's (another dataset, another seed) or there is no transfer
-video; no ``curve_*`` keys without a trained LV segmenter.
+motion keys and ``ef_lv.transfer_curve_*`` keys, unprefixed, and ``ef_*``: the EF that
+``evaluate``'s LV-area estimator (its segmenter and calibration) reads from each exact
+transfer, against the driver's EF (the ceiling of ``ef_lv.transfer_*``); ``ground_truth:
+false`` when a video is not this phantom's (another dataset, another seed) or there is no
+transfer video; no ``curve_*`` or ``ef_*`` keys without a trained LV segmenter (nor
+``ef_*`` without the estimator's calibration in ``metrics/eval.json``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -33,7 +37,8 @@ import torch
 from torch import nn
 
 from echomotion.device import resolve_device
-from echomotion.evaluation.lv import LVSegmenter, lv_areas
+from echomotion.evaluation.ef_regressor import regression_metrics
+from echomotion.evaluation.lv import LVSegmenter, lv_areas, raw_ef
 from echomotion.evaluation.motion_fidelity import ed_es_or_detect
 from echomotion.evaluation.motion_scores import (
     MotionInputs,
@@ -62,6 +67,7 @@ log = logging.getLogger(__name__)
 
 SYNTHETIC = Path("data/synthetic/echonet")
 LV_MODEL = Path("models/lv_segmenter/model")
+EVAL_METRICS = Path("metrics/eval.json")  # evaluate's: the LV-area EF estimator's calibration
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,10 @@ class Phantom:
 @dataclass(frozen=True)
 class Scorers:
     """The evaluation's networks: ``mafe``, the flow ``provider``, the LV segmenter
-    (``lv``; None: not trained), their ``batch`` size and ``device``, and how an LV area is
-    read from the segmenter (``lv_area``: ``evaluate.lv.area``)."""
+    (``lv``; None: not trained), their ``batch`` size and ``device``, how an LV area is
+    read from the segmenter (``lv_area``: ``evaluate.lv.area``), and the LV-area EF
+    estimator's calibration ``(a, b, power)``: EF = a + b raw_ef(areas, power) (None: no
+    EF scores; :func:`lv_calibration`)."""
 
     mafe: nn.Module
     provider: FlowProvider
@@ -104,6 +112,19 @@ class Scorers:
     batch: int
     device: str | torch.device
     lv_area: str = "largest"
+    ef_calibration: tuple[float, float, float] | None = None
+
+
+def lv_calibration(eval_metrics: Path, power: float) -> tuple[float, float, float] | None:
+    """``(a, b, power)`` of the ``evaluate`` stage's LV-area EF estimator, read from its
+    metrics file (``ef_lv.calibration_a`` / ``_b``); None when it has none (no tracings or
+    no EF labels: ``ef_lv`` skipped)."""
+    if not eval_metrics.is_file():
+        return None
+    lv = json.loads(eval_metrics.read_text()).get("ef_lv", {})
+    if "calibration_a" not in lv or "calibration_b" not in lv:
+        return None
+    return float(lv["calibration_a"]), float(lv["calibration_b"]), float(power)
 
 
 def generated_window(
@@ -137,7 +158,7 @@ def oracle_scores(
         return {"ground_truth": False, "skipped": why, "n_videos": 0}
     rows = source_index(names, [r.motion_source for r in records])
     feature_rows = source_index(features.table["file_name"], [r.motion_source for r in records])
-    generated, driving, kept, areas = ([], []), ([], []), [], []
+    generated, driving, kept, areas, ef_pairs = ([], []), ([], []), [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for record, row, feature_row in zip(records, rows, feature_rows, strict=True):
             video, fps = videos.video(int(row)), float(table["fps"][row])
@@ -165,6 +186,10 @@ def oracle_scores(
                 real = lv_areas(scorers.lv, video, scorers.batch, device=scorers.device,
                                 mode=scorers.lv_area)  # fmt: skip
                 areas.append((curve, rate, real[record.motion_start :], fps))
+                truth = float(table["ef"][row]) if "ef" in table else float("nan")
+                if scorers.ef_calibration is not None and np.isfinite(truth):
+                    a, b, power = scorers.ef_calibration
+                    ef_pairs.append((truth, a + b * raw_ef(curve, power)))
     if not kept:
         return {"ground_truth": True, "n_videos": 0}
     inputs = MotionInputs(
@@ -185,6 +210,9 @@ def oracle_scores(
         distance = np.array([[area_curve_distance(g, g_fps, d, d_fps) for _, _, d, d_fps in areas]
                              for g, g_fps, _, _ in areas])  # fmt: skip
         out |= curve_summary(distance, sources, appearance)
+    if ef_pairs:  # the estimator's EF of each exact transfer against its driver's EF
+        truth, pred = (np.array(v) for v in zip(*ef_pairs, strict=True))
+        out |= {f"ef_{k}": v for k, v in regression_metrics(truth, pred).items()}
     return out
 
 
@@ -210,6 +238,7 @@ def run(params: Params) -> None:
         params.evaluate.batch_size,
         device,
         params.evaluate.lv.area,
+        lv_calibration(EVAL_METRICS, params.evaluate.lv.area_power),
     )
     prepare = params.prepare
     phantom = Phantom(
