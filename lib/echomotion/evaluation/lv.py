@@ -220,6 +220,12 @@ def raw_ef(areas: np.ndarray, power: float = 1.5) -> float:
     return float(100.0 * (1.0 - (max(a.min(), 0.0) / a.max()) ** power))
 
 
+def ef_from_areas(areas: np.ndarray, a: float, b: float, power: float = 1.5) -> float:
+    """The estimator's EF of an area curve (T,): ``a + b raw_ef(areas, power)``, with the
+    calibration ``(a, b)`` of :func:`fit_calibration`."""
+    return a + b * raw_ef(areas, power)
+
+
 def fit_calibration(raw: np.ndarray, ef: np.ndarray) -> tuple[float, float]:
     """Least-squares (a, b) of ``ef ~ a + b raw`` over the finite pairs; (mean EF, 0) when
     the raw values do not vary."""

@@ -28,6 +28,7 @@ from echomotion.evaluation.lv import (
     LVSegmenter,
     TracedFrameDataset,
     dice,
+    ef_from_areas,
     fit_calibration,
     lv_areas,
     lv_loss,
@@ -238,7 +239,7 @@ def lv_scores(
             out[key] = skipped(why)
             continue
         rows = data.split_rows(split, labelled=True)
-        pred = a + b * np.array([raw_ef(areas.of_real(int(r)), power) for r in rows])
+        pred = np.array([ef_from_areas(areas.of_real(int(r)), a, b, power) for r in rows])
         out |= scored(key, ef[rows], pred)
         out[f"{key}_train_mean_mae"] = float(np.abs(ef[rows] - train_mean).mean())
         scatter += scatter_rows(key, names[rows], ef[rows], pred)
@@ -247,7 +248,7 @@ def lv_scores(
     labels = data.source_ef()
 
     def estimate(row: int) -> float:
-        return a + b * raw_ef(areas.of_real(row), power)
+        return ef_from_areas(areas.of_real(row), a, b, power)
 
     for mode in MODES:
         keep = [i for i, r in enumerate(data.records) if r.mode == mode and np.isfinite(labels[i])]
@@ -256,7 +257,7 @@ def lv_scores(
             out[mode] = skipped(why)
             continue
         truth = labels[keep]
-        pred = a + b * np.array([raw_ef(areas.of_synthetic(i), power) for i in keep])
+        pred = np.array([ef_from_areas(areas.of_synthetic(i), a, b, power) for i in keep])
         other = _mismatched([data.records[i].motion_source for i in keep], truth)
         out |= scored(mode, truth, pred)
         finite = np.isfinite(other)

@@ -38,7 +38,7 @@ from torch import nn
 
 from echomotion.device import resolve_device
 from echomotion.evaluation.ef_regressor import regression_metrics
-from echomotion.evaluation.lv import LVSegmenter, lv_areas, raw_ef
+from echomotion.evaluation.lv import LVSegmenter, ef_from_areas, lv_areas
 from echomotion.evaluation.motion_fidelity import ed_es_or_detect
 from echomotion.evaluation.motion_scores import (
     MotionInputs,
@@ -103,8 +103,8 @@ class Scorers:
     """The evaluation's networks: ``mafe``, the flow ``provider``, the LV segmenter
     (``lv``; None: not trained), their ``batch`` size and ``device``, how an LV area is
     read from the segmenter (``lv_area``: ``evaluate.lv.area``), and the LV-area EF
-    estimator's calibration ``(a, b, power)``: EF = a + b raw_ef(areas, power) (None: no
-    EF scores; :func:`lv_calibration`)."""
+    estimator's calibration ``(a, b, power)`` of :func:`ef_from_areas` (None: no EF scores;
+    :func:`lv_calibration`)."""
 
     mafe: nn.Module
     provider: FlowProvider
@@ -188,8 +188,7 @@ def oracle_scores(
                 areas.append((curve, rate, real[record.motion_start :], fps))
                 truth = float(table["ef"][row]) if "ef" in table else float("nan")
                 if scorers.ef_calibration is not None and np.isfinite(truth):
-                    a, b, power = scorers.ef_calibration
-                    ef_pairs.append((truth, a + b * raw_ef(curve, power)))
+                    ef_pairs.append((truth, ef_from_areas(curve, *scorers.ef_calibration)))
     if not kept:
         return {"ground_truth": True, "n_videos": 0}
     inputs = MotionInputs(
