@@ -37,7 +37,7 @@ from echomotion.evaluation.transfer import mean_ssim, nearer_fraction, time_matc
 from echomotion.phantom.anatomy import LABELS
 from echomotion.stores.ragged import RaggedStore
 from echomotion.tasks.evaluate.figures import COLOURS, PANEL, lv_area_figure, save_lv_area_figure
-from echomotion.tasks.evaluate.lv import traced_sets
+from echomotion.tasks.evaluate.lv import by_pairing, pairing_index, traced_sets
 from echomotion.training.loop import train
 from echomotion.training.params import TrainParams
 
@@ -221,7 +221,7 @@ def test_lv_area_figure_has_a_panel_per_driver_and_draws_each_series(tmp_path):
     rows = [
         {"series": f"V{d}/{kind}", "time_s": t / 10, "area_px": 100 + 20 * np.sin(t + d)}
         for d in range(5)
-        for kind in ("driver", "self", "transfer")
+        for kind in ("driver", "self", "transfer2")  # numbered: coloured as its kind
         for t in range(12)
     ]
     image = lv_area_figure(rows, columns=4)
@@ -234,3 +234,20 @@ def test_lv_area_figure_has_a_panel_per_driver_and_draws_each_series(tmp_path):
     assert (tmp_path / "a.png").stat().st_size > 0
     save_lv_area_figure([], tmp_path / "b.png")  # a declared output: always written
     assert cv2.imread(str(tmp_path / "b.png")).shape == (40, 4 * width, 3)
+
+
+def test_several_videos_per_driver_are_scored_per_pairing_and_by_driver_mean():
+    drivers = ["a", "b", "a", "c", "b", "c", "a", "b", "c"]
+    assert pairing_index(drivers).tolist() == [0, 0, 1, 0, 1, 1, 2, 2, 2]
+    truth = np.array([30.0, 50.0, 30.0, 70.0, 50.0, 70.0, 30.0, 50.0, 70.0])
+    pred = truth + np.array([4.0, 0.0, -4.0, 2.0, 6.0, -2.0, 0.0, -6.0, 0.0])
+    out = by_pairing("transfer", drivers, truth, pred)
+    assert out["transfer_pairings"] == 3
+    assert out["transfer_pairing1_mae"] == pytest.approx(2.0)  # a +4, b 0, c +2
+    assert out["transfer_pairing2_mae"] == pytest.approx(4.0)  # a -4, b +6, c -2
+    assert out["transfer_pairing3_mae"] == pytest.approx(2.0)  # a 0, b -6, c 0
+    # each driver's mean: a 0, b 0, c 0 -> exact
+    assert out["transfer_driver_mean_mae"] == pytest.approx(0.0)
+    assert out["transfer_driver_mean_r2"] == pytest.approx(1.0)
+    assert out["transfer_driver_mean_n"] == 3
+    assert by_pairing("self", ["a", "b", "c"], truth[:3], pred[:3]) == {}  # one video each

@@ -463,6 +463,26 @@ def test_bootstrap_intervals_hold_the_estimate_and_shrink_with_agreement():
         assert all(np.isnan(v) for v in interval.values())
 
 
+def test_bootstrap_by_group_draws_whole_drivers():
+    """Three videos per driver with their driver's error: drawn by driver, the interval is
+    that of 6 drivers, wider than the same 18 pairs drawn as if independent."""
+    truth = np.repeat(np.linspace(20.0, 75.0, 6), 3)
+    pred = truth + np.repeat(np.random.default_rng(1).normal(0, 8, 6), 3)
+    drivers = np.repeat(list("abcdef"), 3)
+    grouped = bootstrap_intervals(truth, pred, 2000, np.random.default_rng(0), groups=drivers)
+    pairs = bootstrap_intervals(truth, pred, 2000, np.random.default_rng(0))
+    point = regression_metrics(truth, pred)
+    assert grouped["mae_ci_low"] < point["mae"] < grouped["mae_ci_high"]
+    width = {k: v["mae_ci_high"] - v["mae_ci_low"] for k, v in (("g", grouped), ("p", pairs))}
+    assert width["g"] > 1.3 * width["p"]
+    # one video per group: the same draws, so the same interval as without groups
+    same = bootstrap_intervals(truth, pred, 500, np.random.default_rng(0), groups=np.arange(18))
+    assert same == bootstrap_intervals(truth, pred, 500, np.random.default_rng(0))
+    # a single group has no spread to draw from
+    alone = bootstrap_intervals(truth, pred, 100, np.random.default_rng(0), groups=["a"] * 18)
+    assert all(np.isnan(v) for v in alone.values())
+
+
 def test_synthetic_table_reads_the_drivers_motion_start(tmp_path):
     cols = ["FileName", "MotionSource", "AppearanceSource", "Mode", "MotionStart"]
     root = write_synthetic_root(tmp_path / "a", ["s0"], columns=cols)

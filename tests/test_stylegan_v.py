@@ -4,7 +4,6 @@ Inception Score, StyleGAN-V's metric names, and the official sampling protocol."
 
 from __future__ import annotations
 
-import csv
 import urllib.error
 import urllib.request
 from types import SimpleNamespace
@@ -30,8 +29,6 @@ from echomotion.stores.ragged import RaggedStore, RaggedStoreWriter
 from echomotion.tasks.evaluate.data import EvalData
 from echomotion.tasks.evaluate.params import RealismParams
 from echomotion.tasks.evaluate.scores import realism_scores
-from echomotion.tasks.sample import run as sample
-from echomotion.video import read_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -301,81 +298,6 @@ def test_own_detectors_keep_their_prefixed_names(tmp_path):
         RealismParams(inception_score=True)
     with pytest.raises(ValidationError, match="lengths >= 2"):
         RealismParams(fvd_frames=(16, 1))
-
-
-# ---------------------------------------------------------------- official sampling protocol
-
-
-def write_stores(tmp_path) -> tuple[RaggedStore, RaggedStore]:
-    """videos.zarr (5 videos, names out of order, frame t of video v = 40 v + 3 t) and a
-    features.zarr with a motion vector for each."""
-    names, splits = ["c", "a", "e", "b", "d"], ["TRAIN", "TRAIN", "TEST", "TRAIN", "TRAIN"]
-    with RaggedStoreWriter(tmp_path / "videos.zarr", {"frames": ((16, 16), "uint8")}, 64, 16) as w:
-        for v, (name, split) in enumerate(zip(names, splits, strict=True)):
-            frames = (40 * v + 3 * np.arange(10 + v))[:, None, None] * np.ones((1, 16, 16))
-            w.append({"frames": frames.astype(np.uint8)}, file_name=name, split=split, fps=25.0,
-                     ef=50.0 + v, esv=30.0, edv=60.0)  # fmt: skip
-    with RaggedStoreWriter(tmp_path / "features.zarr", {"motion": ((3,), "float32")}, 16, 16) as w:
-        for v, (name, split) in enumerate(zip(names, splits, strict=True)):
-            w.append({"motion": np.full((1, 3), v, np.float32)}, file_name=name, video=v,
-                     split=split)  # fmt: skip
-    return RaggedStore(tmp_path / "videos.zarr"), RaggedStore(tmp_path / "features.zarr")
-
-
-def test_official_plan_sorted_self_random_reference(tmp_path):
-    videos, features = write_stores(tmp_path)
-    official = section("sample", splits=("TRAIN",), protocol="official")
-    sources = sample.plan(videos, features, official, seed=3)
-    assert [str(videos.table["file_name"][s.video]) for s in sources] == ["a", "b", "c", "d"]
-    assert all(s.appearance == {"self": s.video} for s in sources)
-    frames = [s.reference_frame["self"] for s in sources]
-    assert all(0 <= f < videos.lengths()[s.video] for f, s in zip(frames, sources, strict=True))
-    assert sample.plan(videos, features, official, seed=3) == sources  # seeded
-    other = [s.reference_frame["self"] for s in sample.plan(videos, features, official, seed=4)]
-    assert other != frames
-    first2 = official.model_copy(update={"max_sources": 2})
-    assert sample.plan(videos, features, first2, seed=3) == sources[:2]
-    # the default protocol is today's plan: store order, transfer + self, first frames
-    transfer = section("sample", splits=("TRAIN",))
-    assert sample.plan(videos, features, transfer, 3) == sample.plan_sources(
-        videos, features, ("TRAIN",)
-    )
-
-
-class Config(dict):
-    """A pipeline config stand-in: a dict whose keys read as attributes."""
-
-    __getattr__ = dict.__getitem__
-
-
-def test_official_sampling_conditions_on_the_drawn_frame(tmp_path, monkeypatch):
-    """sample_dataset with a stand-in pipeline that repeats its reference frame: each
-    written video starts with the planned frame of its own motion source."""
-    videos, features = write_stores(tmp_path)
-    pipe = SimpleNamespace(config=Config(frame_size=(16, 16), fps=25.0))
-    pipe.to = lambda device: pipe
-    monkeypatch.setattr(sample, "load_pipeline", lambda path, scheduler: pipe)
-
-    def repeat_reference(pipe, refs, motion, params, *args, **kwargs):
-        return np.repeat(refs[:, None], params.num_frames, axis=1)  # (k, T, H, W)
-
-    monkeypatch.setattr(sample, "generate_videos", repeat_reference)
-    params = section("sample", splits=("TRAIN",), protocol="official", num_frames=4, codec="ffv1",
-                          max_sources=3, preview_sources=1)  # fmt: skip
-    stores = (tmp_path / "videos.zarr", tmp_path / "features.zarr")
-    report = sample.sample_dataset("unused", *stores, tmp_path / "out", tmp_path / "plots",
-                                   params, seed=3)  # fmt: skip
-    assert report["videos"] == 3 and report["self"] == 3 and report["transfer"] == 0
-    with (tmp_path / "out" / "FileList.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    plan = sample.plan(videos, features, params, seed=3)
-    assert any(s.reference_frame["self"] > 0 for s in plan)  # not the first frames
-    for row, source in zip(rows, plan, strict=True):
-        name = str(videos.table["file_name"][source.video])
-        assert row["MotionSource"] == row["AppearanceSource"] == name and row["Mode"] == "self"
-        expected = videos.video(source.video)[source.reference_frame["self"]]
-        written = read_video(tmp_path / "out" / "Videos" / f"{row['FileName']}.avi").frames
-        assert abs(float(written[0].mean()) - float(expected.mean())) <= 2.0  # codec round trip
 
 
 # ---------------------------------------------------------------------------- paper preset

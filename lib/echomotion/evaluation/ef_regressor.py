@@ -186,25 +186,33 @@ def bootstrap_intervals(
     resamples: int,
     rng: np.random.Generator,
     level: float = 0.95,
+    groups: Sequence | None = None,
 ) -> dict[str, float]:
     """Percentile intervals of MAE and R-squared over ``resamples`` draws of the (truth,
     pred) pairs with replacement: ``mae_ci_low``, ``mae_ci_high``, ``r2_ci_low``,
     ``r2_ci_high`` (NaN with fewer than 2 pairs or no resamples). Draws whose truths are all
-    equal have no R-squared and are left out of its interval.
+    equal have no R-squared and are left out of its interval. With ``groups`` (one label
+    per pair, e.g. the driver of each generated video) whole groups are drawn, so pairs
+    that share a driver, and its error, are not counted as independent.
 
     With a handful of videos (8 TEST drivers at the CPU default) an R-squared moves by
     tenths from one draw of videos to the next; these intervals say by how much.
     """
     truth, pred = np.asarray(truth, float), np.asarray(pred, float)
     keys = ("mae_ci_low", "mae_ci_high", "r2_ci_low", "r2_ci_high")
-    if len(truth) < 2 or resamples < 1:
+    labels = np.arange(len(truth)) if groups is None else np.asarray(groups)
+    members = [np.flatnonzero(labels == g) for g in dict.fromkeys(labels.tolist())]
+    if len(members) < 2 or resamples < 1:
         return dict.fromkeys(keys, float("nan"))
-    draws = rng.integers(0, len(truth), (resamples, len(truth)))  # (R, N) indices
-    t, p = truth[draws], pred[draws]
-    mae = np.abs(t - p).mean(axis=1)
-    ss_tot = np.square(t - t.mean(axis=1, keepdims=True)).sum(axis=1)
-    defined = ss_tot > 0
-    r2 = 1.0 - np.square(t - p).sum(axis=1)[defined] / ss_tot[defined]
+    mae, r2 = np.empty(resamples), np.full(resamples, np.nan)
+    for k, drawn in enumerate(rng.integers(0, len(members), (resamples, len(members)))):
+        rows = np.concatenate([members[g] for g in drawn])
+        t, p = truth[rows], pred[rows]
+        mae[k] = np.abs(t - p).mean()
+        ss_tot = np.square(t - t.mean()).sum()
+        if ss_tot > 0:
+            r2[k] = 1.0 - np.square(t - p).sum() / ss_tot
+    r2 = r2[np.isfinite(r2)]
     q = (50 * (1 - level), 50 * (1 + level))
     mae_low, mae_high = np.percentile(mae, q)
     r2_low, r2_high = np.percentile(r2, q) if len(r2) else (float("nan"),) * 2

@@ -19,7 +19,8 @@ def _text(image: np.ndarray, text: str, x: int, y: int, colour=(0, 0, 0)) -> Non
 
 
 def _panel(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> np.ndarray:
-    """One driver: a line per series (driver, self, transfer) over shared axes."""
+    """One driver: a line per series (driver, self, transfer, transfer2, ...) over shared
+    axes, each coloured by its kind (the series name without its number)."""
     h, w = PANEL
     image = np.full((h, w, 3), 255, dtype=np.uint8)
     t_max = max(float(t.max()) for t, _ in curves.values()) or 1.0
@@ -34,7 +35,8 @@ def _panel(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> np.n
     cv2.rectangle(image, (x0, y0), (x1, y1), (160, 160, 160), 1)
     for series, (times, areas) in curves.items():
         pts = np.array([point(t, a) for t, a in zip(times, areas, strict=True)], np.int32)
-        cv2.polylines(image, [pts], False, COLOURS.get(series, (120, 120, 120)), 1, cv2.LINE_AA)
+        colour = COLOURS.get(series.rstrip("0123456789"), (120, 120, 120))
+        cv2.polylines(image, [pts], False, colour, 1, cv2.LINE_AA)
     _text(image, title, x0, 12)
     _text(image, f"{a_max:.0f}", 2, y0 + 8)
     _text(image, f"{a_min:.0f}", 2, y1)

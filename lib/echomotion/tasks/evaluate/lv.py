@@ -8,7 +8,10 @@
    TRAIN videos (at least ``ef.min_labelled``, else the EF parts are skipped).
 3. Scores, each beside its baseline: real VAL / TEST against their EF (and the TRAIN-mean
    predictor); each synthetic mode (transfer, self) against its driver's EF, against the
-   EF of another driver (mismatched) and the TRAIN-mean predictor.
+   EF of another driver (mismatched) and the TRAIN-mean predictor. A mode with several
+   videos per driver (``sample.transfer_sources``: one motion on several anatomies) is
+   scored over all of them, its intervals drawn by driver, and also per pairing and by
+   each driver's mean (:func:`by_pairing`).
 4. Without labels, per mode: the generated videos' relative LV-area curves against their
    drivers' (``<mode>_curve_*``: distance matched vs mismatched, driver retrieval).
 """
@@ -209,9 +212,9 @@ def lv_scores(
     areas = _Areas(model, data, params.batch_size, device, params.lv.area)
     rng = np.random.default_rng(seed)
 
-    def scored(key: str, truth: np.ndarray, pred: np.ndarray) -> dict:
+    def scored(key: str, truth: np.ndarray, pred: np.ndarray, groups=None) -> dict:
         metrics = regression_metrics(truth, pred)
-        metrics |= bootstrap_intervals(truth, pred, params.lv.bootstrap, rng)
+        metrics |= bootstrap_intervals(truth, pred, params.lv.bootstrap, rng, groups=groups)
         return prefixed(key, metrics)
 
     power, minimum = params.lv.area_power, params.ef.min_labelled
@@ -258,8 +261,9 @@ def lv_scores(
             continue
         truth = labels[keep]
         pred = np.array([ef_from_areas(areas.of_synthetic(i), a, b, power) for i in keep])
-        other = _mismatched([data.records[i].motion_source for i in keep], truth)
-        out |= scored(mode, truth, pred)
+        drivers = [data.records[i].motion_source for i in keep]
+        other = _mismatched(drivers, truth)
+        out |= scored(mode, truth, pred, groups=drivers) | by_pairing(mode, drivers, truth, pred)
         finite = np.isfinite(other)
         mismatched = regression_metrics(other[finite], pred[finite])
         out |= {f"{mode}_mismatched_{k}": mismatched[k] for k in ("mae", "r2")}
@@ -267,6 +271,38 @@ def lv_scores(
         out |= _against_estimated_drivers(mode, data, keep, pred, estimate)
         scatter += scatter_rows(mode, [data.records[i].file_name for i in keep], truth, pred)
     return out, scatter, area_rows
+
+
+def pairing_index(drivers: list[str]) -> np.ndarray:
+    """Per video, how many videos of its driver come before it in the list: which of its
+    driver's pairings (0: the first appearance source) it is."""
+    seen: dict[str, int] = {}
+    out = np.empty(len(drivers), dtype=np.int64)
+    for i, driver in enumerate(drivers):
+        out[i] = seen.get(driver, 0)
+        seen[driver] = out[i] + 1
+    return out
+
+
+def by_pairing(mode: str, drivers: list[str], truth: np.ndarray, pred: np.ndarray) -> dict:
+    """With several videos per driver (one motion on several anatomies): the EF scores of
+    each pairing alone (``<mode>_pairing<k>_{r2,mae}``, k from 1: the k-th video of each
+    driver), so the spread that one appearance pairing leaves is in view, and of each
+    driver's mean EF over its videos (``<mode>_driver_mean_{r2,mae,n}``); {} with one
+    video per driver."""
+    k = pairing_index(drivers)
+    if len(k) == 0 or k.max() == 0:
+        return {}
+    out: dict = {f"{mode}_pairings": int(k.max()) + 1}
+    for j in range(int(k.max()) + 1):
+        metrics = regression_metrics(truth[k == j], pred[k == j])
+        out |= {f"{mode}_pairing{j + 1}_{m}": metrics[m] for m in ("r2", "mae")}
+    names = np.asarray(drivers)
+    unique = list(dict.fromkeys(drivers))
+    mean_truth = np.array([truth[names == d].mean() for d in unique])
+    mean_pred = np.array([pred[names == d].mean() for d in unique])
+    metrics = regression_metrics(mean_truth, mean_pred)
+    return out | {f"{mode}_driver_mean_{m}": metrics[m] for m in ("r2", "mae", "n")}
 
 
 def _against_estimated_drivers(
@@ -318,7 +354,8 @@ def curve_scores(data: EvalData, areas: _Areas) -> dict:
 def lv_area_rows(data: EvalData, areas: _Areas) -> list[dict]:
     """Long-format LV area over time: ``<driver>/driver`` (the real driving video from the
     frame its first generated video started at, over the span of its generated videos)
-    and ``<driver>/<mode>`` per generated video."""
+    and ``<driver>/<mode>`` per generated video (``<mode><k>`` for a driver's k-th video of
+    that mode, k from 2: ``transfer``, ``transfer2``, ...)."""
     table = data.store.table
     in_store = source_index(table["file_name"], [r.motion_source for r in data.records])
     rows: list[dict] = []
@@ -330,12 +367,14 @@ def lv_area_rows(data: EvalData, areas: _Areas) -> list[dict]:
         driver, fps = str(table["file_name"][s]), float(table["fps"][s])
         span = 0.0
         curves = []
-        for i in generated:
+        for i, k in zip(generated, pairing_index([data.records[i].mode for i in generated]),
+                        strict=True):  # fmt: skip
             record = data.records[i]
             gen_fps = record.rate(fps)
             curve = areas.of_synthetic(i)
             span = max(span, (len(curve) - 1) / gen_fps)
-            curves.append((f"{driver}/{record.mode}", np.arange(len(curve)) / gen_fps, curve))
+            series = record.mode if k == 0 else f"{record.mode}{k + 1}"
+            curves.append((f"{driver}/{series}", np.arange(len(curve)) / gen_fps, curve))
         real = areas.of_real(s)[data.records[generated[0]].motion_start :]
         t = np.arange(len(real)) / fps
         keep = t <= span + 0.5 / fps

@@ -35,9 +35,16 @@ class SampleParams(Section):
     preview_frames: int = Field(..., ge=1, description="Frames per row of grid.png.")
     protocol: Literal["transfer", "official"] = Field(
         ...,
-        description="transfer: per source a transfer video (next video's first frame) and a "
-        "self video (own first frame); official (LabelfreeMCDM evaluation): sources sorted by "
-        "file name, one self video each, its reference a random frame (seeded).",
+        description="transfer: per source transfer_sources transfer videos (the next videos' "
+        "first frames) and a self video (own first frame); official (LabelfreeMCDM "
+        "evaluation): sources sorted by file name, one self video each, its reference a "
+        "random frame (seeded).",
+    )
+    transfer_sources: int = Field(
+        ...,
+        ge=0,
+        description="Transfer-mode videos per motion source (protocol transfer): the "
+        "appearance of each of the next N videos of the splits in store order (0: self only).",
     )
     max_sources: int | None = Field(
         ..., ge=1, description="Only the first N motion sources (None: all; official: 2048)."

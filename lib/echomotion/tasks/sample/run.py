@@ -1,9 +1,11 @@
 """Stage ``sample``: a synthetic EchoNet-Dynamic-format dataset from the trained MCDM.
 
 Every video of ``params.splits`` that has a motion vector is a motion source. It drives
-two synthetic videos: ``transfer`` (appearance = the first frame of the next video of
-those splits, in store order, wrapping around) and ``self`` (its own first frame). The
-labels (EF, ESV, EDV) are the motion source's: the motion carries the cardiac function.
+a ``self`` video (its own first frame) and ``params.transfer_sources`` transfer-mode
+videos, ``transfer``, ``transfer2``, ... (appearance = the first frame of each of the next
+videos of those splits, in store order, wrapping around): one motion on several anatomies,
+so a transfer measure is not one pairing's. The labels (EF, ESV, EDV) are the motion
+source's: the motion carries the cardiac function.
 With ``params.protocol`` "official" (the LabelfreeMCDM evaluation protocol) the sources
 are sorted by file name and each drives one ``self`` video whose reference is a random
 frame (seeded) of the same video; ``params.max_sources`` keeps the first N sources.
@@ -53,12 +55,24 @@ EXTRA_COLUMNS = (
 )  # fmt: skip
 
 
+def transfer_key(k: int) -> str:
+    """The name of a motion source's ``k``-th (0-based) transfer video: ``transfer``,
+    ``transfer2``, ``transfer3``, ... (its file name's suffix)."""
+    return "transfer" if k == 0 else f"transfer{k + 1}"
+
+
+def mode_of(key: str) -> str:
+    """The ``Mode`` of a synthetic video named by ``key``: ``transfer`` for every
+    :func:`transfer_key`, else the key itself (``self``)."""
+    return "transfer" if key.startswith("transfer") else key
+
+
 @dataclass(frozen=True)
 class Source:
     """One motion source: its video (index in videos.zarr), its feature row and the
     appearance videos of its synthetic videos, and their reference frames (absent: the
-    first frame), by mode; ``motion_start``: the frame of the motion source its synthetic
-    videos are compared from."""
+    first frame), by key (``self``, :func:`transfer_key`); ``motion_start``: the frame of
+    the motion source its synthetic videos are compared from."""
 
     video: int
     feature_row: int
@@ -68,20 +82,24 @@ class Source:
 
 
 def plan_sources(
-    videos: RaggedStore, features: RaggedStore, splits: tuple[str, ...]
+    videos: RaggedStore, features: RaggedStore, splits: tuple[str, ...], transfers: int = 1
 ) -> list[Source]:
-    """The motion sources of ``splits`` in store order, with their appearance videos."""
+    """The motion sources of ``splits`` in store order, with their appearance videos: its
+    own (``self``) and the ``transfers`` videos of ``splits`` that follow it in store order,
+    wrapping around (fewer where the splits hold fewer other videos)."""
     pool = [int(v) for v in np.flatnonzero(np.isin(videos.table["split"].astype(str), splits))]
-    sources = []
+    sources, n = [], min(transfers, len(pool) - 1)
     for row in np.flatnonzero(np.isin(features.table["split"].astype(str), splits)):
         video = int(features.table["video"][row])
         if features.table["file_name"][row] != videos.table["file_name"][video]:
             raise ValueError(f"features row {row} does not match videos.zarr video {video}")
-        following = pool[(pool.index(video) + 1) % len(pool)]
-        modes = {"self": video, "transfer": following} if following != video else {"self": video}
+        at = pool.index(video)
+        following = [pool[(at + 1 + k) % len(pool)] for k in range(n)]
+        modes = {"self": video} | {transfer_key(k): v for k, v in enumerate(following)}
         sources.append(Source(video, int(row), modes))
-    if len(pool) == 1:
-        logger.warning("one video in %s: no other appearance, transfer mode skipped", splits)
+    if n < transfers:
+        logger.warning("%d videos in %s: %d transfer video(s) per motion source, not %d",
+                       len(pool), splits, n, transfers)  # fmt: skip
     return sources
 
 
@@ -153,7 +171,7 @@ def plan(
     if params.protocol == "official":
         sources = plan_official(videos, features, params.splits, seed)
     else:
-        sources = plan_sources(videos, features, params.splits)
+        sources = plan_sources(videos, features, params.splits, params.transfer_sources)
     sources = sources[: params.max_sources]
     if window_anchor == "ed" and params.protocol != "official":
         span = (params.num_frames - 1) / fps if fps > 0 else 0.0
@@ -287,8 +305,9 @@ def time_matched(video: np.ndarray, fps: float, target_fps: float, n: int) -> np
 def preview_rows(
     driver: np.ndarray, driver_name: str, synthetic: dict[str, tuple[np.ndarray, np.ndarray, str]]
 ) -> list[PreviewRow]:
-    """Rows of one motion source: the driving video, then each mode's video with its
-    reference frame; ``synthetic``: mode -> (video, reference, appearance file name)."""
+    """Rows of one motion source: the driving video, then each synthetic video with its
+    reference frame; ``synthetic``: key (``self``, ``transfer``, ``transfer2``, ...) ->
+    (video, reference, appearance file name)."""
     rows = [PreviewRow(f"driver\n{driver_name[:14]}", driver)]
     for mode, (video, reference, appearance) in synthetic.items():
         rows.append(PreviewRow(f"{mode}\nref {appearance[:14]}", video, reference))
@@ -339,9 +358,9 @@ def sample_dataset(
     rows, previews, start = [], [], time.perf_counter()
     for source in tqdm(sources, desc="sample", unit="source"):
         info = videos.row(source.video)
-        modes = list(source.appearance)
+        keys = list(source.appearance)  # self, transfer, transfer2, ...
         refs = np.stack(
-            [videos.video(source.appearance[m])[source.reference_frame.get(m, 0)] for m in modes]
+            [videos.video(source.appearance[k])[source.reference_frame.get(k, 0)] for k in keys]
         )  # (k, H, W)
         motion = motions[source.feature_row][None]  # (1, D)
         ef = driver_ef(pipe, features, source.feature_row)  # None: a label-free model
@@ -351,21 +370,22 @@ def sample_dataset(
         synthetic = generate_videos(
             pipe, refs, motion, params, seed + source.video, ef, rate, curve
         )
-        for mode, video in zip(modes, synthetic, strict=True):
-            name = f"{info['file_name']}_{mode}"
+        for key, video in zip(keys, synthetic, strict=True):
+            name = f"{info['file_name']}_{key}"
             write_video(tmp / VIDEOS / f"{name}.avi", video, fps or info["fps"], params.codec)
-            appearance = str(videos.table["file_name"][source.appearance[mode]])
-            frames = (source.reference_frame.get(mode, 0), source.motion_start)
+            appearance = str(videos.table["file_name"][source.appearance[key]])
+            frames = (source.reference_frame.get(key, 0), source.motion_start)
             rows.append(
                 file_list_row(
-                    name, video, fps or info["fps"], info, appearance, mode, frames, drawn_at
+                    name, video, fps or info["fps"], info, appearance, mode_of(key), frames,
+                    drawn_at,
                 )
-            )
+            )  # fmt: skip
         if len(previews) < params.preview_sources:
             driving = videos.video(source.video)[source.motion_start :]
             driver = time_matched(driving, info["fps"], fps, params.num_frames)
-            names = [str(videos.table["file_name"][source.appearance[m]]) for m in modes]
-            shown = {m: (v, r, n) for m, v, r, n in zip(modes, synthetic, refs, names, strict=True)}
+            names = [str(videos.table["file_name"][source.appearance[k]]) for k in keys]
+            shown = {k: (v, r, n) for k, v, r, n in zip(keys, synthetic, refs, names, strict=True)}
             previews.append(preview_rows(driver, str(info["file_name"]), shown))
     seconds = time.perf_counter() - start
     # 3. tables, then the dataset replaces any previous one at once

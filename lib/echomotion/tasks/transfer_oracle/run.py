@@ -159,6 +159,7 @@ def oracle_scores(
     rows = source_index(names, [r.motion_source for r in records])
     feature_rows = source_index(features.table["file_name"], [r.motion_source for r in records])
     generated, driving, kept, areas, ef_pairs = ([], []), ([], []), [], [], []
+    driver_areas: dict[int, np.ndarray] = {}  # store row -> the driver's LV area per frame
     with tempfile.TemporaryDirectory() as tmp:
         for record, row, feature_row in zip(records, rows, feature_rows, strict=True):
             video, fps = videos.video(int(row)), float(table["fps"][row])
@@ -183,9 +184,12 @@ def oracle_scores(
             if scorers.lv is not None:
                 curve = lv_areas(scorers.lv, oracle, scorers.batch, device=scorers.device,
                                  mode=scorers.lv_area)  # fmt: skip
-                real = lv_areas(scorers.lv, video, scorers.batch, device=scorers.device,
-                                mode=scorers.lv_area)  # fmt: skip
-                areas.append((curve, rate, real[record.motion_start :], fps))
+                if int(row) not in driver_areas:  # a driver of several transfers, read once
+                    driver_areas[int(row)] = lv_areas(
+                        scorers.lv, video, scorers.batch, device=scorers.device,
+                        mode=scorers.lv_area,
+                    )  # fmt: skip
+                areas.append((curve, rate, driver_areas[int(row)][record.motion_start :], fps))
                 truth = float(table["ef"][row]) if "ef" in table else float("nan")
                 if scorers.ef_calibration is not None and np.isfinite(truth):
                     ef_pairs.append((truth, ef_from_areas(curve, *scorers.ef_calibration)))
