@@ -36,7 +36,14 @@ from echomotion.evaluation.tracings import (
 from echomotion.evaluation.transfer import mean_ssim, nearer_fraction, time_matched
 from echomotion.phantom.anatomy import LABELS
 from echomotion.stores.ragged import RaggedStore
-from echomotion.tasks.evaluate.figures import COLOURS, PANEL, lv_area_figure, save_lv_area_figure
+from echomotion.tasks.evaluate.figures import (
+    COLOURS,
+    PANEL,
+    kind_of,
+    lv_area_figure,
+    save_lv_area_figure,
+    series_name,
+)
 from echomotion.tasks.evaluate.lv import by_pairing, pairing_index, traced_sets
 from echomotion.training.loop import train
 from echomotion.training.params import TrainParams
@@ -224,6 +231,8 @@ def test_lv_area_figure_has_a_panel_per_driver_and_draws_each_series(tmp_path):
         for kind in ("driver", "self", "transfer2")  # numbered: coloured as its kind
         for t in range(12)
     ]
+    assert (series_name("transfer", 0), series_name("transfer", 1)) == ("transfer", "transfer2")
+    assert kind_of(series_name("transfer", 2)) == "transfer" == kind_of("transfer")
     image = lv_area_figure(rows, columns=4)
     height, width = PANEL
     assert image.shape == (20 + 2 * height, 4 * width, 3)

@@ -14,6 +14,17 @@ MARGIN = 24  # left/bottom margin for the axis labels
 COLOURS = {"driver": (0, 0, 0), "self": (200, 110, 0), "transfer": (0, 90, 220)}  # BGR
 
 
+def series_name(kind: str, k: int) -> str:
+    """The series of a driver's ``k``-th (0-based) generated video of ``kind``: ``kind``
+    itself for the first, ``<kind><k + 1>`` after it (``transfer``, ``transfer2``, ...)."""
+    return kind if k == 0 else f"{kind}{k + 1}"
+
+
+def kind_of(series: str) -> str:
+    """The kind of a series named by :func:`series_name` (what :data:`COLOURS` is keyed by)."""
+    return series.rstrip("0123456789")
+
+
 def _text(image: np.ndarray, text: str, x: int, y: int, colour=(0, 0, 0)) -> None:
     cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1, cv2.LINE_AA)
 
@@ -35,7 +46,7 @@ def _panel(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> np.n
     cv2.rectangle(image, (x0, y0), (x1, y1), (160, 160, 160), 1)
     for series, (times, areas) in curves.items():
         pts = np.array([point(t, a) for t, a in zip(times, areas, strict=True)], np.int32)
-        colour = COLOURS.get(series.rstrip("0123456789"), (120, 120, 120))
+        colour = COLOURS.get(kind_of(series), (120, 120, 120))
         cv2.polylines(image, [pts], False, colour, 1, cv2.LINE_AA)
     _text(image, title, x0, 12)
     _text(image, f"{a_max:.0f}", 2, y0 + 8)

@@ -56,6 +56,7 @@ from echomotion.tasks.evaluate.ef import (
     too_few_labels,
     write_skipped_regressor,
 )
+from echomotion.tasks.evaluate.figures import series_name
 from echomotion.tasks.evaluate.params import EvaluateParams
 from echomotion.training.checkpoint import discard_other_inputs
 from echomotion.training.loop import train
@@ -373,7 +374,7 @@ def lv_area_rows(data: EvalData, areas: _Areas) -> list[dict]:
             gen_fps = record.rate(fps)
             curve = areas.of_synthetic(i)
             span = max(span, (len(curve) - 1) / gen_fps)
-            series = record.mode if k == 0 else f"{record.mode}{k + 1}"
+            series = series_name(record.mode, int(k))
             curves.append((f"{driver}/{series}", np.arange(len(curve)) / gen_fps, curve))
         real = areas.of_real(s)[data.records[generated[0]].motion_start :]
         t = np.arange(len(real)) / fps

@@ -159,10 +159,18 @@ def oracle_scores(
     rows = source_index(names, [r.motion_source for r in records])
     feature_rows = source_index(features.table["file_name"], [r.motion_source for r in records])
     generated, driving, kept, areas, ef_pairs = ([], []), ([], []), [], [], []
-    driver_areas: dict[int, np.ndarray] = {}  # store row -> the driver's LV area per frame
+    # a driver of several transfers (sample.transfer_sources) is read, and its ED/ES pair
+    # and LV areas found, once: store row -> (video, fps, ED/ES pair), -> LV area per frame
+    drivers: dict[int, tuple[np.ndarray, float, tuple[int, int] | None]] = {}
+    driver_areas: dict[int, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for record, row, feature_row in zip(records, rows, feature_rows, strict=True):
-            video, fps = videos.video(int(row)), float(table["fps"][row])
+            row = int(row)
+            if row not in drivers:
+                video, fps = videos.video(row), float(table["fps"][row])
+                pair = ed_es_or_detect(video, int(table["ed"][row]), int(table["es"][row]), fps)
+                drivers[row] = video, fps, pair
+            video, fps, drive_pair = drivers[row]
             full = phantom.prepared_transfer(
                 index[record.appearance_source], index[record.motion_source], Path(tmp)
             )
@@ -175,21 +183,20 @@ def oracle_scores(
             rate = record.rate(fps)
             oracle = generated_window(full, fps, rate, record.motion_start, n)
             gen_pair = ed_es_or_detect(oracle, record.ed, record.es, rate)
-            drive_pair = ed_es_or_detect(video, int(table["ed"][row]), int(table["es"][row]), fps)
             if gen_pair is None or drive_pair is None or feature_row < 0:
                 continue
             for frames, pair, out in ((oracle, gen_pair, generated), (video, drive_pair, driving)):
                 out[0].append(frames[pair[0]]), out[1].append(frames[pair[1]])
-            kept.append((record, int(row), int(feature_row)))
+            kept.append((record, row, int(feature_row)))
             if scorers.lv is not None:
                 curve = lv_areas(scorers.lv, oracle, scorers.batch, device=scorers.device,
                                  mode=scorers.lv_area)  # fmt: skip
-                if int(row) not in driver_areas:  # a driver of several transfers, read once
-                    driver_areas[int(row)] = lv_areas(
+                if row not in driver_areas:
+                    driver_areas[row] = lv_areas(
                         scorers.lv, video, scorers.batch, device=scorers.device,
                         mode=scorers.lv_area,
                     )  # fmt: skip
-                areas.append((curve, rate, driver_areas[int(row)][record.motion_start :], fps))
+                areas.append((curve, rate, driver_areas[row][record.motion_start :], fps))
                 truth = float(table["ef"][row]) if "ef" in table else float("nan")
                 if scorers.ef_calibration is not None and np.isfinite(truth):
                     ef_pairs.append((truth, ef_from_areas(curve, *scorers.ef_calibration)))
